@@ -5,7 +5,7 @@
 // between threads, so each worker lcore owns one. The burst calls take an
 // array of AeadOp in caller-owned memory: no allocation on the fast path.
 #pragma once
-#include <intel-ipsec-mb.h>
+#include "common/ipsec_mb.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -28,7 +28,7 @@ class AeadKey {
   const gcm_key_data* sched() const noexcept { return &sched_; }
 
  private:
-  gcm_key_data sched_{};  // 64-byte aligned by its declaration
+  alignas(64) gcm_key_data sched_{};
   Suite suite_ = Suite::Aes128Gcm;
   uint8_t salt_[kSaltLen] = {};
 };
