@@ -1,0 +1,116 @@
+#include "dataplane/app.hpp"
+
+#include <arpa/inet.h>
+#include <rte_cycles.h>
+#include <rte_lcore.h>
+
+#include <csignal>
+#include <cstring>
+#include <stdexcept>
+
+namespace keycast::dp {
+
+std::atomic<bool> g_stop{false};
+
+namespace {
+void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+}  // namespace
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+uint32_t parse_ipv4(const std::string& s, const char* opt) {
+  in_addr a{};
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1)
+    throw UsageError(std::string(opt) + ": '" + s + "' is not an IPv4 address");
+  return ntohl(a.s_addr);
+}
+
+GroupAddr parse_group(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) throw UsageError("--group: expected A.B.C.D:PORT, got '" + s + "'");
+  GroupAddr g{};
+  g.ip = parse_ipv4(s.substr(0, colon), "--group");
+  if ((g.ip >> 28) != 0xe) throw UsageError("--group: " + s.substr(0, colon) + " is not multicast (224.0.0.0/4)");
+  char* end = nullptr;
+  const std::string ps = s.substr(colon + 1);
+  unsigned long p = std::strtoul(ps.c_str(), &end, 10);
+  if (ps.empty() || *end || p == 0 || p > 65535) throw UsageError("--group: bad port '" + ps + "'");
+  g.port = static_cast<uint16_t>(p);
+  return g;
+}
+
+std::string ipv4_str(uint32_t ip) {
+  return std::to_string(ip >> 24) + "." + std::to_string((ip >> 16) & 255) + "." +
+         std::to_string((ip >> 8) & 255) + "." + std::to_string(ip & 255);
+}
+
+rte_mempool* make_pool(const char* name, unsigned n) {
+  rte_mempool* p = rte_pktmbuf_pool_create(name, n, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                           static_cast<int>(rte_socket_id()));
+  if (!p)
+    throw std::runtime_error(std::string("mbuf pool ") + name + ": " + rte_strerror(rte_errno) +
+                             " (give EAL more memory, e.g. -m 512)");
+  return p;
+}
+
+void check_port(uint16_t port, const char* opt) {
+  if (!rte_eth_dev_is_valid_port(port))
+    throw UsageError(std::string(opt) + " " + std::to_string(port) + ": no such DPDK port (" +
+                     std::to_string(rte_eth_dev_count_avail()) +
+                     " available; add one with --vdev or an allowed PCI device)");
+}
+
+void port_start(const PortSetup& s) {
+  const std::string name = "port " + std::to_string(s.port);
+  rte_eth_dev_info info{};
+  if (int rc = rte_eth_dev_info_get(s.port, &info); rc != 0)
+    throw std::runtime_error(name + ": dev_info: " + rte_strerror(-rc));
+  if (s.rx_queues > info.max_rx_queues || s.tx_queues > info.max_tx_queues)
+    throw std::runtime_error(name + " (" + info.driver_name + "): needs " +
+                             std::to_string(s.rx_queues) + " RX / " + std::to_string(s.tx_queues) +
+                             " TX queues, has " + std::to_string(info.max_rx_queues) + " / " +
+                             std::to_string(info.max_tx_queues) +
+                             " (use fewer worker lcores)");
+  rte_eth_conf conf{};
+  if (s.rx_queues > 1 && info.flow_type_rss_offloads) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_hf = RTE_ETH_RSS_IP & info.flow_type_rss_offloads;
+  }
+  if (int rc = rte_eth_dev_configure(s.port, s.rx_queues, s.tx_queues, &conf); rc != 0)
+    throw std::runtime_error(name + ": configure: " + rte_strerror(-rc));
+  uint16_t rxd = s.rx_desc, txd = s.tx_desc;
+  rte_eth_dev_adjust_nb_rx_tx_desc(s.port, &rxd, &txd);
+  const int sock = rte_eth_dev_socket_id(s.port) < 0 ? 0 : rte_eth_dev_socket_id(s.port);
+  for (uint16_t q = 0; q < s.rx_queues; ++q)
+    if (int rc = rte_eth_rx_queue_setup(s.port, q, rxd, sock, nullptr, s.pool); rc != 0)
+      throw std::runtime_error(name + ": rx queue " + std::to_string(q) + ": " + rte_strerror(-rc));
+  for (uint16_t q = 0; q < s.tx_queues; ++q)
+    if (int rc = rte_eth_tx_queue_setup(s.port, q, txd, sock, nullptr); rc != 0)
+      throw std::runtime_error(name + ": tx queue " + std::to_string(q) + ": " + rte_strerror(-rc));
+  if (int rc = rte_eth_dev_start(s.port); rc != 0)
+    throw std::runtime_error(name + ": start: " + rte_strerror(-rc));
+  rte_eth_promiscuous_enable(s.port);    // not all PMDs support it; harmless if not
+  rte_eth_allmulticast_enable(s.port);
+}
+
+void port_stop(uint16_t port) {
+  rte_eth_dev_stop(port);
+  rte_eth_dev_close(port);
+}
+
+std::vector<unsigned> worker_lcores() {
+  std::vector<unsigned> v;
+  unsigned lc;
+  RTE_LCORE_FOREACH_WORKER(lc) v.push_back(lc);
+  return v;
+}
+
+double tsc_seconds(uint64_t ticks) { return double(ticks) / double(rte_get_tsc_hz()); }
+
+}  // namespace keycast::dp

@@ -1,0 +1,69 @@
+// Shared application plumbing for keycast-send and keycast-recv: stop flag
+// and signals, address parsing, port and mempool setup, idle backoff.
+#pragma once
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace keycast::dp {
+
+// Set by SIGINT/SIGTERM (and by control when --count/--duration is reached).
+extern std::atomic<bool> g_stop;
+void install_signal_handlers();
+
+// Thrown for a bad command-line value; main prints it and exits 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+uint32_t parse_ipv4(const std::string& s, const char* opt);  // host byte order
+struct GroupAddr {
+  uint32_t ip;
+  uint16_t port;
+};
+GroupAddr parse_group(const std::string& s);  // A.B.C.D:PORT, multicast only
+std::string ipv4_str(uint32_t ip);
+
+rte_mempool* make_pool(const char* name, unsigned n_mbufs);
+
+struct PortSetup {
+  uint16_t port = 0;
+  uint16_t rx_queues = 1;
+  uint16_t tx_queues = 1;
+  uint16_t rx_desc = 1024;
+  uint16_t tx_desc = 1024;
+  rte_mempool* pool = nullptr;
+};
+// Configures and starts the port (promiscuous + all-multicast where the PMD
+// supports it). Throws std::runtime_error naming the port on failure.
+void port_start(const PortSetup& s);
+void port_stop(uint16_t port);
+void check_port(uint16_t port, const char* opt);  // UsageError if no such port
+
+// Worker lcores (all enabled lcores except the main one), in order.
+std::vector<unsigned> worker_lcores();
+
+// Idle backoff for poll loops (--idle-sleep-us): spin with rte_pause for a
+// few empty polls, then sleep. Returns after one backoff step.
+class IdleBackoff {
+ public:
+  explicit IdleBackoff(uint32_t sleep_us) : sleep_us_(sleep_us) {}
+  void reset() noexcept { empty_ = 0; }
+  // true if the caller should sleep now (and then call slept()).
+  bool should_sleep() noexcept { return sleep_us_ && ++empty_ > kSpins; }
+  uint32_t sleep_us() const noexcept { return sleep_us_; }
+
+ private:
+  static constexpr uint32_t kSpins = 64;
+  uint32_t sleep_us_;
+  uint32_t empty_ = 0;
+};
+
+double tsc_seconds(uint64_t ticks);
+
+}  // namespace keycast::dp

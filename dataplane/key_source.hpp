@@ -1,0 +1,60 @@
+// Where the control thread gets keys from. The data plane's control loop
+// (main lcore of keycast-send / keycast-recv) owns one KeySource and calls it:
+//   start()    once, before workers run: install the first keys and publish;
+//   poll()     about every millisecond: rotate, fetch, drop expired keys;
+//   on_event() for each worker event (unknown SPI, key change notice).
+// Every change goes through KeyControl (dataplane/key_table.hpp): add()
+// the key with its remaining effective time, set roles, publish(). The
+// static key file source lives here; the KMS client (issue 5) implements the
+// same interface.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/key_record.hpp"
+#include "dataplane/control_events.hpp"
+#include "dataplane/key_table.hpp"
+
+namespace keycast::dp {
+
+class KeySource {
+ public:
+  virtual ~KeySource() = default;
+  virtual void start(KeyControl& ctl, MonoClock::time_point now) = 0;
+  virtual void poll(KeyControl& ctl, MonoClock::time_point now) = 0;
+  virtual void on_event(KeyControl& ctl, const ControlEvent& e) = 0;
+  // Sender: the pending next key and when it becomes current (for the notice).
+  virtual const char* name() const = 0;
+};
+
+// Static keys from --key-file (labs and tests only).
+// Sender: line i is current; with rotate_ms > 0 the next line becomes current
+// every rotate_ms (the last line stays current when the file runs out, never
+// wrapping: an SPI is never reused). A previous notice is published
+// notice_lead_ms before each switch.
+// Receiver: holds every key of the file (rotate_ms is not needed).
+class StaticKeySource : public KeySource {
+ public:
+  enum class Role { Sender, Receiver };
+  StaticKeySource(std::vector<KeyRecord> keys, Role role, uint32_t rotate_ms,
+                  uint32_t notice_lead_ms);
+  void start(KeyControl& ctl, MonoClock::time_point now) override;
+  void poll(KeyControl& ctl, MonoClock::time_point now) override;
+  void on_event(KeyControl& ctl, const ControlEvent& e) override;
+  const char* name() const override { return "key-file"; }
+
+  uint64_t unknown_spi_events = 0, notice_events = 0;
+
+ private:
+  std::vector<KeyRecord> keys_;
+  Role role_;
+  uint32_t rotate_ms_, lead_ms_;
+  std::size_t cur_ = 0;
+  MonoClock::time_point next_switch_{};
+  bool notice_sent_ = false;
+  std::vector<uint32_t> reported_;
+};
+
+}  // namespace keycast::dp

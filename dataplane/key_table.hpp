@@ -1,0 +1,189 @@
+// The data-plane key table: lock-free for workers, RCU-retired.
+//
+// A KeyTable is an immutable snapshot (per channel: previous, current, next,
+// plus any further held keys) published through one atomic pointer. Workers
+// load it with acquire ordering, use it for a burst, and report a quiescent
+// state (rte_rcu_qsbr) between bursts. The control thread (the only writer)
+// builds a new table and publishes it; the old table is freed only after every
+// registered worker has reported quiescent since the swap.
+//
+// Keys live in KeySlots, shared between successive tables (shared_ptr held by
+// tables only; workers use raw pointers and never copy a shared_ptr), so the
+// per-key mutable state survives republishing:
+//  - sender: the 64-bit sequence counter. Workers reserve disjoint blocks with
+//    one fetch_add per burst, so an IV is never repeated under a key.
+//  - receiver: one replay window per RX queue, each written only by the worker
+//    that polls that queue.
+// A slot is freed when the last table holding it is reclaimed.
+#pragma once
+#include <rte_rcu_qsbr.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "common/aead.hpp"
+#include "common/key_record.hpp"
+#include "dataplane/replay_window.hpp"
+
+namespace keycast::dp {
+
+struct alignas(64) KeySlot {
+  KeySlot(const KeyRecord& r, uint64_t first_seq, unsigned replay_queues, uint32_t replay_size);
+  KeySlot(const KeySlot&) = delete;
+  KeySlot& operator=(const KeySlot&) = delete;
+
+  uint32_t channel;
+  uint32_t spi;
+  AeadKey key;                       // precomputed GCM schedule
+  MonoClock::time_point expires_at;  // remaining effective time reaches 0 (sender switches)
+  alignas(64) std::atomic<uint64_t> next_seq;  // sender: next unreserved sequence number
+
+  // Receiver: per RX queue window; index = queue id. Single writer each.
+  struct alignas(64) PerQueue {
+    ReplayWindow window;
+  };
+  std::unique_ptr<PerQueue[]> replay;
+  unsigned replay_queues;
+
+  // Reserve n consecutive sequence numbers; returns the first.
+  uint64_t reserve(uint32_t n) noexcept { return next_seq.fetch_add(n, std::memory_order_relaxed); }
+};
+
+// Pending in-band "key data change previous notice" (sender side).
+struct PendingNotice {
+  uint32_t next_spi = 0;
+  uint64_t switch_tsc = 0;   // TSC at which the sender switches
+  uint64_t generation = 0;   // changes for every new notice
+};
+
+class KeyTable {
+ public:
+  uint64_t generation = 0;
+  uint32_t channel = 0;
+  KeySlot* previous = nullptr;
+  KeySlot* current = nullptr;
+  KeySlot* next = nullptr;
+  PendingNotice notice;
+
+  // Lookup by SPI (binary search over a sorted flat array).
+  KeySlot* find(uint32_t spi) const noexcept {
+    std::size_t lo = 0, hi = spis_.size();
+    while (lo < hi) {
+      const std::size_t mid = (lo + hi) / 2;
+      if (spis_[mid] < spi)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    return lo < spis_.size() && spis_[lo] == spi ? raw_[lo] : nullptr;
+  }
+  std::size_t size() const noexcept { return spis_.size(); }
+  const std::vector<uint32_t>& spis() const noexcept { return spis_; }
+
+  // Writer side.
+  void add(std::shared_ptr<KeySlot> s);  // keeps the array sorted; replaces an equal SPI
+
+ private:
+  std::vector<uint32_t> spis_;
+  std::vector<KeySlot*> raw_;
+  std::vector<std::shared_ptr<KeySlot>> owned_;
+};
+
+// Atomic publication + RCU retirement. One writer thread; up to max_readers
+// reader threads, each with a distinct id in [0, max_readers).
+class KeyTableHolder {
+ public:
+  explicit KeyTableHolder(unsigned max_readers);
+  ~KeyTableHolder();
+  KeyTableHolder(const KeyTableHolder&) = delete;
+  KeyTableHolder& operator=(const KeyTableHolder&) = delete;
+
+  // ---- reader (worker) side: no locks, no allocation ----
+  void register_reader(unsigned id);    // once, from the reader thread, before acquire()
+  void unregister_reader(unsigned id);  // when the reader stops for good
+  const KeyTable* acquire() const noexcept { return cur_.load(std::memory_order_acquire); }
+  // Between bursts: "I hold no pointer obtained before this call".
+  void quiescent(unsigned id) noexcept { rte_rcu_qsbr_quiescent(qsv_, id); }
+  // Around sleeps, so a sleeping worker does not hold up reclamation.
+  void offline(unsigned id) noexcept { rte_rcu_qsbr_thread_offline(qsv_, id); }
+  void online(unsigned id) noexcept { rte_rcu_qsbr_thread_online(qsv_, id); }
+
+  // ---- writer (control) side ----
+  // Publishes t (release) and retires the previous table.
+  void publish(std::unique_ptr<KeyTable> t);
+  const KeyTable* latest() const noexcept { return cur_.load(std::memory_order_relaxed); }
+  // Frees retired tables whose grace period has ended; non-blocking.
+  std::size_t reclaim();
+  // Blocks until every retired table can be freed, then frees them.
+  void synchronize();
+  std::size_t retired() const noexcept { return retired_.size(); }
+  uint64_t next_generation() noexcept { return ++generation_; }
+
+ private:
+  struct Retired {
+    uint64_t token;
+    std::unique_ptr<KeyTable> table;
+  };
+  rte_rcu_qsbr* qsv_ = nullptr;
+  std::atomic<const KeyTable*> cur_{nullptr};
+  std::unique_ptr<KeyTable> owned_cur_;
+  std::vector<Retired> retired_;
+  uint64_t generation_ = 0;
+};
+
+// Control-side key state for one channel; builds and publishes tables.
+// This is the API the control thread (static key file today, KMS client in
+// issue 5) uses. Not thread-safe: call from the control thread only.
+struct SlotParams {
+  unsigned replay_queues = 0;   // receiver: RX queues (one window each)
+  uint32_t replay_size = 4096;  // receiver: --replay-window
+  uint64_t first_seq = 1;       // sender: first sequence number of a fresh key
+};
+
+class KeyControl {
+ public:
+  KeyControl(KeyTableHolder& holder, uint32_t channel, SlotParams params)
+      : holder_(holder), channel_(channel), params_(params) {}
+
+  // Installs a key (e.g. fetched from the KMS, or a key-file line). Returns
+  // false if the SPI is already held (an SPI is never reused).
+  bool add(const KeyRecord& r);
+  bool holds(uint32_t spi) const;
+  // Roles. set_current moves the old current to previous.
+  void set_current(uint32_t spi);
+  void set_next(uint32_t spi);
+  void clear_next() { next_ = 0; }
+  // Drops a key (e.g. the previous key when its grace period ends).
+  void remove(uint32_t spi);
+  void set_notice(uint32_t next_spi, uint64_t switch_tsc);
+  void clear_notice() { notice_ = {}; }
+  void set_first_seq(uint64_t s) { params_.first_seq = s; }
+
+  // Builds a table from the state above and publishes it. Call after a set of
+  // changes; then call holder.reclaim() periodically.
+  void publish();
+
+  uint32_t current_spi() const { return current_; }
+  uint32_t next_spi() const { return next_; }
+  uint32_t previous_spi() const { return previous_; }
+  std::size_t size() const { return slots_.size(); }
+  KeyTableHolder& holder() { return holder_; }
+
+ private:
+  KeyTableHolder& holder_;
+  uint32_t channel_;
+  SlotParams params_;
+  std::vector<std::shared_ptr<KeySlot>> slots_;
+  uint32_t previous_ = 0, current_ = 0, next_ = 0;
+  PendingNotice notice_;
+  uint64_t notice_gen_ = 0;
+};
+
+// Sequence start for static keys: nanoseconds since the epoch (CLOCK_REALTIME)
+// so a restarted sender never repeats an IV under a key-file key.
+uint64_t static_key_first_seq() noexcept;
+
+}  // namespace keycast::dp

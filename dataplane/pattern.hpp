@@ -1,0 +1,46 @@
+// Generator payload: a deterministic pattern carrying a 64-bit packet index,
+// so the receiver's --deliver verify counts lost, duplicated and corrupted
+// packets exactly.
+//
+// Layout (little endian): [0,8) index, [8,16) index * kMix (a check word),
+// then 8-byte words w_k = (index ^ kSeed) + k * kStep, the tail being the low
+// bytes of the next word.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace keycast::dp {
+
+constexpr std::size_t kPatternMin = 16;
+
+void pattern_fill(uint8_t* p, std::size_t len, uint64_t index) noexcept;
+
+enum class PatternResult : uint8_t { Ok, BadIndex, BadBody };
+// On Ok or BadBody, index is set from the (self-checked) index word.
+PatternResult pattern_check(const uint8_t* p, std::size_t len, uint64_t& index) noexcept;
+
+// Sliding bitmap over packet indexes, for exact lost/duplicate counts.
+// Single writer. Indexes that fall behind the window are counted as late.
+class DeliveryTracker {
+ public:
+  explicit DeliveryTracker(uint32_t window_bits = 1u << 16);
+  void record(uint64_t index) noexcept;
+  // Counts the holes below the highest index seen, or below expect if set.
+  void finish(uint64_t expect = 0) noexcept;
+
+  uint64_t received = 0, lost = 0, duplicated = 0, late = 0;
+  uint64_t highest() const noexcept { return hi_; }
+
+ private:
+  bool test_and_set(uint64_t idx) noexcept;
+  void advance_to(uint64_t new_base) noexcept;  // counts holes in [base_, new_base)
+  std::unique_ptr<uint64_t[]> bits_;
+  uint64_t nbits_;
+  uint64_t base_ = 0;  // lowest index still tracked
+  uint64_t hi_ = 0;
+  bool any_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace keycast::dp

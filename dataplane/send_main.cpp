@@ -1,0 +1,589 @@
+// keycast-send: DPDK delivery server. The main lcore runs control (keys,
+// stats, stop); every other EAL lcore is a worker that generates (or ingests)
+// delivery data, enciphers it with the current key and multicasts it.
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/aead.hpp"
+#include "common/control_msg.hpp"
+#include "common/esp.hpp"
+#include "common/key_record.hpp"
+#include "dataplane/app.hpp"
+#include "dataplane/key_source.hpp"
+#include "dataplane/key_table.hpp"
+#include "dataplane/pacer.hpp"
+#include "dataplane/pattern.hpp"
+#include "dataplane/stats.hpp"
+
+namespace po = boost::program_options;
+using namespace keycast;
+using namespace keycast::dp;
+
+namespace {
+
+constexpr unsigned kMaxBurst = 64;
+
+struct SendOptions {
+  uint16_t port = 0;
+  GroupAddr group{};
+  uint32_t source = 0;
+  uint32_t channel = 1;
+  std::string suite;
+  std::string key_file;
+  uint32_t rotate_ms = 0;
+  uint32_t notice_lead_ms = 200;
+  uint32_t notice_interval_ms = 50;
+  uint32_t payload_size = 512;
+  uint64_t rate = 0;
+  int ingest_port = -1;
+  uint64_t count = 0;
+  double duration = 0;
+  double stats_interval = 1;
+  std::string stats_json;
+  uint32_t idle_sleep_us = 0;
+  uint32_t burst = 32;
+  uint32_t ttl = 16;
+  uint16_t src_port = 5000;
+  uint32_t start_delay_ms = 0;
+};
+
+struct alignas(64) SendWorkerStats {
+  Counter packets, bytes, wire_bytes, notices, tx_dropped, alloc_fail, ingest_rx, ingest_bad;
+};
+
+struct Shared {
+  SendOptions opt;
+  KeyTableHolder* holder = nullptr;
+  rte_mempool* pool = nullptr;
+  esp::Template tmpl{};
+  alignas(64) std::atomic<uint64_t> next_index{0};  // generator packet index, reserved per burst
+  std::atomic<uint64_t> start_tsc{0};
+  std::atomic<unsigned> running{0};
+  std::vector<std::unique_ptr<SendWorkerStats>> stats;
+};
+
+struct WorkerArg {
+  Shared* sh;
+  unsigned id;       // worker index = TX queue = RCU reader id
+  unsigned nworkers;
+};
+
+// Transmits all n packets (retrying while the queue is full); on stop frees
+// what is left. Returns how many were sent.
+uint16_t tx_all(uint16_t port, uint16_t q, rte_mbuf** pkts, uint16_t n, SendWorkerStats& st) {
+  uint16_t sent = 0;
+  unsigned spins = 0;
+  while (sent < n) {
+    sent += rte_eth_tx_burst(port, q, pkts + sent, n - sent);
+    if (sent < n) {
+      if (g_stop.load(std::memory_order_relaxed) && ++spins > 1000) break;
+      rte_pause();
+    }
+  }
+  if (sent < n) {
+    st.tx_dropped.add(n - sent);
+    rte_pktmbuf_free_bulk(pkts + sent, n - sent);
+  }
+  return sent;
+}
+
+class SendWorker {
+ public:
+  SendWorker(Shared& sh, unsigned id, unsigned nworkers)
+      : sh_(sh), id_(id), q_(static_cast<uint16_t>(id)), st_(*sh.stats[id]),
+        backoff_(sh.opt.idle_sleep_us) {
+    const uint64_t hz = rte_get_tsc_hz();
+    pacer_ = Pacer(Pacer::share(sh.opt.rate, nworkers, id), hz, sh.opt.burst, rte_get_tsc_cycles());
+    notice_every_ = hz / 1000 * sh.opt.notice_interval_ms;
+  }
+
+  void run() {
+    KeyTableHolder& h = *sh_.holder;
+    h.register_reader(id_);
+    // Wait for the start time (lets a test attach TAPs to a bridge first).
+    while (!g_stop.load(std::memory_order_relaxed) &&
+           rte_get_tsc_cycles() < sh_.start_tsc.load(std::memory_order_relaxed)) {
+      h.quiescent(id_);
+      rte_delay_us_sleep(1000);
+    }
+    pacer_ = Pacer(pacer_.rate(), rte_get_tsc_hz(), sh_.opt.burst, rte_get_tsc_cycles());
+    const bool ingest = sh_.opt.ingest_port >= 0;
+    while (!g_stop.load(std::memory_order_relaxed)) {
+      h.quiescent(id_);
+      const KeyTable* t = h.acquire();
+      if (id_ == 0) maybe_notice(t);
+      bool done = false;
+      const unsigned n = ingest ? (id_ == 0 ? ingest_burst(t) : 0) : generate_burst(t, done);
+      if (done) break;
+      if (n == 0) idle();
+      else backoff_.reset();
+    }
+    h.unregister_reader(id_);
+  }
+
+ private:
+  void idle() {
+    if (backoff_.should_sleep()) {
+      uint32_t us = backoff_.sleep_us();
+      if (!pacer_.unpaced()) {
+        const uint64_t wait = pacer_.ticks_until_next(rte_get_tsc_cycles());
+        const uint64_t wait_us = wait * 1000000 / rte_get_tsc_hz();
+        if (wait_us < us) us = static_cast<uint32_t>(wait_us);
+      }
+      if (us) {
+        sh_.holder->offline(id_);
+        rte_delay_us_sleep(us);
+        sh_.holder->online(id_);
+        return;
+      }
+    }
+    rte_pause();
+  }
+
+  unsigned generate_burst(const KeyTable* t, bool& done) {
+    KeySlot* key = t->current;
+    if (!key) return 0;
+    uint32_t want = sh_.opt.burst;
+    want = pacer_.take(rte_get_tsc_cycles(), want);
+    if (want == 0) return 0;
+    rte_mbuf* pkts[kMaxBurst];
+    if (rte_pktmbuf_alloc_bulk(sh_.pool, pkts, want) != 0) {
+      st_.alloc_fail.add();
+      return 0;
+    }
+    uint64_t first = 0;
+    uint32_t n = want;
+    if (sh_.opt.count) {
+      first = sh_.next_index.fetch_add(want, std::memory_order_relaxed);
+      if (first >= sh_.opt.count) {
+        rte_pktmbuf_free_bulk(pkts, want);
+        done = true;
+        return 0;
+      }
+      if (first + n > sh_.opt.count) {
+        const uint32_t keep = static_cast<uint32_t>(sh_.opt.count - first);
+        rte_pktmbuf_free_bulk(pkts + keep, n - keep);
+        n = keep;
+      }
+    } else {
+      first = sh_.next_index.fetch_add(want, std::memory_order_relaxed);
+    }
+    // One atomic add reserves this burst's block of sequence numbers (IVs).
+    const uint64_t seq0 = key->reserve(n);
+    const uint32_t plen = sh_.opt.payload_size;
+    uint64_t wire = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+      uint8_t* f = rte_pktmbuf_mtod(pkts[i], uint8_t*);
+      const uint16_t cap = static_cast<uint16_t>(rte_pktmbuf_tailroom(pkts[i]));
+      pattern_fill(f + esp::kPayloadOffset, plen, first + i);
+      const std::size_t len = esp::prepare(sh_.tmpl, key->spi, seq0 + i, esp::kNextUdp, f,
+                                           esp::kUdpLen + plen, cap, aad_[i], ops_[i]);
+      pkts[i]->data_len = static_cast<uint16_t>(len);
+      pkts[i]->pkt_len = static_cast<uint32_t>(len);
+      wire += len;
+    }
+    aead_.seal_burst(key->key, ops_, n);
+    const uint16_t sent = tx_all(sh_.opt.port, q_, pkts, static_cast<uint16_t>(n), st_);
+    st_.packets.add(sent);
+    st_.bytes.add(uint64_t(sent) * plen);
+    st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
+    return n;
+  }
+
+  // Plaintext IPv4/UDP frames from --ingest-port: enciphered in place (the
+  // UDP header and payload stay where they are; headers are prepended into
+  // the headroom and the trailer appended).
+  unsigned ingest_burst(const KeyTable* t) {
+    rte_mbuf* in[kMaxBurst];
+    const uint16_t got =
+        rte_eth_rx_burst(static_cast<uint16_t>(sh_.opt.ingest_port), 0, in, sh_.opt.burst);
+    if (got == 0) return 0;
+    st_.ingest_rx.add(got);
+    KeySlot* key = t->current;
+    rte_mbuf* out[kMaxBurst];
+    uint16_t n = 0;
+    uint64_t payload_bytes = 0, wire = 0;
+    for (uint16_t i = 0; i < got; ++i) {
+      rte_mbuf* m = in[i];
+      const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
+      bool ok = key && rte_pktmbuf_is_contiguous(m) && m->data_len >= 14 + 20 + 8 &&
+                f[12] == 0x08 && f[13] == 0x00 && (f[14] >> 4) == 4;
+      uint32_t ihl = 0, udp_len = 0;
+      if (ok) {
+        ihl = (f[14] & 0x0f) * 4u;
+        ok = ihl >= 20 && f[14 + 9] == 17 && m->data_len >= 14 + ihl + 8 &&
+             ((f[14 + 6] << 8 | f[14 + 7]) & 0x3fff) == 0;
+      }
+      if (ok) {
+        udp_len = uint32_t(f[14 + ihl + 4]) << 8 | f[14 + ihl + 5];
+        ok = udp_len >= 8 && 14 + ihl + udp_len <= m->data_len;
+      }
+      if (ok) {
+        // Move the frame start so the UDP header lands at kCipherOffset.
+        const int delta = int(esp::kCipherOffset) - int(14 + ihl);
+        if (delta > 0)
+          ok = rte_pktmbuf_prepend(m, static_cast<uint16_t>(delta)) != nullptr;
+        else if (delta < 0)
+          ok = rte_pktmbuf_adj(m, static_cast<uint16_t>(-delta)) != nullptr;
+      }
+      if (ok) {
+        const uint32_t keep = esp::kCipherOffset + udp_len;  // drop Ethernet padding
+        rte_pktmbuf_trim(m, static_cast<uint16_t>(m->data_len - keep));
+        ok = rte_pktmbuf_append(m, static_cast<uint16_t>(esp::trailer_len(udp_len))) != nullptr;
+      }
+      if (!ok) {
+        st_.ingest_bad.add();
+        rte_pktmbuf_free(m);
+        continue;
+      }
+      out[n] = m;
+      payload_bytes += udp_len - 8;
+      ++n;
+    }
+    if (n == 0) return got;
+    const uint64_t seq0 = key->reserve(n);
+    for (uint16_t i = 0; i < n; ++i) {
+      rte_mbuf* m = out[i];
+      uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
+      // The inner length is the UDP length field, still intact in place.
+      const uint32_t udp_len = uint32_t(f[esp::kCipherOffset + 4]) << 8 | f[esp::kCipherOffset + 5];
+      const std::size_t len = esp::prepare(sh_.tmpl, key->spi, seq0 + i, esp::kNextUdp, f, udp_len,
+                                           m->data_len, aad_[i], ops_[i]);
+      m->data_len = static_cast<uint16_t>(len);
+      m->pkt_len = static_cast<uint32_t>(len);
+      wire += len;
+    }
+    aead_.seal_burst(key->key, ops_, n);
+    const uint16_t sent = tx_all(sh_.opt.port, q_, out, n, st_);
+    st_.packets.add(sent);
+    st_.bytes.add(sent == n ? payload_bytes : payload_bytes * sent / n);
+    st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
+    return got;
+  }
+
+  // Worker 0 multicasts the pending key change previous notice when it first
+  // sees it, then every --notice-interval-ms until the switch.
+  void maybe_notice(const KeyTable* t) {
+    if (!t->notice.generation || !t->current) return;
+    const uint64_t now = rte_get_tsc_cycles();
+    if (now >= t->notice.switch_tsc) return;
+    if (t->notice.generation == last_notice_gen_ && now - last_notice_tsc_ < notice_every_) return;
+    last_notice_gen_ = t->notice.generation;
+    last_notice_tsc_ = now;
+    rte_mbuf* m = rte_pktmbuf_alloc(sh_.pool);
+    if (!m) {
+      st_.alloc_fail.add();
+      return;
+    }
+    KeyChangeNotice nt;
+    nt.channel = t->channel;
+    nt.next_spi = t->notice.next_spi;
+    nt.ms_to_switch = static_cast<uint32_t>((t->notice.switch_tsc - now) / (rte_get_tsc_hz() / 1000));
+    uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
+    const std::size_t cap = rte_pktmbuf_tailroom(m);
+    const std::size_t inner = encode_notice(nt, f + esp::kCipherOffset, cap - esp::kCipherOffset);
+    KeySlot* key = t->current;
+    const std::size_t len = esp::prepare(sh_.tmpl, key->spi, key->reserve(1), esp::kNextControl, f,
+                                         inner, cap, aad_[0], ops_[0]);
+    if (!len) {
+      rte_pktmbuf_free(m);
+      return;
+    }
+    aead_.seal(key->key, ops_[0]);
+    m->data_len = static_cast<uint16_t>(len);
+    m->pkt_len = static_cast<uint32_t>(len);
+    if (tx_all(sh_.opt.port, q_, &m, 1, st_) == 1) st_.notices.add();
+  }
+
+  Shared& sh_;
+  unsigned id_;
+  uint16_t q_;
+  SendWorkerStats& st_;
+  IdleBackoff backoff_;
+  Pacer pacer_;
+  Aead aead_;
+  uint64_t notice_every_ = 0, last_notice_gen_ = 0, last_notice_tsc_ = 0;
+  AeadOp ops_[kMaxBurst];
+  uint8_t aad_[kMaxBurst][esp::kAadLen];
+};
+
+int worker_main(void* p) {
+  auto* a = static_cast<WorkerArg*>(p);
+  try {
+    auto w = std::make_unique<SendWorker>(*a->sh, a->id, a->nworkers);
+    w->run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "keycast-send: worker %u: %s\n", a->id, e.what());
+    g_stop.store(true);
+  }
+  a->sh->running.fetch_sub(1);
+  return 0;
+}
+
+SendOptions parse_options(int argc, char** argv) {
+  SendOptions o;
+  std::string group = "239.1.1.1:5000", source = "10.0.0.1";
+  std::vector<std::string> kms;
+  std::string tls_cert, tls_key, tls_ca, key_origin;
+  po::options_description d("keycast-send options (after EAL args and --)");
+  d.add_options()
+      ("help,h", "this help")
+      ("port", po::value<uint16_t>(&o.port)->default_value(0), "TX port")
+      ("group", po::value<std::string>(&group)->default_value(group), "destination group A.B.C.D:PORT")
+      ("source", po::value<std::string>(&source)->default_value(source), "IPv4 source address")
+      ("src-port", po::value<uint16_t>(&o.src_port)->default_value(5000), "inner UDP source port")
+      ("ttl", po::value<uint32_t>(&o.ttl)->default_value(16), "IPv4 TTL")
+      ("channel", po::value<uint32_t>(&o.channel)->default_value(1), "channel id")
+      ("suite", po::value<std::string>(&o.suite), "aes128gcm|aes256gcm (checked against the keys)")
+      ("key-file", po::value<std::string>(&o.key_file), "static keys, one per line: SPI HEXKEY (labs only)")
+      ("rotate-ms", po::value<uint32_t>(&o.rotate_ms)->default_value(0), "move to the next key-file line every MS")
+      ("notice-lead-ms", po::value<uint32_t>(&o.notice_lead_ms)->default_value(200), "send the key change previous notice this long before a switch (0: none)")
+      ("notice-interval-ms", po::value<uint32_t>(&o.notice_interval_ms)->default_value(50), "repeat the notice this often until the switch")
+      ("kms", po::value<std::vector<std::string>>(&kms)->composing(), "HOST:PORT[,HOST:PORT...] key management servers")
+      ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
+      ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
+      ("tls-ca", po::value<std::string>(&tls_ca), "CA (with --kms)")
+      ("key-origin", po::value<std::string>(&key_origin), "kms|sender (with --kms)")
+      ("payload-size", po::value<uint32_t>(&o.payload_size)->default_value(512), "generator UDP payload bytes (>= 16)")
+      ("rate", po::value<uint64_t>(&o.rate)->default_value(0), "packets per second, 0 = as fast as possible")
+      ("ingest-port", po::value<int>(&o.ingest_port)->default_value(-1), "encipher plaintext IPv4/UDP frames from this port instead of generating")
+      ("count", po::value<uint64_t>(&o.count)->default_value(0), "stop after N generated packets (0 = no limit)")
+      ("duration", po::value<double>(&o.duration)->default_value(0), "stop after S seconds (0 = no limit)")
+      ("stats-interval", po::value<double>(&o.stats_interval)->default_value(1), "periodic stats every S seconds (0 = off)")
+      ("stats-json", po::value<std::string>(&o.stats_json), "write final figures as JSON to PATH")
+      ("idle-sleep-us", po::value<uint32_t>(&o.idle_sleep_us)->default_value(0), "sleep up to US when idle (0 = busy poll)")
+      ("burst", po::value<uint32_t>(&o.burst)->default_value(32), "packets per burst (1..64)")
+      ("start-delay-ms", po::value<uint32_t>(&o.start_delay_ms)->default_value(0), "wait MS after port start before sending");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: keycast-send [EAL args] -- [options]\n" << d;
+      std::exit(0);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  o.group = parse_group(group);
+  o.source = parse_ipv4(source, "--source");
+  if (!kms.empty())
+    throw UsageError("--kms: the key plane client is not part of this build yet (issue 5); use --key-file");
+  if (o.key_file.empty()) throw UsageError("one of --key-file or --kms is required");
+  if (!o.suite.empty() && !parse_suite(o.suite))
+    throw UsageError("--suite: '" + o.suite + "' is not aes128gcm or aes256gcm");
+  if (o.payload_size < kPatternMin || esp::frame_len(o.payload_size) > RTE_MBUF_DEFAULT_DATAROOM)
+    throw UsageError("--payload-size: must be in 16.." +
+                     std::to_string(esp::max_payload(RTE_MBUF_DEFAULT_DATAROOM - esp::kEthLen)));
+  if (o.burst == 0 || o.burst > kMaxBurst) throw UsageError("--burst: must be in 1..64");
+  if (o.ttl == 0 || o.ttl > 255) throw UsageError("--ttl: must be in 1..255");
+  if (o.duration < 0) throw UsageError("--duration: must be >= 0");
+  if (o.stats_interval < 0) throw UsageError("--stats-interval: must be >= 0");
+  if (o.rotate_ms && o.notice_lead_ms >= o.rotate_ms) o.notice_lead_ms = o.rotate_ms / 2;
+  return o;
+}
+
+Figures sender_figures(Shared& sh, double duration, uint64_t switches,
+                       const std::vector<uint64_t>& spis, uint32_t spi_now) {
+  uint64_t pk = 0, by = 0, wb = 0, no = 0, td = 0, af = 0, ir = 0, ib = 0;
+  for (auto& s : sh.stats) {
+    pk += s->packets.get();
+    by += s->bytes.get();
+    wb += s->wire_bytes.get();
+    no += s->notices.get();
+    td += s->tx_dropped.get();
+    af += s->alloc_fail.get();
+    ir += s->ingest_rx.get();
+    ib += s->ingest_bad.get();
+  }
+  Figures f;
+  f.push_back(Figure::integer("packets_sent", pk));
+  f.push_back(Figure::integer("bytes_sent", by));
+  f.push_back(Figure::integer("wire_bytes", wb));
+  f.push_back(Figure::real("duration_s", duration));
+  f.push_back(Figure::integer("key_switches", switches));
+  f.push_back(Figure::integer("spis_used", spis.size()));
+  f.push_back(Figure::ints("spi_list", spis));
+  f.push_back(Figure::integer("spi_current", spi_now));
+  f.push_back(Figure::integer("notices_sent", no));
+  f.push_back(Figure::integer("tx_dropped", td));
+  f.push_back(Figure::integer("alloc_fail", af));
+  f.push_back(Figure::integer("ingest_rx", ir));
+  f.push_back(Figure::integer("ingest_bad", ib));
+  f.push_back(Figure::real("pps", duration > 0 ? pk / duration : 0));
+  f.push_back(Figure::real("gbps", duration > 0 ? wb * 8 / duration / 1e9 : 0));
+  f.push_back(Figure::integer("workers", sh.stats.size()));
+  return f;
+}
+
+int run(int argc, char** argv) {
+  SendOptions opt = parse_options(argc, argv);
+  check_port(opt.port, "--port");
+  if (opt.ingest_port >= 0) check_port(static_cast<uint16_t>(opt.ingest_port), "--ingest-port");
+
+  std::vector<KeyRecord> keys;
+  try {
+    keys = load_key_file(opt.key_file, opt.channel);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (!opt.suite.empty())
+    for (auto& k : keys)
+      if (suite_name(k.material.suite) != opt.suite)
+        throw UsageError("--suite " + opt.suite + ": key-file SPI " + std::to_string(k.spi) +
+                         " holds a " + std::string(suite_name(k.material.suite)) + " key");
+  std::fprintf(stderr,
+               "keycast-send: WARNING: static keys from %s are for labs and tests only; "
+               "use --kms in production\n",
+               opt.key_file.c_str());
+
+  const auto workers = worker_lcores();
+  if (workers.empty()) throw UsageError("EAL: need at least 2 lcores (main = control, others = workers), e.g. -l 0,1");
+  const unsigned nw = static_cast<unsigned>(workers.size());
+
+  Shared sh;
+  sh.opt = opt;
+  sh.pool = make_pool("send_pool", 8192 * nw + 4096);
+  port_start(PortSetup{opt.port, 1, static_cast<uint16_t>(nw), 1024, 1024, sh.pool});
+  if (opt.ingest_port >= 0 && opt.ingest_port != opt.port)
+    port_start(PortSetup{static_cast<uint16_t>(opt.ingest_port), 1, 1, 1024, 1024, sh.pool});
+
+  esp::Flow flow;
+  rte_ether_addr mac{};
+  if (rte_eth_macaddr_get(opt.port, &mac) == 0) std::memcpy(flow.src_mac, mac.addr_bytes, 6);
+  flow.src_ip = opt.source;
+  flow.group_ip = opt.group.ip;
+  flow.src_port = opt.src_port;
+  flow.dst_port = opt.group.port;
+  flow.ttl = static_cast<uint8_t>(opt.ttl);
+  sh.tmpl = esp::make_template(flow);
+
+  KeyTableHolder holder(nw);
+  sh.holder = &holder;
+  KeyControl ctl(holder, opt.channel, SlotParams{});
+  StaticKeySource source(keys, StaticKeySource::Role::Sender, opt.rotate_ms, opt.notice_lead_ms);
+  const uint64_t hz = rte_get_tsc_hz();
+  const uint64_t t_launch = rte_get_tsc_cycles();
+  const uint64_t t_start = t_launch + hz / 1000 * opt.start_delay_ms;
+  sh.start_tsc = t_start;
+  for (unsigned i = 0; i < nw; ++i) sh.stats.push_back(std::make_unique<SendWorkerStats>());
+
+  std::vector<uint64_t> spis;
+  uint64_t switches = 0;
+  uint32_t spi_now = 0;
+  auto note_spi = [&]() {
+    const uint32_t s = ctl.current_spi();
+    if (s == spi_now) return;
+    if (spi_now != 0) {
+      ++switches;
+      std::fprintf(stderr, "keycast-send: key switch %lu: SPI %u -> %u\n",
+                   static_cast<unsigned long>(switches), spi_now, s);
+    }
+    spi_now = s;
+    spis.push_back(s);
+  };
+
+  telemetry_register("/keycast/stats", [&]() {
+    const double d = tsc_seconds(rte_get_tsc_cycles() - t_start);
+    return sender_figures(sh, d > 0 ? d : 0, switches, spis, spi_now);
+  }, "keycast-send counters. No parameters");
+
+  // Key lifetimes count from the start of sending.
+  source.start(ctl, MonoClock::now() + std::chrono::milliseconds(opt.start_delay_ms));
+  note_spi();
+
+  std::vector<WorkerArg> args(nw);
+  sh.running = nw;
+  for (unsigned i = 0; i < nw; ++i) {
+    args[i] = WorkerArg{&sh, i, nw};
+    if (int rc = rte_eal_remote_launch(worker_main, &args[i], workers[i]); rc != 0)
+      throw std::runtime_error("cannot launch worker on lcore " + std::to_string(workers[i]));
+  }
+
+  uint64_t last_stats = t_start, last_pk = 0, last_wb = 0;
+  const uint64_t stats_every = static_cast<uint64_t>(opt.stats_interval * hz);
+  const uint64_t stop_at = opt.duration > 0 ? t_start + static_cast<uint64_t>(opt.duration * hz) : 0;
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    const uint64_t now = rte_get_tsc_cycles();
+    if (now >= t_start) {
+      source.poll(ctl, MonoClock::now());
+      note_spi();
+    }
+    holder.reclaim();
+    if (stop_at && now >= stop_at) break;
+    if (sh.running.load() == 0) break;  // --count reached
+    if (stats_every && now - last_stats >= stats_every && now >= t_start) {
+      auto f = sender_figures(sh, 0, switches, spis, spi_now);
+      const uint64_t pk = f[0].i, wb = f[2].i;
+      const double dt = tsc_seconds(now - last_stats);
+      std::fprintf(stderr,
+                   "keycast-send: t=%.1fs sent=%lu pps=%s Gbps=%.3f spi=%u switches=%lu "
+                   "notices=%lu tx_dropped=%lu alloc_fail=%lu\n",
+                   tsc_seconds(now - t_start), static_cast<unsigned long>(pk),
+                   human_rate((pk - last_pk) / dt).c_str(), (wb - last_wb) * 8 / dt / 1e9, spi_now,
+                   static_cast<unsigned long>(switches), static_cast<unsigned long>(f[8].i),
+                   static_cast<unsigned long>(f[9].i), static_cast<unsigned long>(f[10].i));
+      last_stats = now;
+      last_pk = pk;
+      last_wb = wb;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  g_stop.store(true);
+  rte_eal_mp_wait_lcore();
+  const uint64_t t_end = rte_get_tsc_cycles();
+  const double duration = t_end > t_start ? tsc_seconds(t_end - t_start) : 0;
+  holder.synchronize();
+
+  auto figs = sender_figures(sh, duration, switches, spis, spi_now);
+  std::fprintf(stderr,
+               "keycast-send: done: packets_sent=%lu bytes_sent=%lu duration_s=%.3f "
+               "key_switches=%lu spis_used=%zu pps=%s\n",
+               static_cast<unsigned long>(figs[0].i), static_cast<unsigned long>(figs[1].i),
+               duration, static_cast<unsigned long>(switches), spis.size(),
+               human_rate(duration > 0 ? figs[0].i / duration : 0).c_str());
+  if (!opt.stats_json.empty()) write_file(opt.stats_json, figures_json(figs));
+  port_stop(opt.port);
+  if (opt.ingest_port >= 0 && opt.ingest_port != opt.port)
+    port_stop(static_cast<uint16_t>(opt.ingest_port));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int eal = rte_eal_init(argc, argv);
+  if (eal < 0) {
+    std::fprintf(stderr, "keycast-send: EAL init failed: %s\n", rte_strerror(rte_errno));
+    return 1;
+  }
+  argc -= eal;
+  argv += eal;
+  argv[0] = const_cast<char*>("keycast-send");
+  install_signal_handlers();
+  int rc = 0;
+  try {
+    rc = run(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "keycast-send: %s\n", e.what());
+    rc = 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "keycast-send: error: %s\n", e.what());
+    rc = 1;
+  }
+  rte_eal_cleanup();
+  return rc;
+}

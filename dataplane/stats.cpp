@@ -1,0 +1,143 @@
+#include "dataplane/stats.hpp"
+
+#include <rte_telemetry.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+
+namespace keycast::dp {
+
+namespace {
+
+void put_value(std::ostringstream& o, const Figure& f) {
+  switch (f.kind) {
+    case Figure::Int: o << f.i; break;
+    case Figure::Real: {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.6f", f.d);
+      o << buf;
+      break;
+    }
+    case Figure::List:
+      o << '[';
+      for (std::size_t k = 0; k < f.list.size(); ++k) o << (k ? ", " : "") << f.list[k];
+      o << ']';
+      break;
+  }
+}
+
+std::mutex& tel_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::string, std::function<Figures()>>& tel_commands() {
+  static std::map<std::string, std::function<Figures()>> m;
+  return m;
+}
+
+int tel_cb(const char* cmd, const char*, struct rte_tel_data* d) {
+  std::function<Figures()> fn;
+  {
+    std::lock_guard<std::mutex> lock(tel_mutex());  // control path, not the fast path
+    auto it = tel_commands().find(cmd);
+    if (it == tel_commands().end()) return -1;
+    fn = it->second;
+  }
+  Figures figs = fn();
+  rte_tel_data_start_dict(d);
+  for (auto& f : figs) {
+    switch (f.kind) {
+      case Figure::Int: rte_tel_data_add_dict_u64(d, f.name.c_str(), f.i); break;
+      case Figure::Real:
+        // Telemetry dicts carry integers and strings; reals as strings.
+        rte_tel_data_add_dict_string(d, f.name.c_str(), std::to_string(f.d).c_str());
+        break;
+      case Figure::List: {
+        rte_tel_data* arr = rte_tel_data_alloc();
+        if (!arr) break;
+        rte_tel_data_start_array(arr, RTE_TEL_U64_VAL);
+        for (uint64_t v : f.list) rte_tel_data_add_array_u64(arr, v);
+        rte_tel_data_add_dict_container(d, f.name.c_str(), arr, 0);
+        break;
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string figures_json(const Figures& figs) {
+  // Preserve order; group "a.b" names under "a".
+  std::ostringstream o;
+  o << "{\n";
+  std::vector<std::string> done_groups;
+  bool first = true;
+  for (std::size_t k = 0; k < figs.size(); ++k) {
+    const auto& f = figs[k];
+    auto dot = f.name.find('.');
+    if (dot == std::string::npos) {
+      o << (first ? "" : ",\n") << "  \"" << f.name << "\": ";
+      put_value(o, f);
+      first = false;
+      continue;
+    }
+    std::string group = f.name.substr(0, dot);
+    bool seen = false;
+    for (auto& g : done_groups) seen |= g == group;
+    if (seen) continue;
+    done_groups.push_back(group);
+    o << (first ? "" : ",\n") << "  \"" << group << "\": {";
+    first = false;
+    bool ifirst = true;
+    for (std::size_t j = k; j < figs.size(); ++j) {
+      const auto& g = figs[j];
+      if (g.name.compare(0, dot + 1, group + ".") != 0) continue;
+      o << (ifirst ? "" : ", ") << "\"" << g.name.substr(dot + 1) << "\": ";
+      put_value(o, g);
+      ifirst = false;
+    }
+    o << "}";
+  }
+  o << "\n}\n";
+  return o.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    if (!f) throw std::runtime_error("cannot write " + tmp);
+    f << text;
+    if (!f.flush()) throw std::runtime_error("cannot write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("cannot rename " + tmp + " to " + path);
+}
+
+void telemetry_register(const char* cmd, std::function<Figures()> fn, const char* help) {
+  {
+    std::lock_guard<std::mutex> lock(tel_mutex());
+    tel_commands()[cmd] = std::move(fn);
+  }
+  rte_telemetry_register_cmd(cmd, tel_cb, help);
+}
+
+std::string human_rate(double v) {
+  char buf[32];
+  if (v >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2fG", v / 1e9);
+  else if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  return buf;
+}
+
+}  // namespace keycast::dp

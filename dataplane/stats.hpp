@@ -1,0 +1,52 @@
+// Statistics: per-worker counters (single writer, read by control and the
+// telemetry thread with relaxed loads), aggregation into named figures, the
+// final JSON (--stats-json) and DPDK telemetry commands.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace keycast::dp {
+
+// A counter with one writer: add is a relaxed load + store (a plain add on
+// x86, no locked instruction), reads from other threads are untorn.
+struct Counter {
+  std::atomic<uint64_t> v{0};
+  void add(uint64_t n = 1) noexcept {
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void set(uint64_t n) noexcept { v.store(n, std::memory_order_relaxed); }
+  uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
+};
+
+// One figure: either an integer, a real, or a list of integers.
+struct Figure {
+  std::string name;
+  enum Kind { Int, Real, List } kind = Int;
+  uint64_t i = 0;
+  double d = 0;
+  std::vector<uint64_t> list;
+  static Figure integer(std::string n, uint64_t v) { return Figure{std::move(n), Int, v, 0, {}}; }
+  static Figure real(std::string n, double v) { return Figure{std::move(n), Real, 0, v, {}}; }
+  static Figure ints(std::string n, std::vector<uint64_t> v) {
+    return Figure{std::move(n), List, 0, 0, std::move(v)};
+  }
+};
+using Figures = std::vector<Figure>;
+
+// {"a": 1, "drops": {"x": 2}, ...}: figures whose name is "group.key" are
+// nested one level under "group".
+std::string figures_json(const Figures& f);
+// Writes atomically (temp file + rename). Throws on failure.
+void write_file(const std::string& path, const std::string& text);
+
+// Registers a DPDK telemetry command returning the figures as a dict (lists
+// as arrays, nested names flattened with '.'). Safe to call once per command.
+void telemetry_register(const char* cmd, std::function<Figures()> fn, const char* help);
+
+std::string human_rate(double per_sec);  // 12.3k, 4.56M
+
+}  // namespace keycast::dp
