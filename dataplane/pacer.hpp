@@ -32,6 +32,13 @@ class Pacer {
     return n;
   }
 
+  // Gives back n packets taken but not used (e.g. fewer frames arrived).
+  void refund(uint32_t n) noexcept {
+    credit_ += static_cast<unsigned __int128>(hz_) * n;
+    const unsigned __int128 cap = static_cast<unsigned __int128>(hz_) * burst_;
+    if (credit_ > cap) credit_ = cap;
+  }
+
   // Ticks until at least one packet is available (0 if one is now).
   uint64_t ticks_until_next(uint64_t now) noexcept {
     if (rate_ == 0) return 0;

@@ -7,6 +7,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
@@ -126,7 +127,7 @@ class SendWorker {
       const KeyTable* t = h.acquire();
       if (id_ == 0) maybe_notice(t);
       bool done = false;
-      const unsigned n = ingest ? (id_ == 0 ? ingest_burst(t) : 0) : generate_burst(t, done);
+      const unsigned n = ingest ? (id_ == 0 ? ingest_burst(t, done) : 0) : generate_burst(t, done);
       if (done) break;
       if (n == 0) idle();
       else backoff_.reset();
@@ -206,10 +207,22 @@ class SendWorker {
   // Plaintext IPv4/UDP frames from --ingest-port: enciphered in place (the
   // UDP header and payload stay where they are; headers are prepended into
   // the headroom and the trailer appended).
-  unsigned ingest_burst(const KeyTable* t) {
+  unsigned ingest_burst(const KeyTable* t, bool& done) {
     rte_mbuf* in[kMaxBurst];
+    uint16_t want = static_cast<uint16_t>(sh_.opt.burst);
+    if (sh_.opt.count) {  // --count: stop after that many enciphered frames
+      const uint64_t sent = st_.packets.get() + st_.tx_dropped.get() + st_.ingest_bad.get();
+      if (sent >= sh_.opt.count) {
+        done = true;
+        return 0;
+      }
+      want = static_cast<uint16_t>(std::min<uint64_t>(want, sh_.opt.count - sent));
+    }
+    want = static_cast<uint16_t>(pacer_.take(rte_get_tsc_cycles(), want));
+    if (want == 0) return 0;
     const uint16_t got =
-        rte_eth_rx_burst(static_cast<uint16_t>(sh_.opt.ingest_port), 0, in, sh_.opt.burst);
+        rte_eth_rx_burst(static_cast<uint16_t>(sh_.opt.ingest_port), 0, in, want);
+    if (got < want && !pacer_.unpaced()) pacer_.refund(want - got);
     if (got == 0) return 0;
     st_.ingest_rx.add(got);
     KeySlot* key = t->current;

@@ -6,6 +6,8 @@
                                 JSON; exit 1 unless every frame authenticates.
   build PCAP KEYFILE N GROUP    write N Scapy-built ESP frames (pattern payloads,
                                 indexes 0..N-1, spread over the key-file keys).
+  plain PCAP N GROUP            write N plaintext IPv4/UDP frames (pattern payloads)
+                                plus 2 that are not IPv4/UDP, for --ingest-port.
   badinput PCAP KEYFILE GROUP   write malformed / forged / replayed frames and
                                 print the per-reason counts keycast-recv must
                                 report (JSON).
@@ -127,6 +129,20 @@ def cmd_build(pcap, keyfile, n, group):
     return 0
 
 
+def cmd_plain(pcap, n, group):
+    """Plaintext IPv4/UDP frames with pattern payloads (for --ingest-port)."""
+    gip, gport = group.rsplit(':', 1)
+    frames = [Ether(dst=group_mac(gip), src='02:00:00:00:00:02') /
+              IP(src='192.0.2.1', dst=gip, ttl=8) / UDP(sport=7000, dport=int(gport)) /
+              Raw(pattern(i, 16 + (i * 7) % 300)) for i in range(n)]
+    # Frames the sender must refuse: not UDP, not IPv4.
+    frames.append(Ether() / IP(dst=gip) / Raw(b'tcp-ish'))
+    frames.append(Ether() / IPv6() / UDP() / Raw(b'v6'))
+    wrpcap(pcap, frames)
+    print(json.dumps({'frames': n, 'refused': 2}))
+    return 0
+
+
 def cmd_badinput(pcap, keyfile, group):
     keys = load_keys(keyfile)
     gip, gport = group.rsplit(':', 1)
@@ -185,6 +201,24 @@ def cmd_badinput(pcap, keyfile, group):
     add(Ether(dst='ff:ff:ff:ff:ff:ff') / ARP(), 'not_ipv4')
     # Runt frame.
     add(Ether(gb[:20]), 'not_ipv4')
+    # Authentic (right key, ICV verifies) but a broken inside: hand-built ESP.
+    def raw_esp(seq, plaintext):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        km = keys[spi]
+        key, salt = km[:-4], km[-4:]
+        iv = struct.pack('!Q', seq)
+        aad = struct.pack('!LLL', spi, seq >> 32, seq & 0xffffffff)
+        ct = AESGCM(key).encrypt(salt + iv, plaintext, aad)
+        esp_bytes = struct.pack('!LL', spi, seq & 0xffffffff) + iv + ct
+        return Ether(dst=group_mac(gip), src='02:00:00:00:00:01') / \
+            IP(src='10.0.0.1', dst=gip, proto=50, flags='DF') / Raw(esp_bytes)
+    udp = bytes(UDP(sport=5000, dport=gport, len=8 + 16, chksum=0)) + pattern(9, 16)  # 24 bytes
+    add(raw_esp(2001, udp + b'\x01\x09' + b'\x02\x11'), 'bad_pad')        # pad bytes not 1,2
+    add(raw_esp(2002, udp + b'\x00\x00' + b'\x02\x11'), 'bad_pad')        # pad zeros
+    add(raw_esp(2003, udp + b'\x01\x02\x02\x06'), 'bad_next_header')                # TCP inside
+    bad_len = bytes(UDP(sport=5000, dport=gport, len=8 + 40, chksum=0)) + pattern(9, 16)
+    add(raw_esp(2004, bad_len + b'\x01\x02\x02\x11'), 'bad_inner')                  # UDP length lies
+    add(raw_esp(2005, b'\x07\x01\x00\x00' + b'\x01\x02\x02\xfd'), 'bad_control')  # notice version 7
     # Authentic but for another group.
     add(esp_frame(sa, '239.9.9.9', gport, 1005, pattern(5, 64)), 'wrong_group')
     wrpcap(pcap, frames)
@@ -204,6 +238,8 @@ def main(argv):
         return cmd_decrypt(argv[2], argv[3])
     if cmd == 'build' and len(argv) == 6:
         return cmd_build(argv[2], argv[3], int(argv[4]), argv[5])
+    if cmd == 'plain' and len(argv) == 5:
+        return cmd_plain(argv[2], int(argv[3]), argv[4])
     if cmd == 'badinput' and len(argv) == 5:
         return cmd_badinput(argv[2], argv[3], argv[4])
     print(__doc__)

@@ -1,0 +1,99 @@
+#!/bin/bash
+# Command line, telemetry and signal handling of keycast-send / keycast-recv:
+#  - a bad option or value is named in the message and the exit status is 2;
+#  - /keycast/stats answers over the DPDK telemetry socket while running;
+#  - SIGINT stops cleanly (exit 0), final figures printed and written as JSON.
+set -euo pipefail
+BIN=${1:?usage: cli_test.sh BIN_DIR}
+PY=/usr/bin/python3
+ID=$$
+WORK=$(mktemp -d /tmp/kc_cli.XXXXXX)
+PIDS=()
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf /var/run/dpdk/kc_cli_*_$ID
+  [ $rc -ne 0 ] && for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 20 "$f"; }; done
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+EAL="--no-huge -m 256 --no-pci --log-level=lib.eal:warning -l 0,1"
+echo "256 000102030405060708090a0b0c0d0e0f10111213" > "$WORK/keys.txt"
+echo "257 $(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')" >> "$WORK/keys.txt"
+
+n=0
+expect_usage() {  # expect_usage WORD BINARY ARGS... : exit 2 and WORD in the message
+  local word=$1; shift
+  n=$((n + 1))
+  set +e
+  "$@" > "$WORK/u$n.log" 2>&1
+  local rc=$?
+  set -e
+  if [ $rc -ne 2 ] || ! grep -q -- "$word" "$WORK/u$n.log"; then
+    echo "FAIL: '$*' exited $rc (want 2) or did not name '$word':"; tail -n 3 "$WORK/u$n.log"; exit 1
+  fi
+  echo "ok: $word -> $(grep -- "$word" "$WORK/u$n.log" | grep keycast | head -n 1)"
+}
+S="$BIN/keycast-send $EAL --file-prefix kc_cli_u_$ID --vdev net_null0 --"
+R="$BIN/keycast-recv $EAL --file-prefix kc_cli_u_$ID --vdev net_null0 --"
+expect_usage "--bogus" $S --key-file "$WORK/keys.txt" --bogus 1
+expect_usage "--group" $S --key-file "$WORK/keys.txt" --group 10.1.1.1:5000
+expect_usage "--group" $R --key-file "$WORK/keys.txt" --group 239.1.1.1
+expect_usage "--rate" $S --key-file "$WORK/keys.txt" --rate fast
+expect_usage "--key-file" $S
+expect_usage "--key-file" $S --key-file "$WORK/missing.txt"
+expect_usage "--payload-size" $S --key-file "$WORK/keys.txt" --payload-size 4
+expect_usage "--suite" $S --key-file "$WORK/keys.txt" --suite aes256gcm
+expect_usage "--deliver" $R --key-file "$WORK/keys.txt" --deliver sideways
+expect_usage "--replay-window" $R --key-file "$WORK/keys.txt" --replay-window 0
+expect_usage "--port" $R --key-file "$WORK/keys.txt" --port 5
+expect_usage "--kms" $S --kms 127.0.0.1:7000
+
+# Telemetry and SIGINT: a paced sender into net_null.
+"$BIN/keycast-send" $EAL --file-prefix "kc_cli_t_$ID" --vdev net_null0 -- \
+  --key-file "$WORK/keys.txt" --rate 20000 --idle-sleep-us 100 --rotate-ms 300 \
+  --stats-interval 0.2 --stats-json "$WORK/send.json" > "$WORK/send.log" 2>&1 &
+SPID=$!
+PIDS+=($SPID)
+$PY - "/var/run/dpdk/kc_cli_t_$ID/dpdk_telemetry.v2" <<'PYEOF'
+import json, socket, sys, time
+path = sys.argv[1]
+deadline = time.time() + 20
+last = None
+while time.time() < deadline:
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(path)
+        json.loads(s.recv(4096))  # greeting
+        s.send(b"/keycast/stats")
+        reply = json.loads(s.recv(65536))
+        s.close()
+        st = reply["/keycast/stats"]
+        last = st
+        if st["packets_sent"] > 0 and st["key_switches"] >= 1:
+            print("telemetry:", {k: st[k] for k in ("packets_sent", "key_switches", "spis_used", "spi_current")})
+            sys.exit(0)
+    except (OSError, ValueError, KeyError, TypeError):  # not registered yet: null
+        pass
+    time.sleep(0.2)
+print("FAIL: no usable /keycast/stats reply; last:", last)
+sys.exit(1)
+PYEOF
+sleep 1  # several stats intervals
+kill -INT "$SPID"
+set +e
+wait "$SPID"
+rc=$?
+set -e
+PIDS=()
+[ $rc -eq 0 ] || { echo "FAIL: keycast-send exited $rc after SIGINT"; exit 1; }
+grep -q "keycast-send: done:" "$WORK/send.log" || { echo "FAIL: no final figures after SIGINT"; exit 1; }
+grep -q "keycast-send: t=" "$WORK/send.log" || { echo "FAIL: no periodic stats line"; exit 1; }
+grep -q "WARNING: static keys" "$WORK/send.log" || { echo "FAIL: no static key warning"; exit 1; }
+$PY -c "
+import json,sys; d=json.load(open('$WORK/send.json'))
+for k in ('packets_sent','bytes_sent','duration_s','key_switches','spis_used'): assert k in d, k
+assert d['packets_sent'] > 0 and d['spis_used'] >= 1, d
+print('final json:', {k: d[k] for k in ('packets_sent','key_switches','spis_used')})"
+echo "PASS"
