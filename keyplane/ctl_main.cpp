@@ -1,0 +1,161 @@
+// keycast-ctl: admin and inspection CLI for keycast-keyd.
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "keyplane/client/client.hpp"
+#include "keyplane/hostport.hpp"
+
+namespace po = boost::program_options;
+using namespace keycast;
+using namespace keycast::kp;
+
+namespace {
+
+uint32_t parse_channel(const std::string& s) {
+  if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoull(s) > 0xffffffffULL)
+    throw std::runtime_error("CHANNEL " + s + ": expected an integer");
+  return uint32_t(std::stoull(s));
+}
+
+int fail(const Result& r) {
+  std::cerr << "keycast-ctl: " << error_name(r.error) << ": " << r.message << "\n";
+  return r.error == ErrorCode::Unavailable || r.error == ErrorCode::Timeout ? 3 : 1;
+}
+
+void print_key(const WireKey& k, bool reveal) {
+  char spi[16];
+  std::snprintf(spi, sizeof spi, "0x%08x", k.spi);
+  std::cout << "channel " << k.channel << " " << slot_name(k.slot) << " spi " << k.spi << " (" << spi
+            << ") suite " << suite_name(k.material.suite) << " remaining_ms " << k.remaining_ms
+            << " lifetime_ms " << k.lifetime_ms << " key "
+            << (reveal ? k.material.reveal_hex() : std::string("(hidden: --reveal)")) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  std::string servers, format = "table";
+  std::vector<std::string> words;
+  bool next = false, reveal = false;
+  int64_t timeout_ms = 5000;
+  TlsFiles tls;
+  po::options_description desc(
+      "keycast-ctl: administer keycast-keyd\n"
+      "Usage: keycast-ctl --server HOST:PORT[,...] --tls-cert C --tls-key K --tls-ca CA COMMAND\n"
+      "Commands:\n"
+      "  status                        server role, peers, counters (JSON)\n"
+      "  channels                      channel policies and current/next SPIs (JSON)\n"
+      "  rotate CHANNEL                force a key change (admin, master)\n"
+      "  billing [--format table|json|csv]   per-client counts and fees (admin, master)\n"
+      "  key CHANNEL [--next] [--reveal]     current (or next) key as an authorised peer\n"
+      "  wireshark-keys CHANNEL        Wireshark esp_sa UAT lines for previous/current/next keys\n"
+      "Options");
+  // clang-format off
+  desc.add_options()
+    ("help,h", "show this help")
+    ("server", po::value(&servers), "key server HOST:PORT[,HOST:PORT...] (failover order)")
+    ("tls-cert", po::value(&tls.cert), "client certificate (PEM)")
+    ("tls-key", po::value(&tls.key), "client private key (PEM)")
+    ("tls-ca", po::value(&tls.ca), "CA certificate (PEM)")
+    ("timeout-ms", po::value(&timeout_ms)->default_value(5000), "request timeout")
+    ("format", po::value(&format)->default_value("table"), "billing output: table|json|csv")
+    ("next", po::bool_switch(&next), "key: the next key instead of the current one")
+    ("reveal", po::bool_switch(&reveal), "key: print the key bytes (key||salt hex)")
+    ("words", po::value(&words), "COMMAND and its arguments");
+  // clang-format on
+  po::positional_options_description pos;
+  pos.add("words", -1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "keycast-ctl: " << e.what() << "\n(try --help)\n";
+    return 2;
+  }
+  if (vm.count("help") || words.empty()) {
+    std::cout << desc << "\n";
+    return words.empty() && !vm.count("help") ? 2 : 0;
+  }
+  const std::string cmd = words[0];
+  Message m;
+  uint32_t channel = 0;
+  try {
+    if (servers.empty()) throw std::runtime_error("--server: required");
+    if (tls.cert.empty() || tls.key.empty() || tls.ca.empty())
+      throw std::runtime_error("--tls-cert, --tls-key and --tls-ca are required");
+    auto need_channel = [&] {
+      if (words.size() != 2) throw std::runtime_error(cmd + ": expected CHANNEL");
+      channel = parse_channel(words[1]);
+    };
+    if (cmd == "status") {
+      m.type = MsgType::AdminStatus;
+    } else if (cmd == "channels") {
+      m.type = MsgType::AdminChannels;
+    } else if (cmd == "rotate") {
+      need_channel();
+      m.type = MsgType::AdminRotate;
+      m.channel = channel;
+    } else if (cmd == "billing") {
+      if (format != "table" && format != "json" && format != "csv")
+        throw std::runtime_error("--format " + format + ": must be table, json or csv");
+      m.type = MsgType::AdminBilling;
+      m.text = format;
+    } else if (cmd == "key") {
+      need_channel();
+      m.type = MsgType::KeyRequest;
+      m.channel = channel;
+      m.which = next ? Which::Next : Which::Current;
+    } else if (cmd == "wireshark-keys") {
+      need_channel();
+      m.type = MsgType::KeyRequest;
+      m.channel = channel;
+      m.which = Which::All;
+    } else {
+      throw std::runtime_error("unknown command '" + cmd + "' (try --help)");
+    }
+    if (cmd != "status" && cmd != "channels" && cmd != "rotate" && cmd != "billing" && words.size() > 2)
+      throw std::runtime_error(cmd + ": too many arguments");
+  } catch (const std::exception& e) {
+    std::cerr << "keycast-ctl: " << e.what() << "\n";
+    return 2;
+  }
+
+  try {
+    ClientOptions o;
+    o.servers = split_list(servers);
+    o.tls = tls;
+    o.request_timeout = std::chrono::milliseconds(timeout_ms);
+    o.backoff_max = std::chrono::milliseconds(1000);
+    Client c(o);
+    Result r = c.call(std::move(m));
+    if (!r.ok()) return fail(r);
+    if (cmd == "status" || cmd == "channels") {
+      std::cout << r.message << "\n";
+    } else if (cmd == "billing") {
+      std::cout << r.message;
+    } else if (cmd == "rotate") {
+      for (auto& k : r.keys) print_key(k, false);
+    } else if (cmd == "key") {
+      for (auto& k : r.keys) print_key(k, reveal);
+    } else if (cmd == "wireshark-keys") {
+      // Wireshark "esp_sa" UAT (Preferences > Protocols > ESP, or ~/.config/wireshark/esp_sa):
+      // protocol, src, dst, SPI, encryption, key (key||salt), authentication, auth key.
+      std::cout << "# keycast channel " << channel << ": ESP transport, AES-GCM, 16-byte ICV\n";
+      for (auto& k : r.keys) {
+        char spi[16];
+        std::snprintf(spi, sizeof spi, "0x%08x", k.spi);
+        std::cout << "\"IPv4\",\"*\",\"*\",\"" << spi << "\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x"
+                  << k.material.reveal_hex() << "\",\"NULL\",\"\"\n";
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "keycast-ctl: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,161 @@
+// keycast-keyd: key management server (master or slave). See docs/keyplane.md.
+#include <openssl/rand.h>
+
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <pthread.h>
+
+#include "common/hex.hpp"
+#include "common/secure.hpp"
+#include "keyplane/config.hpp"
+#include "keyplane/hostport.hpp"
+#include "keyplane/server.hpp"
+
+namespace po = boost::program_options;
+using namespace keycast;
+using namespace keycast::kp;
+
+int main(int argc, char** argv) {
+  po::options_description desc(
+      "keycast-keyd: keycast key management server (TLS 1.3, mutual authentication)\n"
+      "Usage: keycast-keyd [options] | --config FILE\n"
+      "Every option may also be given in the config file as 'name = value'\n"
+      "(repeat 'channel = ...' and 'acl = ...' lines as needed)");
+  std::string config, role = "master", masters, suite = "aes128gcm", origin = "kms", genkey;
+  std::vector<std::string> channels, acls;
+  ServerConfig cfg;
+  int64_t lifetime = 60000, p1 = 20000, p2 = 10000, grace = 5000;
+  // clang-format off
+  desc.add_options()
+    ("help,h", "show this help")
+    ("version", "print the version")
+    ("config", po::value(&config), "read options from FILE (command line wins)")
+    ("listen", po::value(&cfg.listen)->default_value("127.0.0.1:7400"), "HOST:PORT for the key plane (port 0: any)")
+    ("role", po::value(&role)->default_value("master"), "master|slave")
+    ("master", po::value(&masters), "slave: master HOST:PORT[,HOST:PORT...]")
+    ("db", po::value(&cfg.db), "SQLite database path (created if missing)")
+    ("master-key-file", po::value(&cfg.master_key_file), "file with the 256-bit key-wrapping key (64 hex digits or 32 bytes)")
+    ("gen-master-key", po::value(&genkey), "write a fresh master key file to PATH and exit")
+    ("tls-cert", po::value(&cfg.tls.cert), "server certificate (PEM, role master or slave)")
+    ("tls-key", po::value(&cfg.tls.key), "server private key (PEM)")
+    ("tls-ca", po::value(&cfg.tls.ca), "CA certificate that issues every peer (PEM)")
+    ("channel", po::value(&channels)->composing(), "channel policy ID[:lifetime=MS,p1=MS,p2=MS,grace=MS,suite=S,origin=kms|sender] (repeatable)")
+    ("lifetime-ms", po::value(&lifetime)->default_value(60000), "default key lifetime L")
+    ("p1-ms", po::value(&p1)->default_value(20000), "default first preset P1 (next key made)")
+    ("p2-ms", po::value(&p2)->default_value(10000), "default second preset P2 (clients fetch next key)")
+    ("grace-ms", po::value(&grace)->default_value(5000), "default grace G for the previous key")
+    ("suite", po::value(&suite)->default_value("aes128gcm"), "default suite aes128gcm|aes256gcm")
+    ("key-origin", po::value(&origin)->default_value("kms"), "default key origin kms|sender")
+    ("acl", po::value(&acls)->composing(), "CN=CHANNELS: narrow what a certificate may touch, e.g. client1=1,2 (repeatable)")
+    ("tariff-per-request", po::value(&cfg.tariffs.per_request)->default_value(0.0), "price per key data request")
+    ("tariff-per-gib", po::value(&cfg.tariffs.per_gib)->default_value(0.0), "price per GiB of decipherable data")
+    ("currency", po::value(&cfg.tariffs.currency)->default_value("EUR"), "currency label for fees")
+    ("metrics", po::value(&cfg.metrics), "HOST:PORT for Prometheus text metrics (HTTP)")
+    ("handshake-timeout-ms", po::value(&cfg.handshake_timeout_ms)->default_value(5000), "TLS handshake timeout")
+    ("frame-timeout-ms", po::value(&cfg.frame_timeout_ms)->default_value(10000), "time to finish a started frame")
+    ("idle-timeout-ms", po::value(&cfg.idle_timeout_ms)->default_value(300000), "close a connection idle this long")
+    ("max-connections", po::value(&cfg.max_connections)->default_value(20000), "connection limit")
+    ("retention-ms", po::value(&cfg.retention_ms)->default_value(600000), "keep expired keys for by-SPI lookups")
+    ("verbose,v", po::bool_switch(&cfg.verbose), "log connections and key events (never key bytes)");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    if (vm.count("config")) {
+      std::string path = vm["config"].as<std::string>();
+      std::ifstream f(path);
+      if (!f) throw std::runtime_error("--config " + path + ": cannot open");
+      po::store(po::parse_config_file(f, desc), vm);
+    }
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "keycast-keyd: " << e.what() << "\n(try --help)\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "keycast-keyd 0.1.0 (protocol version " << int(kVersion) << ")\n";
+    return 0;
+  }
+  try {
+    if (!genkey.empty()) {
+      uint8_t k[32];
+      if (RAND_priv_bytes(k, sizeof k) != 1) throw std::runtime_error("RAND_priv_bytes failed");
+      std::string hex = hex_encode(k, sizeof k);
+      secure_zero(k, sizeof k);
+      std::ofstream f(genkey, std::ios::trunc);
+      if (!f) throw std::runtime_error("--gen-master-key " + genkey + ": cannot write");
+      f << hex << "\n";
+      secure_zero(hex.data(), hex.size());
+      std::cout << "master key written to " << genkey << "\n";
+      return 0;
+    }
+    auto r = parse_role(role);
+    if (!r || (*r != Role::Master && *r != Role::Slave))
+      throw std::runtime_error("--role " + role + ": must be master or slave");
+    cfg.role = *r;
+    if (!masters.empty()) {
+      cfg.masters = split_list(masters);
+      for (auto& m : cfg.masters) parse_host_port(m, "--master");
+    }
+    if (cfg.role == Role::Master && !cfg.masters.empty())
+      throw std::runtime_error("--master: only a slave names a master");
+    auto s = parse_suite(suite);
+    if (!s) throw std::runtime_error("--suite " + suite + ": must be aes128gcm or aes256gcm");
+    if (origin != "kms" && origin != "sender")
+      throw std::runtime_error("--key-origin " + origin + ": must be kms or sender");
+    cfg.defaults.lifetime_ms = lifetime;
+    cfg.defaults.p1_ms = p1;
+    cfg.defaults.p2_ms = p2;
+    cfg.defaults.grace_ms = grace;
+    cfg.defaults.suite = *s;
+    cfg.defaults.origin = origin == "kms" ? KeyOrigin::Kms : KeyOrigin::Sender;
+    // validate the defaults the same way as a channel spec
+    parse_channel_policy("0", cfg.defaults);
+    for (auto& spec : channels) {
+      auto p = parse_channel_policy(spec, cfg.defaults);
+      if (cfg.channels.count(p.id))
+        throw std::runtime_error("--channel " + spec + ": channel " + std::to_string(p.id) + " given twice");
+      cfg.channels[p.id] = p;
+    }
+    for (auto& a : acls) parse_acl(a, cfg);
+    if (cfg.tariffs.per_request < 0 || cfg.tariffs.per_gib < 0)
+      throw std::runtime_error("--tariff-per-request/--tariff-per-gib: must be >= 0");
+    if (cfg.handshake_timeout_ms <= 0 || cfg.frame_timeout_ms <= 0 || cfg.idle_timeout_ms <= 0)
+      throw std::runtime_error("--*-timeout-ms: must be > 0");
+    if (cfg.tls.cert.empty()) throw std::runtime_error("--tls-cert: required");
+    if (cfg.tls.key.empty()) throw std::runtime_error("--tls-key: required");
+    if (cfg.tls.ca.empty()) throw std::runtime_error("--tls-ca: required");
+    if (cfg.db.empty()) throw std::runtime_error("--db: required");
+    if (cfg.master_key_file.empty()) throw std::runtime_error("--master-key-file: required");
+  } catch (const std::exception& e) {
+    std::cerr << "keycast-keyd: " << e.what() << "\n";
+    return 2;
+  }
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    Server srv(cfg);
+    for (auto& [id, p] : cfg.channels) std::cerr << "keycast-keyd: channel " << describe(p) << "\n";
+    srv.start();
+    std::cout << "keycast-keyd: " << role << " listening on port " << srv.port() << std::endl;
+    int sig = 0;
+    sigwait(&set, &sig);
+    std::cerr << "keycast-keyd: signal " << sig << ", stopping\n";
+    srv.stop();
+  } catch (const std::exception& e) {
+    std::cerr << "keycast-keyd: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

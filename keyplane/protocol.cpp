@@ -1,0 +1,475 @@
+#include "keyplane/protocol.hpp"
+
+#include <cstring>
+
+#include "common/secure.hpp"
+
+namespace keycast::kp {
+
+std::string_view type_name(MsgType t) {
+  switch (t) {
+    case MsgType::Hello: return "hello";
+    case MsgType::KeyRequest: return "key_request";
+    case MsgType::GenerateRequest: return "generate_request";
+    case MsgType::KeyUpload: return "key_upload";
+    case MsgType::UsageReport: return "usage_report";
+    case MsgType::Ping: return "ping";
+    case MsgType::AdminStatus: return "admin_status";
+    case MsgType::AdminChannels: return "admin_channels";
+    case MsgType::AdminRotate: return "admin_rotate";
+    case MsgType::AdminBilling: return "admin_billing";
+    case MsgType::ReplSubscribe: return "repl_subscribe";
+    case MsgType::BillingForward: return "billing_forward";
+    case MsgType::HelloOk: return "hello_ok";
+    case MsgType::KeyReply: return "key_reply";
+    case MsgType::Ack: return "ack";
+    case MsgType::AdminReply: return "admin_reply";
+    case MsgType::ReplKey: return "repl_key";
+    case MsgType::Error: return "error";
+  }
+  return "unknown";
+}
+
+static bool known_type(uint8_t t) {
+  switch (static_cast<MsgType>(t)) {
+    case MsgType::Hello: case MsgType::KeyRequest: case MsgType::GenerateRequest:
+    case MsgType::KeyUpload: case MsgType::UsageReport: case MsgType::Ping:
+    case MsgType::AdminStatus: case MsgType::AdminChannels: case MsgType::AdminRotate:
+    case MsgType::AdminBilling: case MsgType::ReplSubscribe: case MsgType::BillingForward:
+    case MsgType::HelloOk: case MsgType::KeyReply: case MsgType::Ack: case MsgType::AdminReply:
+    case MsgType::ReplKey: case MsgType::Error:
+      return true;
+  }
+  return false;
+}
+
+std::string_view error_name(ErrorCode e) {
+  switch (e) {
+    case ErrorCode::Ok: return "ok";
+    case ErrorCode::BadRequest: return "bad_request";
+    case ErrorCode::UnsupportedVersion: return "unsupported_version";
+    case ErrorCode::NotAuthorised: return "not_authorised";
+    case ErrorCode::ChannelDenied: return "channel_denied";
+    case ErrorCode::UnknownChannel: return "unknown_channel";
+    case ErrorCode::NotFound: return "not_found";
+    case ErrorCode::NoNextKey: return "no_next_key";
+    case ErrorCode::SpiReused: return "spi_reused";
+    case ErrorCode::WrongOrigin: return "wrong_origin";
+    case ErrorCode::NotMaster: return "not_master";
+    case ErrorCode::Internal: return "internal";
+    case ErrorCode::TooLarge: return "too_large";
+    case ErrorCode::Busy: return "busy";
+    case ErrorCode::Timeout: return "timeout";
+    case ErrorCode::Unavailable: return "unavailable";
+    case ErrorCode::Shutdown: return "shutdown";
+  }
+  return "unknown";
+}
+
+std::string_view role_name(Role r) {
+  switch (r) {
+    case Role::None: return "none";
+    case Role::Master: return "master";
+    case Role::Slave: return "slave";
+    case Role::Sender: return "sender";
+    case Role::Client: return "client";
+    case Role::Admin: return "admin";
+  }
+  return "none";
+}
+
+std::optional<Role> parse_role(std::string_view s) {
+  for (Role r : {Role::Master, Role::Slave, Role::Sender, Role::Client, Role::Admin})
+    if (role_name(r) == s) return r;
+  return std::nullopt;
+}
+
+std::string_view which_name(Which w) {
+  switch (w) {
+    case Which::Current: return "current";
+    case Which::Next: return "next";
+    case Which::Both: return "both";
+    case Which::BySpi: return "spi";
+    case Which::All: return "all";
+  }
+  return "?";
+}
+
+std::string_view slot_name(Slot s) {
+  switch (s) {
+    case Slot::Previous: return "previous";
+    case Slot::Current: return "current";
+    case Slot::Next: return "next";
+    case Slot::Other: return "other";
+  }
+  return "?";
+}
+
+std::string_view decode_status_name(DecodeStatus s) {
+  switch (s) {
+    case DecodeStatus::Ok: return "ok";
+    case DecodeStatus::Short: return "short frame";
+    case DecodeStatus::BadMagic: return "bad magic";
+    case DecodeStatus::BadVersion: return "unsupported version";
+    case DecodeStatus::TooLong: return "frame too long";
+    case DecodeStatus::LengthMismatch: return "length mismatch";
+    case DecodeStatus::UnknownType: return "unknown message type";
+    case DecodeStatus::BadTlv: return "malformed TLV";
+    case DecodeStatus::DuplicateTag: return "duplicate field";
+    case DecodeStatus::UnknownTag: return "unknown field";
+    case DecodeStatus::BadValue: return "bad field value";
+    case DecodeStatus::MissingField: return "missing field";
+  }
+  return "?";
+}
+
+KeyRecord WireKey::to_record(MonoClock::time_point received_at) const {
+  KeyRecord r;
+  r.channel = channel;
+  r.spi = spi;
+  r.material = material;
+  r.set_remaining_ms(remaining_ms, received_at);
+  return r;
+}
+
+// ---------------------------------------------------------------- encoding
+namespace {
+
+void put16(std::vector<uint8_t>& b, uint16_t v) {
+  b.push_back(uint8_t(v >> 8));
+  b.push_back(uint8_t(v));
+}
+void put32(std::vector<uint8_t>& b, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
+}
+void put64(std::vector<uint8_t>& b, uint64_t v) {
+  for (int s = 56; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
+}
+uint16_t get16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+uint32_t get32(const uint8_t* p) {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
+uint64_t get64(const uint8_t* p) { return uint64_t(get32(p)) << 32 | get32(p + 4); }
+
+void tlv_hdr(std::vector<uint8_t>& b, uint16_t tag, uint32_t len) {
+  put16(b, tag);
+  put32(b, len);
+}
+void tlv_u8(std::vector<uint8_t>& b, uint16_t tag, uint8_t v) {
+  tlv_hdr(b, tag, 1);
+  b.push_back(v);
+}
+void tlv_u16(std::vector<uint8_t>& b, uint16_t tag, uint16_t v) {
+  tlv_hdr(b, tag, 2);
+  put16(b, v);
+}
+void tlv_u32(std::vector<uint8_t>& b, uint16_t tag, uint32_t v) {
+  tlv_hdr(b, tag, 4);
+  put32(b, v);
+}
+void tlv_u64(std::vector<uint8_t>& b, uint16_t tag, uint64_t v) {
+  tlv_hdr(b, tag, 8);
+  put64(b, v);
+}
+void tlv_bytes(std::vector<uint8_t>& b, uint16_t tag, const void* p, std::size_t n) {
+  tlv_hdr(b, tag, uint32_t(n));
+  auto* c = static_cast<const uint8_t*>(p);
+  b.insert(b.end(), c, c + n);
+}
+
+void encode_key(std::vector<uint8_t>& b, const WireKey& k) {
+  std::vector<uint8_t> in;
+  in.reserve(96);
+  tlv_u32(in, TK_CHANNEL, k.channel);
+  tlv_u32(in, TK_SPI, k.spi);
+  tlv_u8(in, TK_SUITE, uint8_t(k.material.suite));
+  uint8_t km[kMaxKeyLen + kSaltLen];
+  std::size_t kl = key_len(k.material.suite);
+  std::memcpy(km, k.material.key, kl);
+  std::memcpy(km + kl, k.material.salt, kSaltLen);
+  tlv_bytes(in, TK_KEYMAT, km, kl + kSaltLen);
+  secure_zero(km, sizeof km);
+  tlv_u64(in, TK_REMAINING_MS, uint64_t(k.remaining_ms));
+  tlv_u64(in, TK_LIFETIME_MS, uint64_t(k.lifetime_ms));
+  tlv_u8(in, TK_SLOT, uint8_t(k.slot));
+  tlv_bytes(b, T_KEY, in.data(), in.size());
+  secure_zero(in.data(), in.size());
+}
+
+void encode_bill(std::vector<uint8_t>& b, const BillEntry& e) {
+  std::vector<uint8_t> in;
+  tlv_u64(in, TB_SEQ, e.seq);
+  tlv_bytes(in, TB_IDENTITY, e.identity.data(), e.identity.size());
+  tlv_u64(in, TB_REQUESTS, e.requests);
+  tlv_u32(in, TB_CHANNEL, e.channel);
+  tlv_u32(in, TB_SPI, e.spi);
+  tlv_bytes(b, T_BILL, in.data(), in.size());
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode(const Message& m) {
+  std::vector<uint8_t> b;
+  b.reserve(64 + m.keys.size() * 90 + m.text.size());
+  put16(b, kMagic);
+  b.push_back(kVersion);
+  b.push_back(uint8_t(m.type));
+  put32(b, m.req_id);
+  put32(b, 0);  // length, patched below
+  if (m.channel) tlv_u32(b, T_CHANNEL, *m.channel);
+  if (m.spi) tlv_u32(b, T_SPI, *m.spi);
+  if (m.which) tlv_u8(b, T_WHICH, uint8_t(*m.which));
+  if (m.remaining_ms) tlv_u64(b, T_REMAINING_MS, uint64_t(*m.remaining_ms));
+  if (m.bytes) tlv_u64(b, T_BYTES, *m.bytes);
+  if (m.packets) tlv_u64(b, T_PACKETS, *m.packets);
+  if (m.event_id) tlv_u64(b, T_EVENT_ID, *m.event_id);
+  if (m.seq) tlv_u64(b, T_SEQ, *m.seq);
+  if (m.error) tlv_u16(b, T_ERROR, uint16_t(*m.error));
+  if (m.role) tlv_u8(b, T_ROLE, uint8_t(*m.role));
+  if (!m.text.empty()) tlv_bytes(b, T_TEXT, m.text.data(), m.text.size());
+  for (const auto& k : m.keys) encode_key(b, k);
+  for (const auto& e : m.bills) encode_bill(b, e);
+  uint32_t len = uint32_t(b.size() - kHeaderLen);
+  b[8] = uint8_t(len >> 24);
+  b[9] = uint8_t(len >> 16);
+  b[10] = uint8_t(len >> 8);
+  b[11] = uint8_t(len);
+  return b;
+}
+
+Message make_error(uint32_t req_id, ErrorCode code, std::string text,
+                   std::optional<int64_t> remaining_ms) {
+  Message m;
+  m.type = MsgType::Error;
+  m.req_id = req_id;
+  m.error = code;
+  m.text = std::move(text);
+  m.remaining_ms = remaining_ms;
+  return m;
+}
+
+// ---------------------------------------------------------------- decoding
+namespace {
+
+// Walks TLVs in [p, p+n). fn(tag, value, len) returns a status; Ok continues.
+template <class Fn>
+DecodeStatus walk(const uint8_t* p, std::size_t n, Fn&& fn) {
+  std::size_t off = 0;
+  while (off < n) {
+    if (n - off < 6) return DecodeStatus::BadTlv;
+    uint16_t tag = get16(p + off);
+    uint32_t len = get32(p + off + 2);
+    off += 6;
+    if (len > n - off) return DecodeStatus::BadTlv;
+    DecodeStatus s = fn(tag, p + off, std::size_t(len));
+    if (s != DecodeStatus::Ok) return s;
+    off += len;
+  }
+  return DecodeStatus::Ok;
+}
+
+template <class T>
+DecodeStatus take_int(std::optional<T>& dst, const uint8_t* v, std::size_t len) {
+  if (dst) return DecodeStatus::DuplicateTag;
+  if (len != sizeof(T)) return DecodeStatus::BadValue;
+  if constexpr (sizeof(T) == 1) dst = T(v[0]);
+  else if constexpr (sizeof(T) == 2) dst = T(get16(v));
+  else if constexpr (sizeof(T) == 4) dst = T(get32(v));
+  else dst = T(get64(v));
+  return DecodeStatus::Ok;
+}
+
+DecodeStatus decode_key(const uint8_t* p, std::size_t n, WireKey& k) {
+  std::optional<uint32_t> ch, spi;
+  std::optional<uint8_t> suite, slot;
+  std::optional<uint64_t> rem, life;
+  const uint8_t* km = nullptr;
+  std::size_t kmlen = 0;
+  bool have_km = false;
+  DecodeStatus s = walk(p, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
+    switch (tag) {
+      case TK_CHANNEL: return take_int(ch, v, len);
+      case TK_SPI: return take_int(spi, v, len);
+      case TK_SUITE: return take_int(suite, v, len);
+      case TK_REMAINING_MS: return take_int(rem, v, len);
+      case TK_LIFETIME_MS: return take_int(life, v, len);
+      case TK_SLOT: return take_int(slot, v, len);
+      case TK_KEYMAT:
+        if (have_km) return DecodeStatus::DuplicateTag;
+        have_km = true;
+        km = v;
+        kmlen = len;
+        return DecodeStatus::Ok;
+      default:
+        return (tag & 0x8000) ? DecodeStatus::Ok : DecodeStatus::UnknownTag;
+    }
+  });
+  if (s != DecodeStatus::Ok) return s;
+  if (!ch || !spi || !suite || !rem || !life || !slot || !have_km) return DecodeStatus::MissingField;
+  auto st = suite_from_wire(*suite);
+  if (!st || *slot > uint8_t(Slot::Other)) return DecodeStatus::BadValue;
+  if (kmlen != key_len(*st) + kSaltLen) return DecodeStatus::BadValue;
+  int64_t life_ms = int64_t(*life);
+  if (life_ms < 0) return DecodeStatus::BadValue;
+  k.channel = *ch;
+  k.spi = *spi;
+  k.material.suite = *st;
+  std::memcpy(k.material.key, km, key_len(*st));
+  std::memcpy(k.material.salt, km + key_len(*st), kSaltLen);
+  k.remaining_ms = int64_t(*rem);
+  k.lifetime_ms = life_ms;
+  k.slot = Slot(*slot);
+  return DecodeStatus::Ok;
+}
+
+DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
+  std::optional<uint64_t> seq, req;
+  std::optional<uint32_t> ch, spi;
+  bool have_id = false;
+  DecodeStatus s = walk(p, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
+    switch (tag) {
+      case TB_SEQ: return take_int(seq, v, len);
+      case TB_REQUESTS: return take_int(req, v, len);
+      case TB_CHANNEL: return take_int(ch, v, len);
+      case TB_SPI: return take_int(spi, v, len);
+      case TB_IDENTITY:
+        if (have_id) return DecodeStatus::DuplicateTag;
+        if (len == 0 || len > 256) return DecodeStatus::BadValue;
+        have_id = true;
+        e.identity.assign(reinterpret_cast<const char*>(v), len);
+        return DecodeStatus::Ok;
+      default:
+        return (tag & 0x8000) ? DecodeStatus::Ok : DecodeStatus::UnknownTag;
+    }
+  });
+  if (s != DecodeStatus::Ok) return s;
+  if (!seq || !req || !ch || !spi || !have_id) return DecodeStatus::MissingField;
+  if (*seq == 0) return DecodeStatus::BadValue;
+  e.seq = *seq;
+  e.requests = *req;
+  e.channel = *ch;
+  e.spi = *spi;
+  return DecodeStatus::Ok;
+}
+
+DecodeStatus validate(const Message& m) {
+  auto need = [](bool ok) { return ok ? DecodeStatus::Ok : DecodeStatus::MissingField; };
+  switch (m.type) {
+    case MsgType::KeyRequest:
+      if (!m.channel || !m.which) return DecodeStatus::MissingField;
+      if (m.which == Which::BySpi && !m.spi) return DecodeStatus::MissingField;
+      return DecodeStatus::Ok;
+    case MsgType::GenerateRequest:
+      if (!m.channel || !m.which) return DecodeStatus::MissingField;
+      if (*m.which != Which::Current && *m.which != Which::Next && *m.which != Which::Both)
+        return DecodeStatus::BadValue;
+      return DecodeStatus::Ok;
+    case MsgType::KeyUpload:
+      if (!m.channel || m.keys.size() != 1) return DecodeStatus::MissingField;
+      if (m.keys[0].channel != *m.channel) return DecodeStatus::BadValue;
+      return DecodeStatus::Ok;
+    case MsgType::UsageReport:
+      return need(m.channel && m.spi && m.bytes && m.packets && m.event_id);
+    case MsgType::AdminRotate: return need(m.channel.has_value());
+    case MsgType::ReplSubscribe: return need(m.seq.has_value());
+    case MsgType::BillingForward: return need(!m.bills.empty());
+    case MsgType::ReplKey: return need(m.seq && m.keys.size() == 1);
+    case MsgType::KeyReply: return need(!m.keys.empty());
+    case MsgType::Error: return need(m.error.has_value());
+    case MsgType::HelloOk: return need(m.role.has_value());
+    default: return DecodeStatus::Ok;
+  }
+}
+
+}  // namespace
+
+DecodeStatus decode_header(const uint8_t* p, std::size_t n, Header& h) {
+  if (n < kHeaderLen) return DecodeStatus::Short;
+  if (get16(p) != kMagic) return DecodeStatus::BadMagic;
+  h.version = p[2];
+  h.type = p[3];
+  h.req_id = get32(p + 4);
+  h.length = get32(p + 8);
+  if (h.version != kVersion) return DecodeStatus::BadVersion;
+  if (h.length > kMaxBody) return DecodeStatus::TooLong;
+  return DecodeStatus::Ok;
+}
+
+DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Message& out) {
+  if (n != h.length) return DecodeStatus::LengthMismatch;
+  if (!known_type(h.type)) return DecodeStatus::UnknownType;
+  Message m;
+  m.type = MsgType(h.type);
+  m.req_id = h.req_id;
+  std::optional<uint8_t> which, role;
+  std::optional<uint16_t> err;
+  std::optional<uint64_t> rem;
+  bool have_text = false;
+  DecodeStatus s = walk(body, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
+    switch (tag) {
+      case T_CHANNEL: return take_int(m.channel, v, len);
+      case T_SPI: return take_int(m.spi, v, len);
+      case T_WHICH: return take_int(which, v, len);
+      case T_REMAINING_MS: return take_int(rem, v, len);
+      case T_BYTES: return take_int(m.bytes, v, len);
+      case T_PACKETS: return take_int(m.packets, v, len);
+      case T_EVENT_ID: return take_int(m.event_id, v, len);
+      case T_SEQ: return take_int(m.seq, v, len);
+      case T_ERROR: return take_int(err, v, len);
+      case T_ROLE: return take_int(role, v, len);
+      case T_TEXT:
+        if (have_text) return DecodeStatus::DuplicateTag;
+        if (len > kMaxText) return DecodeStatus::BadValue;
+        have_text = true;
+        m.text.assign(reinterpret_cast<const char*>(v), len);
+        return DecodeStatus::Ok;
+      case T_KEY: {
+        if (m.keys.size() >= kMaxKeysPerFrame) return DecodeStatus::BadValue;
+        WireKey k;
+        DecodeStatus ks = decode_key(v, len, k);
+        if (ks == DecodeStatus::Ok) m.keys.push_back(std::move(k));
+        return ks;
+      }
+      case T_BILL: {
+        if (m.bills.size() >= kMaxBillsPerFrame) return DecodeStatus::BadValue;
+        BillEntry e;
+        DecodeStatus bs = decode_bill(v, len, e);
+        if (bs == DecodeStatus::Ok) m.bills.push_back(std::move(e));
+        return bs;
+      }
+      default:
+        // Tags with the top bit set are optional extensions: skipped.
+        return (tag & 0x8000) ? DecodeStatus::Ok : DecodeStatus::UnknownTag;
+    }
+  });
+  if (s != DecodeStatus::Ok) return s;
+  if (which) {
+    if (*which > uint8_t(Which::All)) return DecodeStatus::BadValue;
+    m.which = Which(*which);
+  }
+  if (role) {
+    if (*role > uint8_t(Role::Admin)) return DecodeStatus::BadValue;
+    m.role = Role(*role);
+  }
+  if (err) m.error = ErrorCode(*err);
+  if (rem) m.remaining_ms = int64_t(*rem);
+  if (m.spi && *m.spi == 0) return DecodeStatus::BadValue;
+  // SPI 0 inside a key is only meaningful in an upload ("assign one for me").
+  if (m.type != MsgType::KeyUpload)
+    for (const auto& k : m.keys)
+      if (k.spi == 0) return DecodeStatus::BadValue;
+  s = validate(m);
+  if (s != DecodeStatus::Ok) return s;
+  out = std::move(m);
+  return DecodeStatus::Ok;
+}
+
+DecodeStatus decode(const uint8_t* p, std::size_t n, Message& out) {
+  Header h;
+  DecodeStatus s = decode_header(p, n, h);
+  if (s != DecodeStatus::Ok) return s;
+  if (n - kHeaderLen != h.length) return DecodeStatus::LengthMismatch;
+  return decode_body(h, p + kHeaderLen, n - kHeaderLen, out);
+}
+
+}  // namespace keycast::kp

@@ -1,0 +1,162 @@
+// keycast key-plane protocol: versioned, length-bounded binary frames.
+// Normative description: docs/protocol.md. This file is the only codec; the
+// server, the client library and the fuzz/round-trip tests all use it.
+//
+// Frame = 12-byte header + body.
+//   u16 magic 0x4B43 ("KC") | u8 version (1) | u8 type | u32 request id | u32 body length
+// Body = TLVs: u16 tag | u32 length | value. All integers big-endian.
+// Body length <= kMaxBody; a frame that breaks any rule is rejected whole.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/key_record.hpp"
+#include "common/suite.hpp"
+
+namespace keycast::kp {
+
+constexpr uint16_t kMagic = 0x4B43;
+constexpr uint8_t kVersion = 1;
+constexpr std::size_t kHeaderLen = 12;
+constexpr std::size_t kMaxBody = 1u << 20;  // 1 MiB
+constexpr std::size_t kMaxText = 512u << 10;
+constexpr std::size_t kMaxKeysPerFrame = 64;
+constexpr std::size_t kMaxBillsPerFrame = 4096;
+
+enum class MsgType : uint8_t {
+  Hello = 0x01,
+  KeyRequest = 0x02,       // client: current/next/by-SPI decipherment key data
+  GenerateRequest = 0x03,  // sender, kms-origin: KMS makes current/next key data
+  KeyUpload = 0x04,        // sender, sender-origin: sender made the key, uploads it
+  UsageReport = 0x05,      // sender: bytes/packets sent under one key epoch
+  Ping = 0x06,
+  AdminStatus = 0x10,
+  AdminChannels = 0x11,
+  AdminRotate = 0x12,
+  AdminBilling = 0x13,
+  ReplSubscribe = 0x20,    // slave -> master: stream keys with seq > T_SEQ
+  BillingForward = 0x22,   // slave -> master: billing events with unique seqs
+  // replies: request type | 0x80
+  HelloOk = 0x81,
+  KeyReply = 0x82,         // reply to KeyRequest, GenerateRequest, KeyUpload, AdminRotate
+  Ack = 0x85,              // reply to UsageReport, Ping, ReplSubscribe, BillingForward
+  AdminReply = 0x90,       // JSON text in T_TEXT
+  ReplKey = 0xA1,          // master -> slave push (request id 0)
+  Error = 0xFF,
+};
+
+enum class Which : uint8_t { Current = 0, Next = 1, Both = 2, BySpi = 3, All = 4 };
+enum class Slot : uint8_t { Previous = 0, Current = 1, Next = 2, Other = 3 };
+enum class Role : uint8_t { None = 0, Master = 1, Slave = 2, Sender = 3, Client = 4, Admin = 5 };
+
+enum class ErrorCode : uint16_t {
+  Ok = 0,
+  BadRequest = 1,
+  UnsupportedVersion = 2,
+  NotAuthorised = 3,   // role may not use this message type
+  ChannelDenied = 4,   // certificate/config does not allow this channel
+  UnknownChannel = 5,
+  NotFound = 6,        // no key with that SPI / no current key
+  NoNextKey = 7,       // next key not made yet
+  SpiReused = 8,       // SPI at or below the channel's high-water mark
+  WrongOrigin = 9,     // generate on a sender-origin channel or upload on kms-origin
+  NotMaster = 10,      // a write that only the master accepts
+  Internal = 11,
+  TooLarge = 12,
+  Busy = 13,
+  // produced by the client library, never on the wire
+  Timeout = 100,
+  Unavailable = 101,
+  Shutdown = 102,
+};
+
+std::string_view type_name(MsgType t);
+std::string_view error_name(ErrorCode e);
+std::string_view role_name(Role r);
+std::optional<Role> parse_role(std::string_view s);
+std::string_view which_name(Which w);
+std::string_view slot_name(Slot s);
+
+// TLV tags
+enum Tag : uint16_t {
+  T_CHANNEL = 1, T_SPI = 2, T_WHICH = 3, T_REMAINING_MS = 4, T_BYTES = 5, T_PACKETS = 6,
+  T_EVENT_ID = 7, T_SEQ = 8, T_ERROR = 9, T_TEXT = 10, T_ROLE = 11, T_KEY = 12, T_BILL = 13,
+  // inside T_KEY
+  TK_CHANNEL = 0x101, TK_SPI = 0x102, TK_SUITE = 0x103, TK_KEYMAT = 0x104,
+  TK_REMAINING_MS = 0x105, TK_LIFETIME_MS = 0x106, TK_SLOT = 0x107,
+  // inside T_BILL
+  TB_SEQ = 0x201, TB_IDENTITY = 0x202, TB_REQUESTS = 0x203, TB_CHANNEL = 0x204, TB_SPI = 0x205,
+};
+
+// A key as carried on the wire: decipherment (or encipherment, same bytes for
+// AES-GCM) key data with its remaining effective time.
+struct WireKey {
+  uint32_t channel = 0;
+  uint32_t spi = 0;
+  KeyMaterial material;      // suite, key, salt
+  int64_t remaining_ms = 0;  // until this key's use ends (0 = sender switches away)
+  int64_t lifetime_ms = 0;   // full use period; becomes current at remaining-lifetime
+  Slot slot = Slot::Current;
+
+  // Convert to a local record: deadline on this process's monotonic clock.
+  KeyRecord to_record(MonoClock::time_point received_at = MonoClock::now()) const;
+};
+
+// One billing event forwarded by a slave (requests > 0 and/or a key holding).
+struct BillEntry {
+  uint64_t seq = 0;
+  std::string identity;
+  uint64_t requests = 0;
+  uint32_t channel = 0;
+  uint32_t spi = 0;  // 0: no key held by this event
+  bool operator==(const BillEntry&) const = default;
+};
+
+struct Message {
+  MsgType type = MsgType::Ping;
+  uint32_t req_id = 0;
+  std::optional<uint32_t> channel, spi;
+  std::optional<Which> which;
+  std::optional<int64_t> remaining_ms;  // channel's current key remaining time
+  std::optional<uint64_t> bytes, packets, event_id, seq;
+  std::optional<ErrorCode> error;
+  std::optional<Role> role;
+  std::string text;  // error text, admin JSON, identity, software name
+  std::vector<WireKey> keys;
+  std::vector<BillEntry> bills;
+};
+
+enum class DecodeStatus {
+  Ok, Short, BadMagic, BadVersion, TooLong, LengthMismatch, UnknownType, BadTlv,
+  DuplicateTag, UnknownTag, BadValue, MissingField,
+};
+std::string_view decode_status_name(DecodeStatus s);
+
+struct Header {
+  uint8_t version = 0;
+  uint8_t type = 0;
+  uint32_t req_id = 0;
+  uint32_t length = 0;
+};
+
+// Validates magic, version and the length cap. n must be >= kHeaderLen.
+DecodeStatus decode_header(const uint8_t* p, std::size_t n, Header& h);
+// Decodes exactly one whole frame of n bytes (header + body, nothing more).
+// Pure function: no allocation beyond `out`, no I/O, never throws. Fuzz target.
+DecodeStatus decode(const uint8_t* p, std::size_t n, Message& out);
+// Body only, after decode_header.
+DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Message& out);
+
+// Encodes a frame. The result may hold key bytes: callers zero it after use
+// (the server and the client do, after the write completes).
+std::vector<uint8_t> encode(const Message& m);
+
+// Helpers for replies
+Message make_error(uint32_t req_id, ErrorCode code, std::string text,
+                   std::optional<int64_t> remaining_ms = std::nullopt);
+
+}  // namespace keycast::kp

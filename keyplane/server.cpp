@@ -1,0 +1,1285 @@
+#include "keyplane/server.hpp"
+
+#include <openssl/rand.h>
+
+#include <utility>  // before Boost.Asio (Boost 1.74, GCC 12, C++20)
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "common/hex.hpp"
+#include "common/secure.hpp"
+#include "keyplane/client/client.hpp"
+#include "keyplane/hostport.hpp"
+#include "keyplane/store.hpp"
+
+namespace keycast::kp {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+
+namespace {
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+int64_t ms_between(MonoClock::time_point a, MonoClock::time_point b) {
+  return std::chrono::duration_cast<milliseconds>(b - a).count();
+}
+
+std::string json_str(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", c);
+      o += b;
+    } else {
+      o += c;
+    }
+  }
+  return o + "\"";
+}
+
+std::string csv_str(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"') o += '"';
+    o += c;
+  }
+  return o + "\"";
+}
+
+std::string prom_label(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (c == '\n') {
+      o += "\\n";
+      continue;
+    }
+    o += c;
+  }
+  return o;
+}
+
+}  // namespace
+
+struct MemKey {
+  uint64_t seq = 0;
+  uint32_t spi = 0;
+  KeyMaterial material;
+  MonoClock::time_point expires;
+  int64_t lifetime_ms = 0;
+};
+
+struct Chan {
+  ChannelPolicy pol;
+  bool configured = false;
+  std::map<uint32_t, MemKey> keys;                       // by SPI
+  std::multimap<MonoClock::time_point, uint32_t> by_exp;  // expiry index
+  uint32_t hwm = 255;  // SPIs 1..255 are reserved (RFC 4303); first key gets 256
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+struct View {
+  const MemKey* prev = nullptr;
+  const MemKey* cur = nullptr;
+  const MemKey* next = nullptr;
+};
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  struct Conn;
+  ServerConfig cfg;
+  std::shared_ptr<ssl::context> ctx;
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  tcp::acceptor metrics_acceptor{io};
+  asio::steady_timer maint{io};
+  std::unique_ptr<Store> store;
+  std::map<uint32_t, Chan> chans;
+  std::set<Conn*> conns;
+  std::vector<std::weak_ptr<Conn>> subscribers;
+  std::thread th;
+  std::once_flag stop_once;
+  bool stopping = false;
+  MonoClock::time_point started = MonoClock::now();
+
+  // group commit of billing events
+  struct PendingBill {
+    std::map<std::string, uint64_t> requests;
+    std::set<std::tuple<std::string, uint32_t, uint32_t>> holders;
+    std::vector<std::pair<std::weak_ptr<Conn>, Message>> replies;
+    bool scheduled = false;
+  } pb;
+
+  // slave
+  std::unique_ptr<Client> upstream;
+  std::atomic<uint64_t> repl_seq{0};
+  bool forward_inflight = false;
+  std::string instance_id;
+
+  // metrics
+  std::map<std::string, uint64_t> req_by_type, err_by_code;
+  uint64_t handshakes_ok = 0, handshakes_failed = 0, peers_dropped = 0, frames_bad = 0;
+  uint64_t keys_made = 0, keys_replicated = 0;
+
+  explicit Impl(ServerConfig c) : cfg(std::move(c)) {}
+
+  // ---------------------------------------------------------------- logging
+  void log(const std::string& s) {
+    auto t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char b[32];
+    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    std::cerr << b << " keyd[" << role_name(cfg.role) << "] " << s << std::endl;
+  }
+  void vlog(const std::string& s) {
+    if (cfg.verbose) log(s);
+  }
+
+  bool master() const { return cfg.role == Role::Master; }
+
+  // ---------------------------------------------------------------- setup
+  void init() {
+    if (cfg.role != Role::Master && cfg.role != Role::Slave)
+      throw std::runtime_error("--role: must be master or slave");
+    if (cfg.role == Role::Slave && cfg.masters.empty())
+      throw std::runtime_error("--master: a slave needs the master's HOST:PORT");
+    ctx = make_server_context(cfg.tls);
+    store = std::make_unique<Store>(cfg.db, cfg.master_key_file);
+    if (auto r = store->meta("role"); r && *r != std::string(role_name(cfg.role)))
+      throw std::runtime_error("--role " + std::string(role_name(cfg.role)) + ": database " +
+                               cfg.db + " belongs to a " + *r);
+    store->set_meta("role", std::string(role_name(cfg.role)));
+    if (auto id = store->meta("instance_id")) {
+      instance_id = *id;
+    } else {
+      uint8_t r[8];
+      RAND_bytes(r, sizeof r);
+      instance_id = hex_encode(r, sizeof r);
+      store->set_meta("instance_id", instance_id);
+    }
+    for (auto& [id, pol] : cfg.channels) {
+      Chan& c = chans[id];
+      c.pol = pol;
+      c.configured = true;
+      c.timer = std::make_unique<asio::steady_timer>(io);
+    }
+    // Keys: recompute monotonic deadlines from the stored wall-clock deadline.
+    auto now = MonoClock::now();
+    int64_t wnow = wall_ms();
+    for (auto& sk : store->load_keys()) {
+      Chan& c = chan_for(sk.channel);
+      if (sk.expires_wall_ms - wnow < -(c.pol.grace_ms + cfg.retention_ms)) {
+        repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
+        continue;
+      }
+      MemKey k;
+      k.seq = sk.seq;
+      k.spi = sk.spi;
+      k.material = sk.material;
+      k.expires = now + milliseconds(sk.expires_wall_ms - wnow);
+      k.lifetime_ms = sk.lifetime_ms;
+      insert_mem(c, std::move(k));
+      repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
+    }
+    for (auto& [ch, hwm] : store->load_spi_hwm()) {
+      Chan& c = chan_for(ch);
+      c.hwm = std::max(c.hwm, hwm);
+    }
+    auto hp = parse_host_port(cfg.listen, "--listen");
+    tcp::resolver res(io);
+    boost::system::error_code ec;
+    auto eps = res.resolve(hp.host, hp.port, ec);
+    if (ec || eps.empty()) throw std::runtime_error("--listen " + cfg.listen + ": " + ec.message());
+    open_acceptor(acceptor, eps.begin()->endpoint(), "--listen " + cfg.listen);
+    bound_port = acceptor.local_endpoint().port();
+    if (!cfg.metrics.empty()) {
+      auto mp = parse_host_port(cfg.metrics, "--metrics");
+      auto meps = res.resolve(mp.host, mp.port, ec);
+      if (ec || meps.empty()) throw std::runtime_error("--metrics " + cfg.metrics + ": " + ec.message());
+      open_acceptor(metrics_acceptor, meps.begin()->endpoint(), "--metrics " + cfg.metrics);
+      bound_metrics_port = metrics_acceptor.local_endpoint().port();
+    }
+  }
+
+  void open_acceptor(tcp::acceptor& a, const tcp::endpoint& ep, const std::string& what) {
+    boost::system::error_code ec;
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) a.bind(ep, ec);
+    if (!ec) a.listen(1024, ec);
+    if (ec) throw std::runtime_error(what + ": " + ec.message());
+  }
+
+  void begin_serving() {
+    accept();
+    if (metrics_acceptor.is_open()) metrics_accept();
+    if (master()) {
+      for (auto& [id, c] : chans) schedule(c);
+    } else {
+      start_upstream();
+    }
+    maintenance();
+    log("listening on " + cfg.listen + " (" + std::to_string(port()) + "), " +
+        std::to_string(chans.size()) + " channel(s), key seq " + std::to_string(repl_seq.load()));
+  }
+
+  uint16_t bound_port = 0, bound_metrics_port = 0;
+  uint16_t port() const { return bound_port; }
+
+  Chan& chan_for(uint32_t id) {
+    auto it = chans.find(id);
+    if (it != chans.end()) return it->second;
+    Chan& c = chans[id];
+    c.pol = cfg.defaults;
+    c.pol.id = id;
+    c.timer = std::make_unique<asio::steady_timer>(io);
+    return c;
+  }
+
+  // ---------------------------------------------------------------- key state
+  void insert_mem(Chan& c, MemKey k) {
+    auto it = c.keys.find(k.spi);
+    if (it != c.keys.end()) erase_index(c, it->second);
+    c.by_exp.emplace(k.expires, k.spi);
+    c.hwm = std::max(c.hwm, k.spi);
+    c.keys[k.spi] = std::move(k);
+  }
+  void erase_index(Chan& c, const MemKey& k) {
+    auto range = c.by_exp.equal_range(k.expires);
+    for (auto it = range.first; it != range.second; ++it)
+      if (it->second == k.spi) {
+        c.by_exp.erase(it);
+        break;
+      }
+  }
+
+  View view(const Chan& c, MonoClock::time_point now) const {
+    View v;
+    auto it = c.by_exp.upper_bound(now);
+    if (it != c.by_exp.end()) {
+      v.cur = &c.keys.at(it->second);
+      auto n = std::next(it);
+      if (n != c.by_exp.end()) v.next = &c.keys.at(n->second);
+    }
+    if (it != c.by_exp.begin()) {
+      auto p = std::prev(it);
+      if (p->first > now - milliseconds(c.pol.grace_ms)) v.prev = &c.keys.at(p->second);
+    }
+    return v;
+  }
+
+  WireKey wire(const Chan& c, const MemKey& k, Slot slot, MonoClock::time_point now) const {
+    WireKey w;
+    w.channel = c.pol.id;
+    w.spi = k.spi;
+    w.material = k.material;
+    w.remaining_ms = ms_between(now, k.expires);
+    w.lifetime_ms = k.lifetime_ms;
+    w.slot = slot;
+    return w;
+  }
+
+  std::optional<int64_t> cur_remaining(const Chan& c, MonoClock::time_point now) const {
+    View v = view(c, now);
+    if (!v.cur) return std::nullopt;
+    return ms_between(now, v.cur->expires);
+  }
+
+  // Persist (keys are durable before anyone sees them), index, replicate.
+  const MemKey& add_key(Chan& c, uint32_t spi, const KeyMaterial& m, MonoClock::time_point expires,
+                        int64_t lifetime_ms, uint64_t seq) {
+    auto now = MonoClock::now();
+    StoredKey sk;
+    sk.seq = seq;
+    sk.channel = c.pol.id;
+    sk.spi = spi;
+    sk.material = m;
+    sk.expires_wall_ms = wall_ms() + ms_between(now, expires);
+    sk.lifetime_ms = lifetime_ms;
+    store->begin();
+    try {
+      sk.seq = store->put_key(sk);
+      store->set_spi_hwm(c.pol.id, std::max(c.hwm, spi));
+      store->commit();
+    } catch (...) {
+      store->rollback();
+      throw;
+    }
+    MemKey k;
+    k.seq = sk.seq;
+    k.spi = spi;
+    k.material = m;
+    k.expires = expires;
+    k.lifetime_ms = lifetime_ms;
+    insert_mem(c, std::move(k));
+    repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
+    const MemKey& ref = c.keys.at(spi);
+    if (master()) replicate(c, ref);
+    return ref;
+  }
+
+  const MemKey& make_key(Chan& c, MonoClock::time_point expires) {
+    if (c.hwm == 0xffffffffu) throw std::runtime_error("SPI space of the channel is exhausted");
+    uint32_t spi = c.hwm + 1;
+    KeyMaterial m = KeyMaterial::generate(c.pol.suite);
+    ++keys_made;
+    const MemKey& k = add_key(c, spi, m, expires, c.pol.lifetime_ms, 0);
+    vlog("channel " + std::to_string(c.pol.id) + ": made key spi " + std::to_string(spi) +
+         " remaining " + std::to_string(ms_between(MonoClock::now(), expires)) + " ms");
+    return k;
+  }
+
+  // kms-origin on the master: keep a current key, and make the next one when
+  // the current key's remaining time reaches P1.
+  void schedule(Chan& c) {
+    if (!master() || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping) return;
+    MonoClock::time_point when;
+    try {
+      for (;;) {
+        auto now = MonoClock::now();
+        View v = view(c, now);
+        if (!v.cur) {
+          make_key(c, now + milliseconds(c.pol.lifetime_ms));
+          continue;
+        }
+        if (!v.next) {
+          auto at_p1 = v.cur->expires - milliseconds(c.pol.p1_ms);
+          if (at_p1 <= now) {
+            make_key(c, v.cur->expires + milliseconds(c.pol.lifetime_ms));
+            continue;
+          }
+          when = at_p1;
+        } else {
+          when = v.cur->expires;
+        }
+        break;
+      }
+    } catch (const std::exception& e) {
+      log("channel " + std::to_string(c.pol.id) + ": cannot make key: " + e.what());
+      when = MonoClock::now() + milliseconds(1000);
+    }
+    c.timer->expires_at(when + milliseconds(1));
+    uint32_t id = c.pol.id;
+    c.timer->async_wait([this, id](boost::system::error_code ec) {
+      if (!ec) schedule(chans.at(id));
+    });
+  }
+
+  void prune(Chan& c, MonoClock::time_point now) {
+    auto limit = now - milliseconds(c.pol.grace_ms + cfg.retention_ms);
+    while (!c.by_exp.empty() && c.by_exp.begin()->first < limit) {
+      uint32_t spi = c.by_exp.begin()->second;
+      c.by_exp.erase(c.by_exp.begin());
+      c.keys.erase(spi);
+    }
+  }
+
+  // ---------------------------------------------------------------- connections
+  struct Conn : std::enable_shared_from_this<Conn> {
+    Conn(Impl& s, tcp::socket sock) : srv(s), s(std::move(sock), *s.ctx), timer(s.io) {}
+    Impl& srv;
+    ssl::stream<tcp::socket> s;
+    asio::steady_timer timer;
+    std::array<uint8_t, kHeaderLen> hdr{};
+    std::vector<uint8_t> body;
+    std::deque<std::vector<uint8_t>> wq;
+    std::size_t wq_bytes = 0;
+    bool writing = false, closed = false, close_after = false, subscribed = false, authed = false;
+    PeerInfo peer;
+    std::string remote;
+
+    void arm(int64_t ms) {
+      timer.expires_after(milliseconds(ms));
+      std::weak_ptr<Conn> w = shared_from_this();
+      timer.async_wait([w, ms](boost::system::error_code ec) {
+        auto self = w.lock();
+        if (!ec && self) self->close("timeout after " + std::to_string(ms) + " ms");
+      });
+    }
+
+    void start() {
+      boost::system::error_code ec;
+      auto ep = s.lowest_layer().remote_endpoint(ec);
+      remote = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+      s.lowest_layer().set_option(tcp::no_delay(true), ec);
+      arm(srv.cfg.handshake_timeout_ms);
+      auto self = shared_from_this();
+      s.async_handshake(ssl::stream_base::server, [self](boost::system::error_code ec) {
+        if (self->closed) return;
+        if (ec) {
+          ++self->srv.handshakes_failed;
+          return self->close("TLS handshake failed: " + ec.message());
+        }
+        auto p = peer_info(self->s.native_handle());
+        if (!p || p->role == Role::None) {
+          ++self->srv.handshakes_failed;
+          return self->close("certificate carries no keycast role");
+        }
+        ++self->srv.handshakes_ok;
+        self->peer = *p;
+        self->srv.apply_acl(self->peer);
+        self->authed = true;
+        self->srv.vlog("peer " + self->remote + " is " + self->peer.identity + " (" +
+                       std::string(role_name(self->peer.role)) + ", channels " +
+                       self->peer.channels_text() + ")");
+        self->read_header();
+      });
+    }
+
+    void read_header() {
+      if (closed) return;
+      if (subscribed)
+        timer.cancel();
+      else
+        arm(srv.cfg.idle_timeout_ms);
+      auto self = shared_from_this();
+      asio::async_read(s, asio::buffer(hdr), [self](boost::system::error_code ec, std::size_t) {
+        if (self->closed) return;
+        if (ec) return self->close("read: " + ec.message());
+        Header h;
+        DecodeStatus st = decode_header(self->hdr.data(), self->hdr.size(), h);
+        if (st != DecodeStatus::Ok) return self->protocol_error(h.req_id, st);
+        self->arm(self->srv.cfg.frame_timeout_ms);
+        self->body.resize(h.length);
+        asio::async_read(self->s, asio::buffer(self->body),
+                         [self, h](boost::system::error_code ec, std::size_t) {
+          if (self->closed) return;
+          if (ec) return self->close("read: " + ec.message());
+          Message m;
+          DecodeStatus st = decode_body(h, self->body.data(), self->body.size(), m);
+          secure_zero(self->body.data(), self->body.size());
+          self->body.clear();
+          self->body.shrink_to_fit();
+          if (st != DecodeStatus::Ok) return self->protocol_error(h.req_id, st);
+          self->srv.handle(self, std::move(m));
+          self->read_header();
+        });
+      });
+    }
+
+    void protocol_error(uint32_t req_id, DecodeStatus st) {
+      ++srv.frames_bad;
+      ++srv.err_by_code[std::string(error_name(ErrorCode::BadRequest))];
+      ErrorCode code = st == DecodeStatus::BadVersion ? ErrorCode::UnsupportedVersion
+                       : st == DecodeStatus::TooLong  ? ErrorCode::TooLarge
+                                                      : ErrorCode::BadRequest;
+      send(make_error(req_id, code, "malformed frame: " + std::string(decode_status_name(st))));
+      srv.vlog("peer " + remote + ": malformed frame (" + std::string(decode_status_name(st)) +
+               "), closing");
+      close_after = true;
+      if (!writing) close("malformed frame");
+    }
+
+    void send(const Message& m) {
+      if (closed) return;
+      auto f = encode(m);
+      if (wq_bytes + f.size() > srv.cfg.max_write_queue) {
+        secure_zero(f.data(), f.size());
+        ++srv.peers_dropped;
+        return close("write queue over " + std::to_string(srv.cfg.max_write_queue) + " bytes");
+      }
+      wq_bytes += f.size();
+      wq.push_back(std::move(f));
+      if (!writing) do_write();
+    }
+
+    void do_write() {
+      if (closed) return;
+      if (wq.empty()) {
+        writing = false;
+        if (close_after) close("closing after error reply");
+        return;
+      }
+      writing = true;
+      auto self = shared_from_this();
+      asio::async_write(s, asio::buffer(wq.front()), [self](boost::system::error_code ec, std::size_t) {
+        auto& f = self->wq.front();
+        self->wq_bytes -= f.size();
+        secure_zero(f.data(), f.size());
+        self->wq.pop_front();
+        if (ec) return self->close("write: " + ec.message());
+        self->do_write();
+      });
+    }
+
+    void close(const std::string& why) {
+      if (closed) return;
+      closed = true;
+      srv.vlog("peer " + remote + (authed ? " (" + peer.identity + ")" : "") + " closed: " + why);
+      boost::system::error_code ec;
+      timer.cancel();
+      s.lowest_layer().shutdown(tcp::socket::shutdown_both, ec);
+      s.lowest_layer().close(ec);
+      for (auto& f : wq) secure_zero(f.data(), f.size());
+      wq.clear();
+      wq_bytes = 0;
+      srv.conns.erase(this);
+    }
+  };
+
+  void apply_acl(PeerInfo& p) {
+    auto it = cfg.acl.find(p.identity);
+    if (it == cfg.acl.end()) return;
+    if (cfg.acl_all[p.identity]) return;  // config allows all: the certificate decides
+    if (p.all_channels) {
+      p.all_channels = false;
+      p.channels = it->second;
+    } else {
+      std::set<uint32_t> both;
+      for (auto c : p.channels)
+        if (it->second.count(c)) both.insert(c);
+      p.channels = both;
+    }
+  }
+
+  void accept() {
+    acceptor.async_accept([this](boost::system::error_code ec, tcp::socket sock) {
+      if (stopping) return;
+      if (!ec) {
+        if (conns.size() >= cfg.max_connections) {
+          boost::system::error_code ig;
+          sock.close(ig);
+          ++peers_dropped;
+        } else {
+          auto c = std::make_shared<Conn>(*this, std::move(sock));
+          conns.insert(c.get());
+          c->start();
+        }
+      }
+      accept();
+    });
+  }
+
+  // ---------------------------------------------------------------- requests
+  void reply_error(const std::shared_ptr<Conn>& c, const Message& req, ErrorCode code,
+                   const std::string& text, std::optional<int64_t> rem = std::nullopt) {
+    ++err_by_code[std::string(error_name(code))];
+    c->send(make_error(req.req_id, code, text, rem));
+  }
+
+  bool require(const std::shared_ptr<Conn>& c, const Message& m, std::initializer_list<Role> roles) {
+    for (Role r : roles)
+      if (c->peer.role == r) return true;
+    reply_error(c, m, ErrorCode::NotAuthorised,
+                std::string(type_name(m.type)) + " is not allowed for role " +
+                    std::string(role_name(c->peer.role)));
+    return false;
+  }
+
+  bool require_master(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (master()) return true;
+    reply_error(c, m, ErrorCode::NotMaster, std::string(type_name(m.type)) + " goes to the master");
+    return false;
+  }
+
+  Chan* channel_for(const std::shared_ptr<Conn>& c, const Message& m) {
+    uint32_t ch = *m.channel;
+    if (!c->peer.allows(ch)) {
+      reply_error(c, m, ErrorCode::ChannelDenied,
+                  "channel " + std::to_string(ch) + " is not allowed for " + c->peer.identity);
+      return nullptr;
+    }
+    auto it = chans.find(ch);
+    if (it == chans.end() || (!it->second.configured && it->second.keys.empty())) {
+      reply_error(c, m, ErrorCode::UnknownChannel, "channel " + std::to_string(ch) + " is not served");
+      return nullptr;
+    }
+    return &it->second;
+  }
+
+  void handle(const std::shared_ptr<Conn>& c, Message m) {
+    ++req_by_type[std::string(type_name(m.type))];
+    try {
+      switch (m.type) {
+        case MsgType::Hello: {
+          Message r;
+          r.type = MsgType::HelloOk;
+          r.req_id = m.req_id;
+          r.role = cfg.role;
+          r.text = c->peer.identity + " " + std::string(role_name(c->peer.role)) + " " +
+                   c->peer.channels_text();
+          return c->send(r);
+        }
+        case MsgType::Ping: {
+          Message r;
+          r.type = MsgType::Ack;
+          r.req_id = m.req_id;
+          return c->send(r);
+        }
+        case MsgType::KeyRequest: return on_key_request(c, m);
+        case MsgType::GenerateRequest: return on_generate(c, m);
+        case MsgType::KeyUpload: return on_upload(c, m);
+        case MsgType::UsageReport: return on_usage(c, m);
+        case MsgType::AdminStatus:
+        case MsgType::AdminChannels:
+        case MsgType::AdminBilling:
+        case MsgType::AdminRotate: return on_admin(c, m);
+        case MsgType::ReplSubscribe: return on_subscribe(c, m);
+        case MsgType::BillingForward: return on_forward(c, m);
+        default:
+          return reply_error(c, m, ErrorCode::BadRequest,
+                             std::string(type_name(m.type)) + " is not a request");
+      }
+    } catch (const std::exception& e) {
+      log(std::string("internal error: ") + e.what());
+      reply_error(c, m, ErrorCode::Internal, "internal error");
+    }
+  }
+
+  void on_key_request(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Client, Role::Sender, Role::Admin})) return;
+    Chan* ch = channel_for(c, m);
+    if (!ch) return;
+    auto now = MonoClock::now();
+    prune(*ch, now);
+    View v = view(*ch, now);
+    if (master() && ch->pol.origin == KeyOrigin::Kms &&
+        (!v.cur || (!v.next && v.cur->expires - milliseconds(ch->pol.p1_ms) <= now))) {
+      schedule(*ch);  // the P1 timer has not run yet (busy loop): make the key now
+      v = view(*ch, now);
+    }
+    std::optional<int64_t> rem;
+    if (v.cur) rem = ms_between(now, v.cur->expires);
+    Message r;
+    r.type = MsgType::KeyReply;
+    r.req_id = m.req_id;
+    r.channel = ch->pol.id;
+    r.remaining_ms = rem;
+    switch (*m.which) {
+      case Which::Current:
+        if (!v.cur) return reply_error(c, m, ErrorCode::NotFound, "no current key", rem);
+        r.keys.push_back(wire(*ch, *v.cur, Slot::Current, now));
+        break;
+      case Which::Next:
+        if (!v.next) return reply_error(c, m, ErrorCode::NoNextKey, "next key not made yet", rem);
+        r.keys.push_back(wire(*ch, *v.next, Slot::Next, now));
+        break;
+      case Which::Both:
+      case Which::All:
+        if (*m.which == Which::All && v.prev) r.keys.push_back(wire(*ch, *v.prev, Slot::Previous, now));
+        if (v.cur) r.keys.push_back(wire(*ch, *v.cur, Slot::Current, now));
+        if (v.next) r.keys.push_back(wire(*ch, *v.next, Slot::Next, now));
+        if (r.keys.empty()) return reply_error(c, m, ErrorCode::NotFound, "no key", rem);
+        break;
+      case Which::BySpi: {
+        auto it = ch->keys.find(*m.spi);
+        if (it == ch->keys.end())
+          return reply_error(c, m, ErrorCode::NotFound,
+                             "no key with SPI " + std::to_string(*m.spi), rem);
+        Slot s = &it->second == v.cur ? Slot::Current
+                 : &it->second == v.next ? Slot::Next
+                 : &it->second == v.prev ? Slot::Previous
+                                         : Slot::Other;
+        r.keys.push_back(wire(*ch, it->second, s, now));
+        break;
+      }
+    }
+    if (c->peer.role == Role::Client)
+      bill_and_reply(c, std::move(r));
+    else
+      c->send(r);
+  }
+
+  void on_generate(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Sender}) || !require_master(c, m)) return;
+    Chan* ch = channel_for(c, m);
+    if (!ch) return;
+    if (ch->pol.origin != KeyOrigin::Kms)
+      return reply_error(c, m, ErrorCode::WrongOrigin,
+                         "channel " + std::to_string(ch->pol.id) + " is sender-origin: upload keys");
+    auto now = MonoClock::now();
+    View v = view(*ch, now);
+    if (!v.cur) {
+      make_key(*ch, now + milliseconds(ch->pol.lifetime_ms));
+      v = view(*ch, now);
+    }
+    if ((*m.which == Which::Next || *m.which == Which::Both) && !v.next) {
+      make_key(*ch, v.cur->expires + milliseconds(ch->pol.lifetime_ms));
+      v = view(*ch, now);
+    }
+    Message r;
+    r.type = MsgType::KeyReply;
+    r.req_id = m.req_id;
+    r.channel = ch->pol.id;
+    r.remaining_ms = ms_between(now, v.cur->expires);
+    if (*m.which != Which::Next) r.keys.push_back(wire(*ch, *v.cur, Slot::Current, now));
+    if (*m.which != Which::Current) r.keys.push_back(wire(*ch, *v.next, Slot::Next, now));
+    schedule(*ch);
+    c->send(r);
+  }
+
+  void on_upload(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Sender}) || !require_master(c, m)) return;
+    Chan* ch = channel_for(c, m);
+    if (!ch) return;
+    if (ch->pol.origin != KeyOrigin::Sender)
+      return reply_error(c, m, ErrorCode::WrongOrigin,
+                         "channel " + std::to_string(ch->pol.id) + " is kms-origin: send generate requests");
+    const WireKey& k = m.keys[0];
+    auto now = MonoClock::now();
+    uint32_t spi = k.spi;
+    auto it = spi ? ch->keys.find(spi) : ch->keys.end();
+    if (it != ch->keys.end() && it->second.material == k.material) {
+      // repeat of an upload that already succeeded: idempotent
+    } else if (spi != 0 && spi <= ch->hwm) {
+      return reply_error(c, m, ErrorCode::SpiReused,
+                         "SPI " + std::to_string(spi) + " is at or below the channel's high-water mark " +
+                             std::to_string(ch->hwm) + ": SPIs are never reused",
+                         cur_remaining(*ch, now));
+    } else {
+      if (spi == 0) {
+        if (ch->hwm == 0xffffffffu) return reply_error(c, m, ErrorCode::Internal, "SPI space exhausted");
+        spi = ch->hwm + 1;
+      }
+      if (k.material.suite != ch->pol.suite)
+        return reply_error(c, m, ErrorCode::BadRequest, "suite differs from the channel policy");
+      add_key(*ch, spi, k.material, now + milliseconds(k.remaining_ms),
+              k.lifetime_ms > 0 ? k.lifetime_ms : ch->pol.lifetime_ms, 0);
+      vlog("channel " + std::to_string(ch->pol.id) + ": sender " + c->peer.identity +
+           " uploaded spi " + std::to_string(spi));
+    }
+    View v = view(*ch, now);
+    const MemKey& mk = ch->keys.at(spi);
+    Message r;
+    r.type = MsgType::KeyReply;
+    r.req_id = m.req_id;
+    r.channel = ch->pol.id;
+    r.remaining_ms = cur_remaining(*ch, now);
+    r.keys.push_back(wire(*ch, mk, &mk == v.cur ? Slot::Current : &mk == v.next ? Slot::Next : Slot::Other, now));
+    c->send(r);
+  }
+
+  void on_usage(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Sender}) || !require_master(c, m)) return;
+    Chan* ch = channel_for(c, m);
+    if (!ch) return;
+    store->begin();
+    bool fresh;
+    try {
+      fresh = store->add_usage(c->peer.identity, *m.event_id, ch->pol.id, *m.spi, *m.bytes, *m.packets);
+      store->commit();
+    } catch (...) {
+      store->rollback();
+      throw;
+    }
+    Message r;
+    r.type = MsgType::Ack;
+    r.req_id = m.req_id;
+    r.channel = ch->pol.id;
+    r.remaining_ms = cur_remaining(*ch, MonoClock::now());
+    if (!fresh) r.text = "duplicate event id: already counted";
+    c->send(r);
+  }
+
+  // Billing events are made durable in one transaction per batch (group
+  // commit); the replies they belong to are released only after the commit.
+  void bill_and_reply(const std::shared_ptr<Conn>& c, Message r) {
+    pb.requests[c->peer.identity] += 1;
+    for (const auto& k : r.keys) pb.holders.emplace(c->peer.identity, k.channel, k.spi);
+    pb.replies.emplace_back(c, std::move(r));
+    if (!pb.scheduled) {
+      pb.scheduled = true;
+      asio::post(io, [this] { commit_billing(); });
+    }
+  }
+
+  void commit_billing() {
+    PendingBill b = std::move(pb);
+    pb = PendingBill{};
+    if (b.replies.empty() && b.requests.empty()) return;
+    bool ok = true;
+    try {
+      store->begin();
+      for (auto& [id, n] : b.requests) {
+        if (master())
+          store->add_requests(id, n);
+        else
+          store->outbox_add(id, n, 0, 0);
+      }
+      for (auto& [id, ch, spi] : b.holders) {
+        if (master())
+          store->add_holder(id, ch, spi);
+        else
+          store->outbox_add(id, 0, ch, spi);
+      }
+      store->commit();
+    } catch (const std::exception& e) {
+      store->rollback();
+      log(std::string("billing commit failed: ") + e.what());
+      ok = false;
+    }
+    for (auto& [w, r] : b.replies) {
+      auto c = w.lock();
+      if (!c) continue;
+      if (ok)
+        c->send(r);
+      else
+        reply_error(c, r, ErrorCode::Internal, "billing store unavailable");
+    }
+  }
+
+  // ---------------------------------------------------------------- admin
+  void on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Admin})) return;
+    Message r;
+    r.type = MsgType::AdminReply;
+    r.req_id = m.req_id;
+    auto now = MonoClock::now();
+    switch (m.type) {
+      case MsgType::AdminStatus: r.text = status_json(); break;
+      case MsgType::AdminChannels: r.text = channels_json(now); break;
+      case MsgType::AdminBilling:
+        if (!require_master(c, m)) return;
+        r.text = billing_text(m.text.empty() ? "table" : m.text);
+        break;
+      case MsgType::AdminRotate: {
+        if (!require_master(c, m)) return;
+        auto it = chans.find(*m.channel);
+        if (it == chans.end() || !it->second.configured)
+          return reply_error(c, m, ErrorCode::UnknownChannel, "channel not served");
+        Chan& ch = it->second;
+        if (ch.pol.origin != KeyOrigin::Kms)
+          return reply_error(c, m, ErrorCode::WrongOrigin, "sender-origin channel: the sender rotates");
+        rotate(ch, now);
+        View v = view(ch, now);
+        r.type = MsgType::KeyReply;
+        r.channel = ch.pol.id;
+        r.remaining_ms = ms_between(now, v.cur->expires);
+        r.keys.push_back(wire(ch, *v.cur, Slot::Current, now));
+        if (v.next) r.keys.push_back(wire(ch, *v.next, Slot::Next, now));
+        for (auto& k : r.keys) secure_zero(k.material.key, sizeof k.material.key);  // admin sees SPIs only
+        break;
+      }
+      default: break;
+    }
+    c->send(r);
+  }
+
+  // Forced rotation: the current key's remaining time is cut to P1 (if longer)
+  // and the next key is made now; holders learn the new time from their next
+  // reply (every reply carries the remaining time).
+  void rotate(Chan& ch, MonoClock::time_point now) {
+    View v = view(ch, now);
+    if (!v.cur) {
+      schedule(ch);
+      return;
+    }
+    auto target = now + milliseconds(ch.pol.p1_ms);
+    if (v.cur->expires > target) {
+      MemKey cur = *v.cur;
+      std::optional<MemKey> next;
+      if (v.next) next = *v.next;
+      add_key(ch, cur.spi, cur.material, target, cur.lifetime_ms, 0);
+      if (next) add_key(ch, next->spi, next->material, target + milliseconds(next->lifetime_ms), next->lifetime_ms, 0);
+    }
+    log("channel " + std::to_string(ch.pol.id) + ": forced rotation");
+    schedule(ch);
+  }
+
+  std::string status_json() {
+    std::map<std::string, int> peers;
+    for (auto* c : conns)
+      if (c->authed) ++peers[std::string(role_name(c->peer.role))];
+    std::ostringstream o;
+    o << "{\"role\":" << json_str(std::string(role_name(cfg.role))) << ",\"version\":\"0.1.0\""
+      << ",\"uptime_s\":" << ms_between(started, MonoClock::now()) / 1000
+      << ",\"connections\":" << conns.size() << ",\"peers\":{";
+    bool first = true;
+    for (auto& [r, n] : peers) {
+      o << (first ? "" : ",") << json_str(r) << ":" << n;
+      first = false;
+    }
+    std::size_t subs = 0;
+    for (auto& w : subscribers)
+      if (!w.expired()) ++subs;
+    o << "},\"channels\":" << chans.size() << ",\"key_seq\":" << repl_seq.load()
+      << ",\"slaves_subscribed\":" << subs << ",\"handshakes_ok\":" << handshakes_ok
+      << ",\"handshakes_failed\":" << handshakes_failed << ",\"keys_made\":" << keys_made;
+    if (!master()) {
+      o << ",\"master_connected\":" << (upstream && upstream->connected() ? "true" : "false")
+        << ",\"billing_outbox\":" << store->outbox_size();
+    }
+    o << "}";
+    return o.str();
+  }
+
+  std::string channels_json(MonoClock::time_point now) {
+    std::ostringstream o;
+    o << "[";
+    bool first = true;
+    for (auto& [id, ch] : chans) {
+      View v = view(ch, now);
+      o << (first ? "" : ",") << "{\"channel\":" << id << ",\"origin\":"
+        << (ch.pol.origin == KeyOrigin::Kms ? "\"kms\"" : "\"sender\"")
+        << ",\"suite\":" << json_str(std::string(suite_name(ch.pol.suite)))
+        << ",\"lifetime_ms\":" << ch.pol.lifetime_ms << ",\"p1_ms\":" << ch.pol.p1_ms
+        << ",\"p2_ms\":" << ch.pol.p2_ms << ",\"grace_ms\":" << ch.pol.grace_ms
+        << ",\"spi_high_water\":" << ch.hwm << ",\"keys_held\":" << ch.keys.size();
+      if (v.cur)
+        o << ",\"current_spi\":" << v.cur->spi
+          << ",\"current_remaining_ms\":" << ms_between(now, v.cur->expires);
+      if (v.next)
+        o << ",\"next_spi\":" << v.next->spi << ",\"next_remaining_ms\":" << ms_between(now, v.next->expires);
+      if (v.prev) o << ",\"previous_spi\":" << v.prev->spi;
+      o << "}";
+      first = false;
+    }
+    o << "]";
+    return o.str();
+  }
+
+  std::string billing_text(const std::string& fmt) {
+    auto rows = store->billing();
+    auto fee = [&](const BillingRow& b) {
+      return double(b.requests) * cfg.tariffs.per_request +
+             double(b.bytes) / double(1ull << 30) * cfg.tariffs.per_gib;
+    };
+    std::ostringstream o;
+    o << std::fixed << std::setprecision(6);
+    if (fmt == "json") {
+      o << "{\"currency\":" << json_str(cfg.tariffs.currency)
+        << ",\"per_request\":" << cfg.tariffs.per_request << ",\"per_gib\":" << cfg.tariffs.per_gib
+        << ",\"clients\":[";
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        auto& b = rows[i];
+        o << (i ? "," : "") << "{\"identity\":" << json_str(b.identity) << ",\"requests\":" << b.requests
+          << ",\"bytes\":" << b.bytes << ",\"packets\":" << b.packets << ",\"epochs\":" << b.epochs
+          << ",\"fee\":" << fee(b) << "}";
+      }
+      o << "]}\n";
+    } else if (fmt == "csv") {
+      o << "identity,requests,bytes,packets,epochs,fee,currency\n";
+      for (auto& b : rows)
+        o << csv_str(b.identity) << "," << b.requests << "," << b.bytes << "," << b.packets << ","
+          << b.epochs << "," << fee(b) << "," << csv_str(cfg.tariffs.currency) << "\n";
+    } else {
+      o << std::left << std::setw(24) << "IDENTITY" << std::right << std::setw(12) << "REQUESTS"
+        << std::setw(18) << "BYTES" << std::setw(14) << "PACKETS" << std::setw(8) << "EPOCHS"
+        << std::setw(16) << ("FEE " + cfg.tariffs.currency) << "\n";
+      for (auto& b : rows)
+        o << std::left << std::setw(24) << b.identity << std::right << std::setw(12) << b.requests
+          << std::setw(18) << b.bytes << std::setw(14) << b.packets << std::setw(8) << b.epochs
+          << std::setw(16) << fee(b) << "\n";
+    }
+    return o.str();
+  }
+
+  // ---------------------------------------------------------------- replication (master)
+  Message repl_frame(const Chan& c, const MemKey& k, MonoClock::time_point now) {
+    Message p;
+    p.type = MsgType::ReplKey;
+    p.req_id = 0;
+    p.seq = k.seq;
+    p.keys.push_back(wire(c, k, Slot::Other, now));
+    return p;
+  }
+
+  void replicate(const Chan& c, const MemKey& k) {
+    auto now = MonoClock::now();
+    Message p = repl_frame(c, k, now);
+    for (auto it = subscribers.begin(); it != subscribers.end();) {
+      auto s = it->lock();
+      if (!s || s->closed) {
+        it = subscribers.erase(it);
+        continue;
+      }
+      s->send(p);
+      ++keys_replicated;
+      ++it;
+    }
+    for (auto& k2 : p.keys) secure_zero(k2.material.key, sizeof k2.material.key);
+  }
+
+  void on_subscribe(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Slave}) || !require_master(c, m)) return;
+    auto now = MonoClock::now();
+    std::vector<std::pair<uint64_t, std::pair<uint32_t, uint32_t>>> todo;
+    for (auto& [id, ch] : chans)
+      for (auto& [spi, k] : ch.keys)
+        if (k.seq > *m.seq) todo.push_back({k.seq, {id, spi}});
+    std::sort(todo.begin(), todo.end());
+    for (auto& [seq, cs] : todo) {
+      const Chan& ch = chans.at(cs.first);
+      c->send(repl_frame(ch, ch.keys.at(cs.second), now));
+      ++keys_replicated;
+    }
+    c->subscribed = true;
+    subscribers.push_back(c);
+    Message r;
+    r.type = MsgType::Ack;
+    r.req_id = m.req_id;
+    r.seq = repl_seq.load();
+    c->send(r);
+    log("slave " + c->peer.identity + " subscribed from seq " + std::to_string(*m.seq) + ", sent " +
+        std::to_string(todo.size()) + " key(s)");
+  }
+
+  void on_forward(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Slave}) || !require_master(c, m)) return;
+    std::string key = c->peer.identity + "/" + m.text;
+    auto bills = m.bills;
+    std::sort(bills.begin(), bills.end(), [](auto& a, auto& b) { return a.seq < b.seq; });
+    store->begin();
+    uint64_t last;
+    try {
+      last = store->forward_applied(key);
+      for (auto& e : bills) {
+        if (e.seq <= last) continue;  // counted before: exactly once
+        if (e.requests) store->add_requests(e.identity, e.requests);
+        if (e.spi) store->add_holder(e.identity, e.channel, e.spi);
+        last = e.seq;
+      }
+      store->set_forward_applied(key, last);
+      store->commit();
+    } catch (...) {
+      store->rollback();
+      throw;
+    }
+    Message r;
+    r.type = MsgType::Ack;
+    r.req_id = m.req_id;
+    r.seq = last;
+    c->send(r);
+  }
+
+  // ---------------------------------------------------------------- replication (slave)
+  void start_upstream() {
+    ClientOptions o;
+    o.servers = cfg.masters;
+    o.tls = cfg.tls;
+    o.require_master = true;
+    o.request_timeout = milliseconds(10000);
+    o.backoff_min = milliseconds(100);
+    o.backoff_max = milliseconds(2000);
+    upstream = std::make_unique<Client>(o);
+    std::weak_ptr<Impl> w = shared_from_this();
+    upstream->set_push_handler([w](Message m) {
+      auto self = w.lock();
+      if (!self) return;
+      asio::post(self->io, [self, m = std::move(m)]() mutable { self->apply_repl(std::move(m)); });
+    });
+    upstream->set_on_connect([w](Client& cl) {
+      auto self = w.lock();
+      if (!self) return;
+      Message s;
+      s.type = MsgType::ReplSubscribe;
+      s.seq = self->repl_seq.load();
+      cl.request(std::move(s), [w](Result r) {
+        auto self = w.lock();
+        if (!self) return;
+        if (!r.ok()) self->log("subscribe to master failed: " + r.message);
+        else self->log("subscribed to master " + r.server + ", master seq " + std::to_string(r.reply.seq.value_or(0)));
+      });
+    });
+    upstream->set_persistent(true);
+  }
+
+  void apply_repl(Message m) {
+    if (stopping || m.type != MsgType::ReplKey || m.keys.size() != 1 || !m.seq) return;
+    const WireKey& k = m.keys[0];
+    Chan& c = chan_for(k.channel);
+    auto now = MonoClock::now();
+    try {
+      add_key(c, k.spi, k.material, now + milliseconds(k.remaining_ms), k.lifetime_ms, *m.seq);
+      vlog("replicated channel " + std::to_string(k.channel) + " spi " + std::to_string(k.spi) +
+           " seq " + std::to_string(*m.seq));
+    } catch (const std::exception& e) {
+      log(std::string("cannot store replicated key: ") + e.what());
+    }
+    for (auto& kk : m.keys) secure_zero(kk.material.key, sizeof kk.material.key);
+  }
+
+  void forward_billing() {
+    if (master() || !upstream || forward_inflight || !upstream->connected()) return;
+    auto entries = store->outbox_peek(1000);
+    if (entries.empty()) return;
+    uint64_t last = entries.back().seq;
+    Message m;
+    m.type = MsgType::BillingForward;
+    m.text = instance_id;
+    m.bills = std::move(entries);
+    forward_inflight = true;
+    std::weak_ptr<Impl> w = shared_from_this();
+    upstream->request(std::move(m), [w, last](Result r) {
+      auto self = w.lock();
+      if (!self) return;
+      asio::post(self->io, [self, last, ok = r.ok(), msg = r.message] {
+        self->forward_inflight = false;
+        if (ok) {
+          try {
+            self->store->outbox_delete_upto(last);
+          } catch (const std::exception& e) {
+            self->log(std::string("outbox: ") + e.what());
+          }
+        } else {
+          self->vlog("billing forward failed (will retry): " + msg);
+        }
+      });
+    });
+  }
+
+  void maintenance() {
+    if (stopping) return;
+    auto now = MonoClock::now();
+    for (auto& [id, c] : chans) prune(c, now);
+    forward_billing();
+    maint.expires_after(milliseconds(cfg.forward_interval_ms));
+    maint.async_wait([this](boost::system::error_code ec) {
+      if (!ec) maintenance();
+    });
+  }
+
+  // ---------------------------------------------------------------- metrics
+  std::string metrics_text() {
+    std::ostringstream o;
+    o << "# HELP keycast_requests_total Key-plane requests by message type.\n"
+         "# TYPE keycast_requests_total counter\n";
+    for (auto& [t, n] : req_by_type) o << "keycast_requests_total{type=\"" << t << "\"} " << n << "\n";
+    o << "# HELP keycast_errors_total Error replies by code.\n# TYPE keycast_errors_total counter\n";
+    for (auto& [t, n] : err_by_code) o << "keycast_errors_total{code=\"" << t << "\"} " << n << "\n";
+    std::map<std::string, int> peers;
+    for (auto* c : conns) peers[c->authed ? std::string(role_name(c->peer.role)) : "unauthenticated"]++;
+    o << "# HELP keycast_connected_peers Open connections by peer role.\n"
+         "# TYPE keycast_connected_peers gauge\n";
+    for (const char* r : {"master", "slave", "sender", "client", "admin", "unauthenticated"})
+      o << "keycast_connected_peers{role=\"" << r << "\"} " << peers[r] << "\n";
+    o << "# HELP keycast_keys Keys held in memory by channel.\n# TYPE keycast_keys gauge\n";
+    for (auto& [id, c] : chans) o << "keycast_keys{channel=\"" << id << "\"} " << c.keys.size() << "\n";
+    o << "# HELP keycast_spi_high_water Highest SPI issued by channel.\n# TYPE keycast_spi_high_water gauge\n";
+    for (auto& [id, c] : chans) o << "keycast_spi_high_water{channel=\"" << id << "\"} " << c.hwm << "\n";
+    o << "# TYPE keycast_handshakes_total counter\n"
+      << "keycast_handshakes_total{result=\"ok\"} " << handshakes_ok << "\n"
+      << "keycast_handshakes_total{result=\"failed\"} " << handshakes_failed << "\n"
+      << "# TYPE keycast_peers_dropped_total counter\nkeycast_peers_dropped_total " << peers_dropped << "\n"
+      << "# TYPE keycast_bad_frames_total counter\nkeycast_bad_frames_total " << frames_bad << "\n"
+      << "# TYPE keycast_keys_made_total counter\nkeycast_keys_made_total " << keys_made << "\n"
+      << "# TYPE keycast_keys_replicated_total counter\nkeycast_keys_replicated_total " << keys_replicated << "\n"
+      << "# TYPE keycast_key_seq gauge\nkeycast_key_seq " << repl_seq.load() << "\n";
+    if (master()) {
+      o << "# HELP keycast_billing_requests_total Billed key data requests by client.\n"
+           "# TYPE keycast_billing_requests_total counter\n";
+      auto rows = store->billing();
+      for (auto& b : rows)
+        o << "keycast_billing_requests_total{client=\"" << prom_label(b.identity) << "\"} " << b.requests << "\n";
+      o << "# HELP keycast_billing_bytes_total Decipherable bytes billed by client.\n"
+           "# TYPE keycast_billing_bytes_total counter\n";
+      for (auto& b : rows)
+        o << "keycast_billing_bytes_total{client=\"" << prom_label(b.identity) << "\"} " << b.bytes << "\n";
+    } else {
+      o << "# TYPE keycast_billing_outbox gauge\nkeycast_billing_outbox " << store->outbox_size() << "\n"
+        << "# TYPE keycast_master_connected gauge\nkeycast_master_connected "
+        << (upstream && upstream->connected() ? 1 : 0) << "\n";
+    }
+    return o.str();
+  }
+
+  struct MetricsConn {
+    explicit MetricsConn(asio::io_context& io) : sock(io), timer(io) {}
+    tcp::socket sock;
+    asio::steady_timer timer;
+    asio::streambuf buf{8192};
+    std::string out;
+  };
+
+  void metrics_accept() {
+    metrics_acceptor.async_accept([this](boost::system::error_code ec, tcp::socket sock) {
+      if (stopping) return;
+      if (!ec) {
+        auto m = std::make_shared<MetricsConn>(io);
+        m->sock = std::move(sock);
+        m->timer.expires_after(milliseconds(5000));
+        m->timer.async_wait([m](boost::system::error_code ec) {
+          if (!ec) {
+            boost::system::error_code ig;
+            m->sock.close(ig);
+          }
+        });
+        asio::async_read_until(m->sock, m->buf, "\r\n\r\n", [this, m](boost::system::error_code ec, std::size_t) {
+          if (ec) {
+            m->timer.cancel();
+            return;
+          }
+          std::string body = metrics_text();
+          m->out = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+          asio::async_write(m->sock, asio::buffer(m->out), [m](boost::system::error_code, std::size_t) {
+            boost::system::error_code ig;
+            m->sock.shutdown(tcp::socket::shutdown_both, ig);
+            m->sock.close(ig);
+            m->timer.cancel();
+          });
+        });
+      }
+      metrics_accept();
+    });
+  }
+
+  // ---------------------------------------------------------------- stop
+  void do_stop() {
+    if (stopping) return;
+    commit_billing();
+    stopping = true;
+    boost::system::error_code ec;
+    acceptor.close(ec);
+    metrics_acceptor.close(ec);
+    maint.cancel();
+    for (auto& [id, c] : chans)
+      if (c.timer) c.timer->cancel();
+    std::vector<Conn*> all(conns.begin(), conns.end());
+    for (auto* c : all) c->close("server stopping");
+    upstream.reset();
+    io.stop();
+  }
+};
+
+Server::Server(ServerConfig cfg) : impl_(std::make_shared<Impl>(std::move(cfg))) { impl_->init(); }
+
+Server::~Server() {
+  stop();
+  if (impl_->th.joinable()) impl_->th.join();
+}
+
+void Server::run() {
+  impl_->begin_serving();
+  impl_->io.run();
+}
+
+void Server::start() {
+  impl_->th = std::thread([impl = impl_] {
+    impl->begin_serving();
+    impl->io.run();
+  });
+}
+
+void Server::stop() {
+  auto impl = impl_;
+  if (impl->io.stopped()) return;
+  asio::post(impl->io, [impl] { impl->do_stop(); });
+  if (impl->th.joinable() && impl->th.get_id() != std::this_thread::get_id()) impl->th.join();
+}
+
+uint16_t Server::port() const { return impl_->port(); }
+uint16_t Server::metrics_port() const { return impl_->bound_metrics_port; }
+
+}  // namespace keycast::kp

@@ -1,0 +1,32 @@
+// keycast-keyd: the key management server (master or slave).
+// See docs/keyplane.md for behaviour and docs/protocol.md for the wire format.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "keyplane/config.hpp"
+
+namespace keycast::kp {
+
+class Server {
+ public:
+  // Opens the store, loads keys, binds the listeners. Throws std::runtime_error
+  // with a message naming the offending option.
+  explicit Server(ServerConfig cfg);
+  ~Server();  // stops and joins
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  void run();    // serve on the calling thread until stop()
+  void start();  // serve on a background thread
+  void stop();   // thread-safe, idempotent; flushes pending billing first
+
+  uint16_t port() const;          // bound key-plane port (useful with port 0)
+  uint16_t metrics_port() const;  // 0 without --metrics
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace keycast::kp

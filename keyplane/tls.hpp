@@ -1,0 +1,44 @@
+// TLS 1.3 contexts with mutual authentication, and the peer identity/role
+// convention (docs/keyplane.md "Certificates and roles"):
+//   subject CN                      -> identity (billing key)
+//   SAN URI keycast:role=ROLE        -> master|slave|sender|client|admin
+//   SAN URI keycast:channels=*|1,2   -> channels the certificate allows
+// The server's own ACL (--acl) may narrow the channels further.
+#pragma once
+#include <utility>  // before Boost.Asio: Boost 1.74 with GCC 12 C++20 needs std::exchange
+#include <boost/asio/ssl/context.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "keyplane/protocol.hpp"
+
+namespace keycast::kp {
+
+struct TlsFiles {
+  std::string cert, key, ca;  // PEM paths; cert/key may be empty for a client (tests)
+};
+
+// Both throw std::runtime_error naming the option (--tls-cert/--tls-key/--tls-ca).
+std::shared_ptr<boost::asio::ssl::context> make_server_context(const TlsFiles& f);
+std::shared_ptr<boost::asio::ssl::context> make_client_context(const TlsFiles& f);
+
+struct PeerInfo {
+  std::string identity;  // CN
+  Role role = Role::None;
+  bool all_channels = false;
+  std::set<uint32_t> channels;
+  bool allows(uint32_t ch) const { return all_channels || channels.count(ch) != 0; }
+  std::string channels_text() const;
+};
+
+// Parses "*" or "1,2,3"; nullopt on junk.
+std::optional<std::pair<bool, std::set<uint32_t>>> parse_channel_list(const std::string& s);
+
+// Role and channels from the verified peer certificate of an established SSL.
+// nullopt when there is no certificate or it has no keycast role.
+std::optional<PeerInfo> peer_info(SSL* ssl);
+
+}  // namespace keycast::kp

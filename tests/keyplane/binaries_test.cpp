@@ -1,0 +1,186 @@
+// keycast-keyd and keycast-ctl as processes: config file, option errors,
+// the ctl commands, clean stop on SIGTERM.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+
+#include "kp_test_util.hpp"
+
+using namespace kptest;
+
+namespace {
+
+struct Proc {
+  pid_t pid = -1;
+  int out = -1;
+  ~Proc() { stop(); }
+  int stop(int sig = SIGTERM) {
+    if (pid <= 0) return -1;
+    kill(pid, sig);
+    int st = 0;
+    for (int i = 0; i < 500; ++i) {  // up to 10 s, then SIGKILL
+      if (waitpid(pid, &st, WNOHANG) == pid) {
+        pid = -1;
+        if (out >= 0) close(out);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      }
+      usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    pid = -1;
+    if (out >= 0) close(out);
+    return -1;
+  }
+};
+
+// Starts argv with stdout on a pipe; stderr goes to the test's stderr.
+void spawn(Proc& p, std::vector<std::string> args) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> av;
+    for (auto& a : args) av.push_back(a.data());
+    av.push_back(nullptr);
+    execv(av[0], av.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  p.pid = pid;
+  p.out = fds[0];
+}
+
+std::string read_line(int fd, int timeout_ms) {
+  std::string line;
+  char c;
+  while (true) {
+    pollfd pf{fd, POLLIN, 0};
+    if (poll(&pf, 1, timeout_ms) <= 0) return line;
+    if (read(fd, &c, 1) != 1) return line;
+    if (c == '\n') return line;
+    line += c;
+  }
+}
+
+std::pair<int, std::string> run(const std::string& cmd) {
+  std::string out;
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return {-1, ""};
+  std::array<char, 4096> buf;
+  std::size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
+  int st = pclose(f);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+}  // namespace
+
+TEST(Binaries, KeydRejectsBadOptionsNamingThem) {
+  std::string keyd = KEYCAST_KEYD_BIN;
+  auto [rc1, out1] = run(keyd + " --no-such-option");
+  EXPECT_EQ(rc1, 2);
+  EXPECT_NE(out1.find("no-such-option"), std::string::npos) << out1;
+  auto [rc2, out2] = run(keyd + " --role emperor --db x --master-key-file y");
+  EXPECT_EQ(rc2, 2);
+  EXPECT_NE(out2.find("--role"), std::string::npos) << out2;
+  auto [rc3, out3] = run(keyd + " --channel 1:p1=5000,p2=9000 --db x");
+  EXPECT_EQ(rc3, 2);
+  EXPECT_NE(out3.find("--channel"), std::string::npos) << out3;
+  auto [rc4, out4] = run(keyd + " --lifetime-ms abc");
+  EXPECT_EQ(rc4, 2);
+  EXPECT_NE(out4.find("lifetime-ms"), std::string::npos) << out4;
+  auto [rc5, out5] = run(keyd + " --config /nonexistent/keyd.conf");
+  EXPECT_EQ(rc5, 2);
+  EXPECT_NE(out5.find("--config"), std::string::npos) << out5;
+  TempDir d;
+  auto [rc6, out6] = run(keyd + " --db " + (d / "k.db") + " --master-key-file /nonexistent --tls-cert " +
+                         (pki() / "master.crt") + " --tls-key " + (pki() / "master.key") + " --tls-ca " +
+                         (pki() / "ca.crt") + " --listen 127.0.0.1:0");
+  EXPECT_NE(rc6, 0);
+  EXPECT_NE(out6.find("--master-key-file"), std::string::npos) << out6;
+}
+
+TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
+  TempDir d;
+  std::string keyd = KEYCAST_KEYD_BIN, ctl = KEYCAST_CTL_BIN;
+  ASSERT_EQ(run(keyd + " --gen-master-key " + (d / "mk")).first, 0);
+  {
+    std::ofstream f(d / "keyd.conf");
+    f << "# keycast-keyd test config\n"
+      << "listen = 127.0.0.1:0\nrole = master\n"
+      << "db = " << (d / "keys.db") << "\n"
+      << "master-key-file = " << (d / "mk") << "\n"
+      << "tls-cert = " << (pki() / "master.crt") << "\n"
+      << "tls-key = " << (pki() / "master.key") << "\n"
+      << "tls-ca = " << (pki() / "ca.crt") << "\n"
+      << "channel = 1:lifetime=60000,p1=20000,p2=10000,grace=5000,suite=aes256gcm,origin=kms\n"
+      << "channel = 2:origin=sender\n"
+      << "tariff-per-request = 0.25\n"
+      << "metrics = 127.0.0.1:0\n";
+  }
+  Proc p;
+  spawn(p, {keyd, "--config", d / "keyd.conf"});
+  std::string line = read_line(p.out, 20000);
+  auto pos = line.find("listening on port ");
+  ASSERT_NE(pos, std::string::npos) << line;
+  std::string port = line.substr(pos + 18);
+  std::string base = ctl + " --server 127.0.0.1:" + port + " --tls-ca " + (pki() / "ca.crt");
+  std::string as_admin = base + " --tls-cert " + (pki() / "admin.crt") + " --tls-key " + (pki() / "admin.key");
+  std::string as_client = base + " --tls-cert " + (pki() / "client.crt") + " --tls-key " + (pki() / "client.key");
+
+  auto [rc, st] = run(as_admin + " status");
+  EXPECT_EQ(rc, 0) << st;
+  EXPECT_NE(st.find("\"role\":\"master\""), std::string::npos) << st;
+  auto [rc2, chans] = run(as_admin + " channels");
+  EXPECT_EQ(rc2, 0);
+  EXPECT_NE(chans.find("\"suite\":\"aes256gcm\""), std::string::npos) << chans;
+  EXPECT_NE(chans.find("\"origin\":\"sender\""), std::string::npos) << chans;
+
+  auto [rc3, key] = run(as_client + " key 1");
+  EXPECT_EQ(rc3, 0) << key;
+  EXPECT_NE(key.find("hidden"), std::string::npos);
+  auto [rc4, rev] = run(as_client + " key 1 --reveal");
+  EXPECT_EQ(rc4, 0) << rev;
+  auto kpos = rev.find(" key ");
+  ASSERT_NE(kpos, std::string::npos);
+  std::string hex = rev.substr(kpos + 5, 72);
+  EXPECT_EQ(hex.find_first_not_of("0123456789abcdef"), std::string::npos) << rev;  // 32+4 bytes
+
+  auto [rc5, ws] = run(as_client + " wireshark-keys 1");
+  EXPECT_EQ(rc5, 0) << ws;
+  EXPECT_NE(ws.find("\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x" + hex + "\""), std::string::npos) << ws;
+  EXPECT_NE(ws.find("\"IPv4\",\"*\",\"*\",\"0x00000100\""), std::string::npos) << ws;
+
+  auto [rc6, bill] = run(as_admin + " billing --format csv");
+  EXPECT_EQ(rc6, 0) << bill;
+  EXPECT_NE(bill.find("client,3,0,0,1,0.750000,EUR"), std::string::npos) << bill;
+  auto [rc7, billj] = run(as_admin + " billing --format json");
+  EXPECT_EQ(rc7, 0);
+  EXPECT_NE(billj.find("\"requests\":3"), std::string::npos) << billj;
+  auto [rc8, tab] = run(as_admin + " billing");
+  EXPECT_EQ(rc8, 0);
+  EXPECT_NE(tab.find("IDENTITY"), std::string::npos) << tab;
+
+  auto [rc9, rot] = run(as_admin + " rotate 1");
+  EXPECT_EQ(rc9, 0) << rot;
+  EXPECT_NE(rot.find("next spi 257"), std::string::npos) << rot;
+
+  // Errors: a client may not see billing; bad command; unreachable server.
+  auto [rc10, denied] = run(as_client + " billing");
+  EXPECT_EQ(rc10, 1) << denied;
+  EXPECT_NE(denied.find("not_authorised"), std::string::npos) << denied;
+  auto [rc11, badcmd] = run(as_admin + " frobnicate");
+  EXPECT_EQ(rc11, 2) << badcmd;
+
+  EXPECT_EQ(p.stop(SIGTERM), 0);  // clean stop
+}

@@ -1,0 +1,154 @@
+// Master -> 2 slaves replication, client failover, slave catch-up and
+// exactly-once billing forwarding.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "kp_test_util.hpp"
+
+using namespace kptest;
+
+namespace {
+
+uint64_t requests_of(Client& ad, const std::string& who) {
+  Result r = admin(ad, MsgType::AdminBilling, "csv");
+  if (!r.ok()) return ~0ull;
+  std::istringstream in(r.message);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(who + ",", 0) == 0) return std::stoull(line.substr(who.size() + 1));
+  return 0;
+}
+
+bool slave_has(uint16_t port, uint32_t ch, const WireKey& want) {
+  ClientOptions o = client_options("admin", {port});
+  o.request_timeout = std::chrono::milliseconds(3000);
+  Client c(o);
+  Result r = fetch(c, ch, Which::BySpi, want.spi);
+  return r.ok() && r.keys.size() == 1 && r.keys[0].material == want.material;
+}
+
+class Replication : public ::testing::Test {
+ protected:
+  TempDir dir;
+  std::vector<ChannelPolicy> chans = {policy(1, KeyOrigin::Kms), policy(2, KeyOrigin::Sender)};
+  std::unique_ptr<Server> master, s1, s2;
+
+  void SetUp() override {
+    ServerConfig m = server_config(dir, Role::Master, "master");
+    for (auto& p : chans) m.channels[p.id] = p;
+    master = std::make_unique<Server>(m);
+    master->start();
+    s1 = start_slave("slave");
+    s2 = start_slave("slave2");
+  }
+  std::unique_ptr<Server> start_slave(const std::string& name) {
+    ServerConfig c = server_config(dir, Role::Slave, name);
+    c.masters = {addr(master->port())};
+    for (auto& p : chans) c.channels[p.id] = p;
+    auto s = std::make_unique<Server>(c);
+    s->start();
+    return s;
+  }
+};
+
+}  // namespace
+
+TEST_F(Replication, SlavesServeEveryKeyAndClientsFailOver) {
+  auto sender = std::make_unique<Client>(client_options("sender", {master->port()}));
+  Message g;
+  g.type = MsgType::GenerateRequest;
+  g.channel = 1;
+  g.which = Which::Both;
+  Result gen = sender->call(g);
+  ASSERT_TRUE(gen.ok()) << gen.message;
+  const WireKey cur = *slot(gen, Slot::Current);
+  const WireKey nxt = *slot(gen, Slot::Next);
+  // sender-origin key on channel 2 goes to the slaves too
+  WireKey up;
+  up.channel = 2;
+  up.material = KeyMaterial::generate(Suite::Aes128Gcm);
+  up.remaining_ms = 50000;
+  Message um;
+  um.type = MsgType::KeyUpload;
+  um.channel = 2;
+  um.keys = {up};
+  Result ur = sender->call(um);
+  ASSERT_TRUE(ur.ok()) << ur.message;
+  up.spi = ur.keys[0].spi;
+
+  for (uint16_t port : {s1->port(), s2->port()}) {
+    EXPECT_TRUE(wait_until([&] { return slave_has(port, 1, cur); })) << port;
+    EXPECT_TRUE(wait_until([&] { return slave_has(port, 1, nxt); })) << port;
+    EXPECT_TRUE(wait_until([&] { return slave_has(port, 2, up); })) << port;
+  }
+
+  // Slaves refuse master-only operations.
+  auto sender_on_slave = std::make_unique<Client>(client_options("sender", {s1->port()}));
+  EXPECT_EQ(sender_on_slave->call(g).error, ErrorCode::NotMaster);
+
+  // A client configured with both slaves; kill the one it uses.
+  auto cl = std::make_unique<Client>(client_options("client", {s1->port(), s2->port()}));
+  Result a = fetch(*cl, 1, Which::Both);
+  ASSERT_TRUE(a.ok()) << a.message;
+  EXPECT_EQ(a.server, addr(s1->port()));
+  EXPECT_TRUE(slot(a, Slot::Next)->material == nxt.material);
+  uint16_t s1port = s1->port();
+  s1.reset();  // slave 1 dies
+  Result b = fetch(*cl, 1, Which::Both);
+  ASSERT_TRUE(b.ok()) << b.message;
+  EXPECT_EQ(b.server, addr(s2->port()));
+  EXPECT_TRUE(slot(b, Slot::Current)->material == cur.material);
+
+  // While slave 1 is down the master makes new keys (forced rotation);
+  // slave 2 gets them live, slave 1 catches up after restart.
+  auto ad = std::make_unique<Client>(client_options("admin", {master->port()}));
+  Result rot = admin(*ad, MsgType::AdminRotate, "", 1u);
+  ASSERT_TRUE(rot.ok()) << rot.message;
+  Result after = fetch(*ad, 1, Which::All);
+  ASSERT_TRUE(after.ok());
+  WireKey newest = after.keys.back();
+  EXPECT_TRUE(wait_until([&] { return slave_has(s2->port(), 1, newest); }));
+  s1 = start_slave("slave");
+  EXPECT_NE(s1->port(), 0);
+  EXPECT_TRUE(wait_until([&] { return slave_has(s1->port(), 1, newest); }));
+  EXPECT_TRUE(slave_has(s1->port(), 2, up));  // kept from before the restart
+  (void)s1port;
+}
+
+TEST_F(Replication, SlaveBillingForwardedExactlyOnce) {
+  auto ad = std::make_unique<Client>(client_options("admin", {master->port()}));
+  auto on_master = std::make_unique<Client>(client_options("client", {master->port()}));
+  auto on_s1 = std::make_unique<Client>(client_options("client", {s1->port()}));
+  auto on_s2 = std::make_unique<Client>(client_options("client", {s2->port()}));
+  ASSERT_TRUE(wait_until([&] { return fetch(*on_s1, 1, Which::Current).ok(); }));  // 1 (maybe more)
+  // Count precisely from here on: read the total once forwarding is idle.
+  auto settled = [&](uint64_t want) {
+    return wait_until([&] { return requests_of(*ad, "client") == want; });
+  };
+  uint64_t base = 0;
+  ASSERT_TRUE(wait_until([&] {
+    uint64_t a = requests_of(*ad, "client");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    uint64_t b = requests_of(*ad, "client");
+    base = b;
+    return a == b && a > 0;
+  }));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(fetch(*on_s1, 1, Which::Current).ok());
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(wait_until([&] { return fetch(*on_s2, 1, Which::Current).ok(); }));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(fetch(*on_master, 1, Which::Current).ok());
+  ASSERT_TRUE(settled(base + 12)) << requests_of(*ad, "client");
+
+  // Restart slave 1 (its outbox survives) and the master: nothing is counted twice.
+  on_s1.reset();
+  s1.reset();
+  s1 = start_slave("slave");
+  on_s1 = std::make_unique<Client>(client_options("client", {s1->port()}));
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(wait_until([&] { return fetch(*on_s1, 1, Which::Current).ok(); }));
+  ASSERT_TRUE(settled(base + 14)) << requests_of(*ad, "client");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(requests_of(*ad, "client"), base + 14);
+  Result st = admin(*std::make_unique<Client>(client_options("admin", {s1->port()})), MsgType::AdminStatus);
+  ASSERT_TRUE(st.ok());
+  EXPECT_NE(st.message.find("\"billing_outbox\":0"), std::string::npos) << st.message;
+}

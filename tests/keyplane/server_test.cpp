@@ -1,0 +1,474 @@
+// Key server over real TLS on loopback: key origins, lifecycle, authorisation,
+// unknown keys, malformed input.
+#include <gtest/gtest.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <sstream>
+
+#include "kp_test_util.hpp"
+
+using namespace kptest;
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+
+namespace {
+
+struct Billing {
+  uint64_t requests = 0, bytes = 0, packets = 0, epochs = 0;
+  bool found = false;
+};
+
+Billing billing_of(Client& admin_client, const std::string& who) {
+  Result r = admin(admin_client, MsgType::AdminBilling, "csv");
+  EXPECT_TRUE(r.ok()) << r.message;
+  std::istringstream in(r.message);
+  std::string line;
+  std::getline(in, line);  // header
+  Billing b;
+  while (std::getline(in, line)) {
+    std::istringstream l(line);
+    std::string id, f;
+    std::getline(l, id, ',');
+    if (id != who) continue;
+    b.found = true;
+    std::getline(l, f, ',');
+    b.requests = std::stoull(f);
+    std::getline(l, f, ',');
+    b.bytes = std::stoull(f);
+    std::getline(l, f, ',');
+    b.packets = std::stoull(f);
+    std::getline(l, f, ',');
+    b.epochs = std::stoull(f);
+  }
+  return b;
+}
+
+class KeyServer : public ::testing::Test {
+ protected:
+  TempDir dir;
+  std::unique_ptr<Server> master;
+  void start_master(std::vector<ChannelPolicy> chans, std::function<void(ServerConfig&)> tweak = {}) {
+    ServerConfig c = server_config(dir, Role::Master, "master");
+    for (auto& p : chans) c.channels[p.id] = p;
+    if (tweak) tweak(c);
+    master = std::make_unique<Server>(c);
+    master->start();
+  }
+  std::unique_ptr<Client> client(const std::string& cert) {
+    return std::make_unique<Client>(client_options(cert, {master->port()}));
+  }
+};
+
+}  // namespace
+
+TEST_F(KeyServer, KmsOriginGenerateAndFetch) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  auto sender = client("sender");
+  auto cl = client("client");
+  Message g;
+  g.type = MsgType::GenerateRequest;
+  g.channel = 1;
+  g.which = Which::Both;
+  Result gen = sender->call(g);
+  ASSERT_TRUE(gen.ok()) << gen.message;
+  const WireKey* cur = slot(gen, Slot::Current);
+  const WireKey* nxt = slot(gen, Slot::Next);
+  ASSERT_TRUE(cur && nxt);
+  EXPECT_GE(cur->spi, 256u);
+  EXPECT_GT(nxt->spi, cur->spi);
+  EXPECT_FALSE(cur->material == nxt->material);
+  ASSERT_TRUE(gen.remaining_ms.has_value());
+  EXPECT_GT(*gen.remaining_ms, 0);
+  EXPECT_LE(*gen.remaining_ms, 60000);
+  // next key's remaining time = current's + L (both computed at one instant)
+  EXPECT_EQ(nxt->remaining_ms - cur->remaining_ms, 60000);
+  EXPECT_EQ(nxt->lifetime_ms, 60000);
+
+  // A repeated generate request (a second sender, claim 12) returns the same keys.
+  Result gen2 = sender->call(g);
+  ASSERT_TRUE(gen2.ok());
+  EXPECT_EQ(slot(gen2, Slot::Current)->spi, cur->spi);
+  EXPECT_EQ(slot(gen2, Slot::Next)->spi, nxt->spi);
+
+  Result f = fetch(*cl, 1, Which::Both);
+  ASSERT_TRUE(f.ok()) << f.message;
+  ASSERT_TRUE(slot(f, Slot::Current) && slot(f, Slot::Next));
+  EXPECT_EQ(slot(f, Slot::Current)->spi, cur->spi);
+  EXPECT_TRUE(slot(f, Slot::Current)->material == cur->material);
+  EXPECT_TRUE(slot(f, Slot::Next)->material == nxt->material);
+  ASSERT_TRUE(f.remaining_ms.has_value());
+  EXPECT_LE(*f.remaining_ms, *gen.remaining_ms);
+
+  // Claim 8: remaining time is relative; anchoring on receipt gives a local deadline.
+  KeyRecord rec = slot(f, Slot::Current)->to_record(f.received_at);
+  EXPECT_EQ(rec.spi, cur->spi);
+  EXPECT_LE(rec.remaining_ms(f.received_at), 60000);
+}
+
+TEST_F(KeyServer, SenderOriginUpload) {
+  start_master({policy(2, KeyOrigin::Sender), policy(1, KeyOrigin::Kms)});
+  auto sender = client("sender");
+  auto cl = client("client");
+  // No key yet: the client learns there is none.
+  Result none = fetch(*cl, 2, Which::Current);
+  EXPECT_EQ(none.error, ErrorCode::NotFound);
+
+  WireKey k;
+  k.channel = 2;
+  k.spi = 0;  // let the KMS assign
+  k.material = KeyMaterial::generate(Suite::Aes128Gcm);
+  k.remaining_ms = 30000;
+  k.lifetime_ms = 30000;
+  Message up;
+  up.type = MsgType::KeyUpload;
+  up.channel = 2;
+  up.keys.push_back(k);
+  Result u = sender->call(up);
+  ASSERT_TRUE(u.ok()) << u.message;
+  ASSERT_EQ(u.keys.size(), 1u);
+  uint32_t spi1 = u.keys[0].spi;
+  EXPECT_GE(spi1, 256u);
+  EXPECT_EQ(u.keys[0].slot, Slot::Current);
+
+  // Next key with an explicit SPI above the high-water mark.
+  WireKey n = k;
+  n.spi = spi1 + 10;
+  n.material = KeyMaterial::generate(Suite::Aes128Gcm);
+  n.remaining_ms = 60000;
+  up.keys = {n};
+  Result u2 = sender->call(up);
+  ASSERT_TRUE(u2.ok()) << u2.message;
+  EXPECT_EQ(u2.keys[0].slot, Slot::Next);
+
+  // Same upload again (a retry after a lost reply) is idempotent.
+  Result u3 = sender->call(up);
+  EXPECT_TRUE(u3.ok()) << u3.message;
+
+  // A different key under a used or lower SPI is refused: SPIs are never reused.
+  WireKey bad = n;
+  bad.material = KeyMaterial::generate(Suite::Aes128Gcm);
+  up.keys = {bad};
+  EXPECT_EQ(sender->call(up).error, ErrorCode::SpiReused);
+  bad.spi = spi1 + 5;
+  up.keys = {bad};
+  EXPECT_EQ(sender->call(up).error, ErrorCode::SpiReused);
+
+  Result f = fetch(*cl, 2, Which::Both);
+  ASSERT_TRUE(f.ok()) << f.message;
+  ASSERT_TRUE(slot(f, Slot::Current) && slot(f, Slot::Next));
+  EXPECT_EQ(slot(f, Slot::Current)->spi, spi1);
+  EXPECT_TRUE(slot(f, Slot::Current)->material == k.material);
+  EXPECT_EQ(slot(f, Slot::Next)->spi, spi1 + 10);
+  EXPECT_TRUE(slot(f, Slot::Next)->material == n.material);
+
+  // Origins are enforced both ways.
+  Message g;
+  g.type = MsgType::GenerateRequest;
+  g.channel = 2;
+  g.which = Which::Next;
+  EXPECT_EQ(sender->call(g).error, ErrorCode::WrongOrigin);
+  WireKey onkms = k;
+  onkms.channel = 1;
+  up.channel = 1;
+  up.keys = {onkms};
+  EXPECT_EQ(sender->call(up).error, ErrorCode::WrongOrigin);
+}
+
+// Lifecycle with L=1500 ms: the next key exists once the current key's
+// remaining time reaches P1 (never before), so it is there at P2; at 0 the
+// next key becomes current; the previous key stays available for G.
+// Assertions are causal (what the server may have made by when), not timing.
+TEST_F(KeyServer, LifecycleP1P2Zero) {
+  const int64_t L = 1500, P1 = 700, P2 = 300, G = 60000;
+  start_master({policy(2, KeyOrigin::Kms, L, P1, P2, G)});
+  auto cl = client("client");
+  Result first = fetch(*cl, 2, Which::Current);
+  ASSERT_TRUE(first.ok()) << first.message;
+  uint32_t spi0 = first.keys[0].spi;
+
+  bool saw_no_next = false, saw_next = false;
+  uint32_t next_spi = 0;
+  ASSERT_TRUE(wait_until([&] {
+    Result r = fetch(*cl, 2, Which::Both);
+    if (!r.ok() || !slot(r, Slot::Current) || slot(r, Slot::Current)->spi != spi0) return true;
+    const WireKey* c = slot(r, Slot::Current);
+    const WireKey* n = slot(r, Slot::Next);
+    if (!n) {
+      saw_no_next = true;
+      EXPECT_GT(c->remaining_ms, P1 - 5) << "no next key although the current is past P1";
+      return false;
+    }
+    saw_next = true;
+    next_spi = n->spi;
+    EXPECT_LE(c->remaining_ms, P1) << "next key made before P1";
+    EXPECT_EQ(n->remaining_ms - c->remaining_ms, L);
+    if (c->remaining_ms <= P2) {
+      // the P2 fetch of claim 5/10: the next key is there
+      Result nx = fetch(*cl, 2, Which::Next);
+      EXPECT_TRUE(nx.ok() || nx.error == ErrorCode::NoNextKey);
+    }
+    return false;
+  }, 20000));
+  EXPECT_TRUE(saw_next);
+  (void)saw_no_next;  // may be skipped on a slow machine; not required
+
+  // After remaining time 0 the next key is current, the old one previous.
+  Result after = fetch(*cl, 2, Which::All);
+  ASSERT_TRUE(after.ok()) << after.message;
+  ASSERT_TRUE(slot(after, Slot::Current));
+  if (next_spi) {
+    EXPECT_EQ(slot(after, Slot::Current)->spi, next_spi);
+  }
+  EXPECT_GT(slot(after, Slot::Current)->spi, spi0);
+  const WireKey* prev = slot(after, Slot::Previous);
+  ASSERT_NE(prev, nullptr);
+  EXPECT_LE(prev->remaining_ms, 0);
+  // Key chain: consecutive SPIs on this channel, never reused.
+  EXPECT_EQ(prev->spi + 1, slot(after, Slot::Current)->spi);
+}
+
+TEST_F(KeyServer, UnknownKeyFetch) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  auto cl = client("client");
+  Result cur = fetch(*cl, 1, Which::Current);
+  ASSERT_TRUE(cur.ok());
+  Result by = fetch(*cl, 1, Which::BySpi, cur.keys[0].spi);
+  ASSERT_TRUE(by.ok()) << by.message;
+  EXPECT_TRUE(by.keys[0].material == cur.keys[0].material);
+  EXPECT_EQ(by.keys[0].slot, Slot::Current);
+  Result unknown = fetch(*cl, 1, Which::BySpi, 0x7fffffff);
+  EXPECT_EQ(unknown.error, ErrorCode::NotFound);
+  ASSERT_TRUE(unknown.remaining_ms.has_value());  // errors still carry the remaining time
+  EXPECT_EQ(fetch(*cl, 1, Which::Next).error, ErrorCode::NoNextKey);
+  // A channel the server does not serve (allowed by the certificate: 1,2)
+  EXPECT_EQ(fetch(*cl, 2, Which::Current).error, ErrorCode::UnknownChannel);
+}
+
+TEST_F(KeyServer, ClientWithoutCertificateGetsNothing) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  ClientOptions o = client_options("client", {master->port()});
+  o.tls.cert.clear();
+  o.tls.key.clear();
+  o.request_timeout = std::chrono::milliseconds(1500);
+  Client anon(o);
+  Result r = fetch(anon, 1, Which::Current);
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(r.keys.empty());
+  EXPECT_TRUE(r.error == ErrorCode::Unavailable || r.error == ErrorCode::Timeout) << error_name(r.error);
+
+  // Raw TLS without a certificate: whatever we send, no reply bytes come back.
+  asio::io_context io;
+  ssl::context ctx(ssl::context::tls_client);
+  ctx.load_verify_file(pki() / "ca.crt");
+  ssl::stream<asio::ip::tcp::socket> s(io, ctx);
+  s.lowest_layer().connect({asio::ip::make_address("127.0.0.1"), master->port()});
+  boost::system::error_code ec;
+  s.handshake(ssl::stream_base::client, ec);  // TLS 1.3: may "succeed" before the server's alert
+  if (!ec) {
+    Message m;
+    m.type = MsgType::AdminChannels;
+    m.req_id = 1;
+    auto f = encode(m);
+    asio::write(s, asio::buffer(f), ec);
+    uint8_t buf[64];
+    std::size_t n = s.read_some(asio::buffer(buf), ec);
+    EXPECT_TRUE(ec) << "server answered an unauthenticated peer";
+    EXPECT_EQ(n, 0u);
+  }
+}
+
+TEST_F(KeyServer, CertificateFromAnotherCaRefused) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  TempDir other;
+  make_pki(other.path);
+  ClientOptions o = client_options("client", {master->port()});
+  o.tls.cert = other / "client.crt";
+  o.tls.key = other / "client.key";
+  o.request_timeout = std::chrono::milliseconds(1500);
+  Client rogue(o);
+  Result r = fetch(rogue, 1, Which::Current);
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(r.keys.empty());
+}
+
+TEST_F(KeyServer, ChannelAndRoleAuthorisation) {
+  start_master({policy(1, KeyOrigin::Kms), policy(2, KeyOrigin::Kms), policy(3, KeyOrigin::Kms)},
+               [](ServerConfig& c) { parse_acl("client=1,3", c); });
+  auto c1 = client("client");    // cert: 1,2; ACL narrows to 1
+  auto c2 = client("client2");   // cert: 2
+  EXPECT_TRUE(fetch(*c1, 1, Which::Current).ok());
+  EXPECT_EQ(fetch(*c1, 2, Which::Current).error, ErrorCode::ChannelDenied);  // ACL
+  EXPECT_EQ(fetch(*c1, 3, Which::Current).error, ErrorCode::ChannelDenied);  // cert
+  EXPECT_EQ(fetch(*c2, 1, Which::Current).error, ErrorCode::ChannelDenied);
+  EXPECT_TRUE(fetch(*c2, 2, Which::Current).ok());
+  // Clients may not generate, rotate, see billing or subscribe.
+  Message g;
+  g.type = MsgType::GenerateRequest;
+  g.channel = 1;
+  g.which = Which::Next;
+  EXPECT_EQ(c1->call(g).error, ErrorCode::NotAuthorised);
+  EXPECT_EQ(admin(*c1, MsgType::AdminBilling).error, ErrorCode::NotAuthorised);
+  EXPECT_EQ(admin(*c1, MsgType::AdminRotate, "", 1u).error, ErrorCode::NotAuthorised);
+  EXPECT_EQ(admin(*c1, MsgType::AdminStatus).error, ErrorCode::NotAuthorised);
+  Message sub;
+  sub.type = MsgType::ReplSubscribe;
+  sub.seq = 0;
+  EXPECT_EQ(c1->call(sub).error, ErrorCode::NotAuthorised);
+  // Admin can.
+  auto ad = client("admin");
+  Result st = admin(*ad, MsgType::AdminStatus);
+  ASSERT_TRUE(st.ok()) << st.message;
+  EXPECT_NE(st.message.find("\"role\":\"master\""), std::string::npos);
+  Result rot = admin(*ad, MsgType::AdminRotate, "", 1u);
+  ASSERT_TRUE(rot.ok()) << rot.message;
+  ASSERT_TRUE(slot(rot, Slot::Next));
+  Result after = fetch(*c1, 1, Which::Both);
+  ASSERT_TRUE(after.ok());
+  ASSERT_TRUE(slot(after, Slot::Next));
+  EXPECT_LE(slot(after, Slot::Current)->remaining_ms, 20000);  // cut to P1 by the rotation
+}
+
+TEST_F(KeyServer, MalformedFrameGetsErrorAndOthersUnaffected) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  auto good = client("client");
+  ASSERT_TRUE(fetch(*good, 1, Which::Current).ok());
+
+  asio::io_context io;
+  ssl::context ctx(ssl::context::tls_client);
+  ctx.load_verify_file(pki() / "ca.crt");
+  ctx.use_certificate_chain_file(pki() / "client.crt");
+  ctx.use_private_key_file(pki() / "client.key", ssl::context::pem);
+  auto raw = [&](std::vector<uint8_t> bytes) {
+    ssl::stream<asio::ip::tcp::socket> s(io, ctx);
+    s.lowest_layer().connect({asio::ip::make_address("127.0.0.1"), master->port()});
+    s.handshake(ssl::stream_base::client);
+    asio::write(s, asio::buffer(bytes));
+    std::vector<uint8_t> hdr(kHeaderLen);
+    asio::read(s, asio::buffer(hdr));
+    Header h;
+    EXPECT_EQ(decode_header(hdr.data(), hdr.size(), h), DecodeStatus::Ok);
+    std::vector<uint8_t> body(h.length);
+    asio::read(s, asio::buffer(body));
+    Message m;
+    EXPECT_EQ(decode_body(h, body.data(), body.size(), m), DecodeStatus::Ok);
+    // then the server closes the connection
+    boost::system::error_code ec;
+    uint8_t b;
+    s.read_some(asio::buffer(&b, 1), ec);
+    EXPECT_TRUE(ec);
+    return m;
+  };
+  Message bad = raw({'X', 'Y', 1, 2, 0, 0, 0, 1, 0, 0, 0, 0});
+  EXPECT_EQ(bad.type, MsgType::Error);
+  EXPECT_EQ(bad.error, ErrorCode::BadRequest);
+  Message big = raw({0x4B, 0x43, 1, 2, 0, 0, 0, 5, 0x10, 0, 0, 0});
+  EXPECT_EQ(big.error, ErrorCode::TooLarge);
+  EXPECT_EQ(big.req_id, 5u);
+  Message ver = raw({0x4B, 0x43, 9, 2, 0, 0, 0, 5, 0, 0, 0, 0});
+  EXPECT_EQ(ver.error, ErrorCode::UnsupportedVersion);
+  Message miss = raw({0x4B, 0x43, 1, 2, 0, 0, 0, 6, 0, 0, 0, 0});  // key request without fields
+  EXPECT_EQ(miss.error, ErrorCode::BadRequest);
+
+  // A peer that stalls mid-frame does not block others.
+  ssl::stream<asio::ip::tcp::socket> stall(io, ctx);
+  stall.lowest_layer().connect({asio::ip::make_address("127.0.0.1"), master->port()});
+  stall.handshake(ssl::stream_base::client);
+  std::vector<uint8_t> half = {0x4B, 0x43, 1, 2, 0, 0, 0, 1, 0, 0, 0, 100, 0, 1};
+  asio::write(stall, asio::buffer(half));
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(fetch(*good, 1, Which::Current).ok());
+}
+
+TEST_F(KeyServer, UsageBillingExactAndRestartKeepsEverything) {
+  std::vector<ChannelPolicy> chans = {policy(1, KeyOrigin::Kms), policy(2, KeyOrigin::Kms)};
+  start_master(chans, [](ServerConfig& c) {
+    c.tariffs.per_request = 0.5;
+    c.tariffs.per_gib = 2.0;
+  });
+  auto sender = client("sender");
+  auto c1 = client("client");
+  auto c2 = client("client2");
+  auto ad = client("admin");
+  Result k1 = fetch(*c1, 1, Which::Current);
+  ASSERT_TRUE(k1.ok());
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(fetch(*c1, 1, Which::Current).ok());  // 7 requests
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(fetch(*c2, 2, Which::Current).ok());  // 3 requests
+  EXPECT_EQ(fetch(*c2, 1, Which::Current).error, ErrorCode::ChannelDenied);      // not billed
+  uint32_t spi1 = k1.keys[0].spi;
+
+  // Sender reports usage for channel 1's epoch: 1000 + 500 bytes; a resent
+  // report with the same event id is counted once.
+  std::promise<Result> p1;
+  sender->report_usage(1, spi1, 1000, 10, [&](Result r) { p1.set_value(std::move(r)); });
+  ASSERT_TRUE(p1.get_future().get().ok());
+  Message u;
+  u.type = MsgType::UsageReport;
+  u.channel = 1;
+  u.spi = spi1;
+  u.bytes = 500;
+  u.packets = 5;
+  u.event_id = 0xfeed;
+  ASSERT_TRUE(sender->call(u).ok());
+  Result dup = sender->call(u);
+  ASSERT_TRUE(dup.ok());
+  EXPECT_NE(dup.message.find("duplicate"), std::string::npos);
+
+  Billing b1 = billing_of(*ad, "client");
+  Billing b2 = billing_of(*ad, "client2");
+  ASSERT_TRUE(b1.found && b2.found);
+  EXPECT_EQ(b1.requests, 7u);
+  EXPECT_EQ(b1.bytes, 1500u);
+  EXPECT_EQ(b1.packets, 15u);
+  EXPECT_EQ(b1.epochs, 1u);
+  EXPECT_EQ(b2.requests, 3u);
+  EXPECT_EQ(b2.bytes, 0u);  // held channel 2's key only
+  Result js = admin(*ad, MsgType::AdminBilling, "json");
+  ASSERT_TRUE(js.ok());
+  EXPECT_NE(js.message.find("\"identity\":\"client\",\"requests\":7,\"bytes\":1500"), std::string::npos) << js.message;
+  EXPECT_NE(js.message.find("\"fee\":3.500003"), std::string::npos) << js.message;  // 7*0.5 + 1500/2^30*2 = 3.5000028
+
+  Result ch1 = fetch(*ad, 1, Which::Both);
+  ASSERT_TRUE(ch1.ok());
+  uint32_t hwm = 0;
+  for (auto& k : ch1.keys) hwm = std::max(hwm, k.spi);
+
+  // Restart on the same database.
+  c1.reset();
+  c2.reset();
+  sender.reset();
+  ad.reset();
+  master.reset();
+  start_master(chans);
+  auto c1b = client("client");
+  auto adb = client("admin");
+  Result again = fetch(*c1b, 1, Which::Current);
+  ASSERT_TRUE(again.ok()) << again.message;
+  EXPECT_EQ(again.keys[0].spi, spi1);
+  EXPECT_TRUE(again.keys[0].material == k1.keys[0].material);
+  EXPECT_LE(again.keys[0].remaining_ms, k1.keys[0].remaining_ms);
+  Billing after = billing_of(*adb, "client");
+  EXPECT_EQ(after.requests, 8u);  // 7 + the fetch just made
+  EXPECT_EQ(after.bytes, 1500u);
+  // SPI high-water mark survives: a forced rotation makes a fresh, higher SPI.
+  Result rot = admin(*adb, MsgType::AdminRotate, "", 1u);
+  ASSERT_TRUE(rot.ok());
+  ASSERT_TRUE(slot(rot, Slot::Next));
+  EXPECT_GT(slot(rot, Slot::Next)->spi, hwm);
+}
+
+TEST_F(KeyServer, WrongMasterKeyRefusesDatabase) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  master.reset();
+  ServerConfig c = server_config(dir, Role::Master, "master");
+  {
+    std::ofstream f(dir / "other.mk");
+    f << std::string(64, 'a') << "\n";
+  }
+  c.master_key_file = dir / "other.mk";
+  try {
+    Server s(c);
+    FAIL() << "a wrong master key was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--master-key-file"), std::string::npos) << e.what();
+  }
+}
