@@ -4,6 +4,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <fstream>
 #include <sstream>
 
 #include "kp_test_util.hpp"
@@ -471,4 +472,122 @@ TEST_F(KeyServer, WrongMasterKeyRefusesDatabase) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("--master-key-file"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(KeyServer, KeysAreWrappedAtRest) {
+  start_master({policy(1, KeyOrigin::Kms, 60000, 20000, 10000), policy(2, KeyOrigin::Kms)});
+  auto ad = client("admin");
+  std::vector<WireKey> keys;
+  for (uint32_t ch : {1u, 2u}) {
+    Result r = fetch(*ad, ch, Which::Current);
+    ASSERT_TRUE(r.ok());
+    keys.push_back(r.keys[0]);
+  }
+  ad.reset();
+  master.reset();
+  std::string all;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::ifstream f(dir / (std::string("master.db") + suffix), std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    all += ss.str();
+  }
+  ASSERT_GT(all.size(), 1000u);
+  for (auto& k : keys) {
+    std::string raw(reinterpret_cast<const char*>(k.material.key), key_len(k.material.suite));
+    EXPECT_EQ(all.find(raw), std::string::npos) << "key bytes stored in the clear";
+    std::string hex = k.material.reveal_hex();
+    EXPECT_EQ(all.find(hex), std::string::npos) << "key hex stored in the clear";
+  }
+}
+
+TEST_F(KeyServer, PrometheusMetrics) {
+  start_master({policy(1, KeyOrigin::Kms)}, [](ServerConfig& c) { c.metrics = "127.0.0.1:0"; });
+  ASSERT_NE(master->metrics_port(), 0);
+  auto cl = client("client");
+  ASSERT_TRUE(fetch(*cl, 1, Which::Current).ok());
+  EXPECT_EQ(fetch(*cl, 1, Which::Next).error, ErrorCode::NoNextKey);
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), master->metrics_port()});
+  std::string req = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+  asio::write(s, asio::buffer(req));
+  std::string resp;
+  boost::system::error_code ec;
+  char buf[4096];
+  for (;;) {
+    std::size_t n = s.read_some(asio::buffer(buf), ec);
+    resp.append(buf, n);
+    if (ec) break;
+  }
+  EXPECT_NE(resp.find("200 OK"), std::string::npos);
+  EXPECT_NE(resp.find("keycast_requests_total{type=\"key_request\"} 2"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("keycast_errors_total{code=\"no_next_key\"} 1"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("keycast_connected_peers{role=\"client\"} 1"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("keycast_keys{channel=\"1\"} 1"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("keycast_billing_requests_total{client=\"client\"} 1"), std::string::npos) << resp;
+}
+
+TEST_F(KeyServer, ClientPollModeAndReconnectAfterServerRestart) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  uint16_t port = master->port();
+  auto cl = client("client");
+  cl->fetch(1, Which::Current);  // no callback: result goes to poll()
+  Result r;
+  ASSERT_TRUE(wait_until([&] { return cl->poll(r); }));
+  ASSERT_TRUE(r.ok()) << r.message;
+  uint32_t spi = r.keys[0].spi;
+  EXPECT_EQ(cl->connects(), 1u);
+  // Restart the server on the same port; the client reconnects on its own.
+  master.reset();
+  start_master({policy(1, KeyOrigin::Kms)}, [port](ServerConfig& c) { c.listen = addr(port); });
+  cl->fetch(1, Which::Current);
+  ASSERT_TRUE(wait_until([&] { return cl->poll(r); }));
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(r.keys[0].spi, spi);  // same database, same key
+  EXPECT_GE(cl->connects(), 2u);
+  EXPECT_FALSE(cl->poll(r));
+}
+
+TEST_F(KeyServer, SilentAndStalledPeersAreDropped) {
+  start_master({policy(1, KeyOrigin::Kms)}, [](ServerConfig& c) {
+    c.handshake_timeout_ms = 200;
+    c.frame_timeout_ms = 200;
+  });
+  auto good = client("client");
+  ASSERT_TRUE(fetch(*good, 1, Which::Current).ok());
+  asio::io_context io;
+  auto closed_by_server = [&](asio::ip::tcp::socket& s) {
+    timeval tv{30, 0};  // liveness bound only
+    setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char b[256];
+    boost::system::error_code ec;
+    for (int i = 0; i < 100; ++i) {
+      s.read_some(asio::buffer(b), ec);
+      if (ec) return ec == asio::error::eof || ec == asio::error::connection_reset;
+    }
+    return false;
+  };
+  // TCP connection that never starts TLS
+  asio::ip::tcp::socket silent(io);
+  silent.connect({asio::ip::make_address("127.0.0.1"), master->port()});
+  EXPECT_TRUE(closed_by_server(silent));
+  // Authenticated peer that starts a frame and never finishes it
+  ssl::context ctx(ssl::context::tls_client);
+  ctx.load_verify_file(pki() / "ca.crt");
+  ctx.use_certificate_chain_file(pki() / "client.crt");
+  ctx.use_private_key_file(pki() / "client.key", ssl::context::pem);
+  ssl::stream<asio::ip::tcp::socket> stall(io, ctx);
+  stall.lowest_layer().connect({asio::ip::make_address("127.0.0.1"), master->port()});
+  stall.handshake(ssl::stream_base::client);
+  std::vector<uint8_t> half = {0x4B, 0x43, 1, 2, 0, 0, 0, 1, 0, 0, 0, 100, 0, 1};
+  asio::write(stall, asio::buffer(half));
+  timeval tv{30, 0};
+  setsockopt(stall.lowest_layer().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  boost::system::error_code ec;
+  uint8_t b[64];
+  stall.read_some(asio::buffer(b), ec);
+  EXPECT_TRUE(ec) << "stalled peer not dropped";
+  // Others are still served, on their kept-alive connection.
+  EXPECT_TRUE(fetch(*good, 1, Which::Current).ok());
 }
