@@ -58,6 +58,7 @@ struct ServerConfig {
   std::size_t max_connections = 20000;
   int64_t retention_ms = 600000;  // keep expired keys this long for by-SPI lookups
   int64_t forward_interval_ms = 200;
+  int64_t group_commit_us = 1000;  // billing batch window before the fsync
   bool verbose = false;
 };
 

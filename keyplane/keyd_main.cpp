@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
     ("idle-timeout-ms", po::value(&cfg.idle_timeout_ms)->default_value(300000), "close a connection idle this long")
     ("max-connections", po::value(&cfg.max_connections)->default_value(20000), "connection limit")
     ("retention-ms", po::value(&cfg.retention_ms)->default_value(600000), "keep expired keys for by-SPI lookups")
+    ("group-commit-us", po::value(&cfg.group_commit_us)->default_value(1000), "billing batch window under load (0: commit every event-loop turn)")
     ("verbose,v", po::bool_switch(&cfg.verbose), "log connections and key events (never key bytes)");
   // clang-format on
   po::variables_map vm;

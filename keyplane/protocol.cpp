@@ -132,6 +132,18 @@ KeyRecord WireKey::to_record(MonoClock::time_point received_at) const {
   return r;
 }
 
+WireKey WireKey::from_record(const KeyRecord& r, int64_t lifetime_ms, Slot slot,
+                             MonoClock::time_point now) {
+  WireKey w;
+  w.channel = r.channel;
+  w.spi = r.spi;
+  w.material = r.material;
+  w.remaining_ms = r.remaining_ms(now);
+  w.lifetime_ms = lifetime_ms;
+  w.slot = slot;
+  return w;
+}
+
 // ---------------------------------------------------------------- encoding
 namespace {
 

@@ -104,6 +104,9 @@ struct WireKey {
 
   // Convert to a local record: deadline on this process's monotonic clock.
   KeyRecord to_record(MonoClock::time_point received_at = MonoClock::now()) const;
+  // From a local record (sender-origin upload): remaining time measured now.
+  static WireKey from_record(const KeyRecord& r, int64_t lifetime_ms, Slot slot = Slot::Next,
+                             MonoClock::time_point now = MonoClock::now());
 };
 
 // One billing event forwarded by a slave (requests > 0 and/or a key holding).

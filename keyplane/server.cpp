@@ -113,6 +113,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   tcp::acceptor acceptor{io};
   tcp::acceptor metrics_acceptor{io};
   asio::steady_timer maint{io};
+  asio::steady_timer commit_timer{io};
   std::unique_ptr<Store> store;
   std::map<uint32_t, Chan> chans;
   std::set<Conn*> conns;
@@ -129,6 +130,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::vector<std::pair<std::weak_ptr<Conn>, Message>> replies;
     bool scheduled = false;
   } pb;
+  std::size_t last_batch = 0;
 
   // slave
   std::unique_ptr<Client> upstream;
@@ -799,14 +801,24 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     for (const auto& k : r.keys) pb.holders.emplace(c->peer.identity, k.channel, k.spi);
     pb.replies.emplace_back(c, std::move(r));
     if (!pb.scheduled) {
+      // Commit after the event loop has had a moment to read more requests,
+      // so one fsync covers a whole burst (e.g. a rekey storm).
+      // Adaptive: a lone request (the last batch had one reply) commits at
+      // once; under load the batch window applies.
       pb.scheduled = true;
-      asio::post(io, [this] { commit_billing(); });
+      if (last_batch > 1 && cfg.group_commit_us > 0) {
+        commit_timer.expires_after(std::chrono::microseconds(cfg.group_commit_us));
+        commit_timer.async_wait([this](boost::system::error_code) { commit_billing(); });
+      } else {
+        asio::post(io, [this] { commit_billing(); });
+      }
     }
   }
 
   void commit_billing() {
     PendingBill b = std::move(pb);
     pb = PendingBill{};
+    last_batch = b.replies.size();
     if (b.replies.empty() && b.requests.empty()) return;
     bool ok = true;
     try {

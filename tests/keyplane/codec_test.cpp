@@ -327,3 +327,21 @@ TEST(Codec, TruncationsAndMutationsNeverCrash) {
   }
   SUCCEED() << ok << " mutated frames still decoded";
 }
+
+TEST(Codec, WireKeyRecordConversion) {
+  KeyRecord r;
+  r.channel = 4;
+  r.spi = 4000;
+  r.material = KeyMaterial::generate(Suite::Aes256Gcm);
+  auto now = MonoClock::now();
+  r.set_remaining_ms(1234, now);
+  WireKey w = WireKey::from_record(r, 5000, Slot::Current, now);
+  EXPECT_EQ(w.remaining_ms, 1234);
+  EXPECT_EQ(w.lifetime_ms, 5000);
+  EXPECT_EQ(w.slot, Slot::Current);
+  KeyRecord back = w.to_record(now + std::chrono::milliseconds(10));
+  EXPECT_EQ(back.spi, 4000u);
+  EXPECT_EQ(back.channel, 4u);
+  EXPECT_TRUE(back.material == r.material);
+  EXPECT_EQ(back.remaining_ms(now), 1244);  // anchored at receipt on the receiver's clock
+}
