@@ -169,15 +169,20 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
         ++it;
       }
     }
+    bool timed_out = false;
     for (auto it = inflight.begin(); it != inflight.end();) {
       if (it->second.deadline <= now) {
         Pending p = std::move(it->second);
         it = inflight.erase(it);
+        timed_out = true;
         fail_request(p, ErrorCode::Timeout, "no reply within the request timeout");
       } else {
         ++it;
       }
     }
+    // A server that stopped answering is treated as dead: later requests
+    // (and the unanswered ones still in flight) go to the next server.
+    if (timed_out && conn && state == State::Ready) fail(conn, "request timeout");
     tick_timer.expires_after(std::chrono::milliseconds(50));
     tick_timer.async_wait([this](boost::system::error_code ec) {
       if (!ec) tick();

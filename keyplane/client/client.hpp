@@ -23,7 +23,9 @@
 //  * Connection failures move to the next server in the list; after a whole
 //    round fails, the client waits (backoff_min doubling up to backoff_max).
 //  * A request not answered within request_timeout completes with
-//    ErrorCode::Timeout (ErrorCode::Unavailable if no server was reachable).
+//    ErrorCode::Timeout (ErrorCode::Unavailable if no server was reachable),
+//    and the connection to that (hung) server is dropped, so the following
+//    requests go to the next server.
 //  * Remaining effective times are relative: convert them with
 //    WireKey::to_record(r.received_at), which anchors them on this host's
 //    monotonic clock at the moment the reply was read.

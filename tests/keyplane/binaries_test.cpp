@@ -21,6 +21,7 @@ struct Proc {
   ~Proc() { stop(); }
   int stop(int sig = SIGTERM) {
     if (pid <= 0) return -1;
+    kill(pid, SIGCONT);  // a stopped process must run to handle the signal
     kill(pid, sig);
     int st = 0;
     for (int i = 0; i < 500; ++i) {  // up to 10 s, then SIGKILL
@@ -183,4 +184,93 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
   EXPECT_EQ(rc11, 2) << badcmd;
 
   EXPECT_EQ(p.stop(SIGTERM), 0);  // clean stop
+}
+
+namespace {
+
+struct KeydProc {
+  Proc p;
+  uint16_t port = 0;
+};
+
+void start_keyd(KeydProc& k, const TempDir& d, const std::string& name, const std::string& role,
+                uint16_t master_port) {
+  std::string mk = d / (name + ".mk");
+  if (!std::filesystem::exists(mk)) {
+    std::ofstream f(mk);
+    f << std::string(64, 'c') << "\n";
+  }
+  std::vector<std::string> args = {KEYCAST_KEYD_BIN, "--listen", "127.0.0.1:0", "--role", role,
+                                   "--db", d / (name + ".db"), "--master-key-file", mk,
+                                   "--tls-cert", pki() / (role == "master" ? "master.crt" : name + ".crt"),
+                                   "--tls-key", pki() / (role == "master" ? "master.key" : name + ".key"),
+                                   "--tls-ca", pki() / "ca.crt", "--channel", "1:origin=kms"};
+  if (role == "slave") {
+    args.push_back("--master");
+    args.push_back(addr(master_port));
+  }
+  spawn(k.p, args);
+  std::string line = read_line(k.p.out, 20000);
+  auto pos = line.find("listening on port ");
+  ASSERT_NE(pos, std::string::npos) << line;
+  k.port = uint16_t(std::stoi(line.substr(pos + 18)));
+}
+
+}  // namespace
+
+// Slaves as real processes: SIGKILL one, SIGSTOP (hang) the other; a client
+// configured with both keeps getting keys.
+TEST(Binaries, ClientFailsOverFromKilledAndHungSlaves) {
+  TempDir d;
+  KeydProc m, s1, s2;
+  start_keyd(m, d, "master", "master", 0);
+  start_keyd(s1, d, "slave", "slave", m.port);
+  start_keyd(s2, d, "slave2", "slave", m.port);
+  ClientOptions o = client_options("admin", {m.port});
+  Client ad(o);
+  Result truth = fetch(ad, 1, Which::Current);
+  ASSERT_TRUE(truth.ok()) << truth.message;
+  for (uint16_t port : {s1.port, s2.port}) {
+    ClientOptions so = client_options("client", {port});
+    so.request_timeout = std::chrono::milliseconds(3000);
+    ASSERT_TRUE(wait_until([&] {
+      Client c(so);
+      Result r = fetch(c, 1, Which::BySpi, truth.keys[0].spi);
+      return r.ok() && r.keys[0].material == truth.keys[0].material;
+    })) << "slave on port " << port << " never got the key";
+  }
+
+  // Killed: the client moves on without an error reaching the caller.
+  ClientOptions co = client_options("client", {s1.port, s2.port});
+  Client cl(co);
+  Result a = fetch(cl, 1, Which::Current);
+  ASSERT_TRUE(a.ok()) << a.message;
+  EXPECT_EQ(a.server, addr(s1.port));
+  s1.p.stop(SIGKILL);
+  Result b = fetch(cl, 1, Which::Current);
+  ASSERT_TRUE(b.ok()) << b.message;
+  EXPECT_EQ(b.server, addr(s2.port));
+  EXPECT_TRUE(b.keys[0].material == truth.keys[0].material);
+
+  // Hung (SIGSTOP): the request in flight times out, the next one is served
+  // by another server.
+  start_keyd(s1, d, "slave", "slave", m.port);
+  ClientOptions ho = client_options("client", {s2.port, s1.port});
+  ho.request_timeout = std::chrono::milliseconds(1500);
+  ho.connect_timeout = std::chrono::milliseconds(1000);
+  Client hc(ho);
+  Result c1 = fetch(hc, 1, Which::Current);
+  ASSERT_TRUE(c1.ok()) << c1.message;
+  EXPECT_EQ(c1.server, addr(s2.port));
+  kill(s2.p.pid, SIGSTOP);
+  Result c2 = fetch(hc, 1, Which::Current);
+  EXPECT_EQ(c2.error, ErrorCode::Timeout);
+  Result c3;
+  ASSERT_TRUE(wait_until([&] {
+    c3 = fetch(hc, 1, Which::Current);
+    return c3.ok();
+  }));
+  EXPECT_EQ(c3.server, addr(s1.port));
+  EXPECT_TRUE(c3.keys[0].material == truth.keys[0].material);
+  kill(s2.p.pid, SIGCONT);
 }
