@@ -12,6 +12,7 @@
 #   --modes    cpu    = librte_ipsec path (-l), SA "type cpu-crypto" (synchronous CPU crypto)
 #              lib    = librte_ipsec path (-l), lookaside-none (ops through the crypto PMD queue)
 #              legacy = secgw's own ESP code (no -l), lookaside-none
+#              bypass = no crypto: SP rules bypass IPsec (reference for secgw's I/O path; algo "none")
 #              (default "cpu lib legacy")
 #   --algos    aes128 and/or aes256 (default aes128)
 #   --pmd      crypto vdev: aesni_gcm (crypto_aesni_gcm0, default) or aesni_mb (crypto_aesni_mb0)
@@ -60,7 +61,7 @@ done
 [[ $SECONDS_RUN =~ ^[0-9]+$ ]] && [ "$SECONDS_RUN" -ge 1 ] || die "--seconds must be a positive integer"
 [[ $COUNT =~ ^[0-9]+$ ]] && [ "$COUNT" -ge 1 ] && [ "$COUNT" -le 4096 ] || die "--count must be 1..4096"
 for s in $SIZES; do [[ $s =~ ^[0-9]+$ ]] && [ "$s" -ge 8 ] && [ "$s" -le 1400 ] || die "size $s not in 8..1400"; done
-for m in $MODES; do case $m in cpu|lib|legacy) ;; *) die "unknown mode $m" ;; esac; done
+for m in $MODES; do case $m in cpu|lib|legacy|bypass) ;; *) die "unknown mode $m" ;; esac; done
 for a in $ALGOS; do case $a in aes128|aes256) ;; *) die "unknown algo $a" ;; esac; done
 case $PMD in
     aesni_gcm) CDEV=crypto_aesni_gcm0 ;;
@@ -101,9 +102,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "secgw run: interrupted" >&2; exit 130' INT TERM HUP
 
-cfg_file() { echo "$HERE/conf/$1-$2-$([ "$3" = cpu ] && echo cpu || echo lookaside).cfg"; } # dir algo mode
+cfg_file() { # dir algo mode
+    case $3 in
+        bypass) echo "$HERE/conf/$1-bypass.cfg" ;;
+        cpu) echo "$HERE/conf/$1-$2-cpu.cfg" ;;
+        *) echo "$HERE/conf/$1-$2-lookaside.cfg" ;;
+    esac
+}
+FIRST_ALGO=${ALGOS%% *}
+# skip ALGO MODE: the bypass mode has no algorithm; run it once (with the first algo).
+skip() { [ "$2" = bypass ] && [ "$1" != "$FIRST_ALGO" ]; }
+label() { if [ "$2" = bypass ]; then echo none; else echo "$1"; fi; }
 key_of() { awk '$1=="sa" && $2=="out" { for (i=1;i<NF;i++) if ($i=="aead_key") print $(i+1) }' "$1" | tr -d ':'; }
-mode_flags() { case $1 in cpu|lib) echo "-l";; legacy) echo "";; esac; }
+mode_flags() { case $1 in cpu|lib) echo "-l";; *) echo "";; esac; }
 
 # start_secgw NAME PORT0_VDEV PORT1_VDEV CFG FLAGS... : runs secgw in the background, sets PID.
 start_secgw() {
@@ -153,6 +164,7 @@ if [ "$VERIFY" = 1 ]; then
         key=$(key_of "$(cfg_file out "$algo" cpu)")
         "$PY" "$HERE/gen_pcap.py" esp "$WORK/vesp-$algo.pcap" "$VSIZES" "$VN" "$SPI" "$key"
         for mode in $MODES; do
+            skip "$algo" "$mode" && continue
             # Inbound verification runs with a 64-packet replay window in the librte_ipsec modes.
             win=""; [ "$mode" = legacy ] || win="-w 64"
             for dir in out in; do
@@ -162,8 +174,9 @@ if [ "$VERIFY" = 1 ]; then
                     start_secgw "v-$dir-$algo-$mode" "net_pcap0,rx_pcap=$WORK/vplain.pcap" \
                         "net_pcap1,tx_pcap=$cap" "$cfg" $(mode_flags "$mode")
                 else
+                    vin=$WORK/vesp-$algo.pcap; [ "$mode" = bypass ] && vin=$WORK/vplain.pcap
                     start_secgw "v-$dir-$algo-$mode" "net_pcap0,tx_pcap=$cap" \
-                        "net_pcap1,rx_pcap=$WORK/vesp-$algo.pcap" "$cfg" $(mode_flags "$mode") $win
+                        "net_pcap1,rx_pcap=$vin" "$cfg" $(mode_flags "$mode") $win
                 fi
                 # Wait until the worker runs, give it a moment to drain the finite capture, stop.
                 for _ in $(seq 100); do
@@ -174,14 +187,15 @@ if [ "$VERIFY" = 1 ]; then
                 kill -0 "$PID" 2>/dev/null || fail_run "$LOG" "secgw exited early (verify $dir $algo $mode)"
                 sleep 1
                 stop_secgw
-                if [ $dir = out ]; then
+                if [ $dir = out ] && [ "$mode" != bypass ]; then
                     res=$("$PY" "$HERE/verify.py" out "$WORK/vplain.pcap" "$cap" "$SPI" "$key") \
                         || fail_run "$LOG" "verify $dir $algo $mode: $res"
                 else
-                    res=$("$PY" "$HERE/verify.py" in "$WORK/vplain.pcap" "$cap") \
+                    vk=in; [ "$mode" = bypass ] && vk=same
+                    res=$("$PY" "$HERE/verify.py" $vk "$WORK/vplain.pcap" "$cap") \
                         || fail_run "$LOG" "verify $dir $algo $mode: $res"
                 fi
-                printf '# verify %-3s %-6s %-6s %s\n' "$dir" "$algo" "$mode" "$res"
+                printf '# verify %-3s %-6s %-6s %s\n' "$dir" "$(label "$algo" "$mode")" "$mode" "$res"
             done
         done
     done
@@ -202,13 +216,14 @@ for algo in $ALGOS; do
     for size in $SIZES; do
         for dir in out in; do
             for mode in $MODES; do
+                skip "$algo" "$mode" && continue
                 cfg=$(cfg_file "$dir" "$algo" "$mode")
                 if [ $dir = out ]; then
                     in=$WORK/plain-$size.pcap
                     start_secgw "$dir-$algo-$mode-$size" "net_pcap0,rx_pcap=$in,infinite_rx=1" \
                         "net_null0,no-rx=1" "$cfg" $(mode_flags "$mode") -t 1
                 else
-                    in=$WORK/esp-$algo-$size.pcap
+                    in=$WORK/esp-$algo-$size.pcap; [ "$mode" = bypass ] && in=$WORK/plain-$size.pcap
                     start_secgw "$dir-$algo-$mode-$size" "net_null0,no-rx=1" \
                         "net_pcap1,rx_pcap=$in,infinite_rx=1" "$cfg" $(mode_flags "$mode") -t 1
                 fi
@@ -228,7 +243,7 @@ for algo in $ALGOS; do
                 stop_secgw
                 samples=$(sent_samples "$LOG" | head -n "$need" | tr '\n' ' ')
                 drops=$(drop_samples "$LOG" | sed -n "${need}p")
-                line=$(awk -v s="$size" -v dir="$dir" -v mhz="${MHZ:-0}" -v smp="$samples" \
+                line=$(awk -v s="$size" -v dir="$dir" -v mhz="${MHZ:-0}" -v smp="$samples" -v mode="$mode" \
                            -v w0="$w0" -v w1="$w1" -v c0="$c0" -v c1="$c1" 'BEGIN {
                     n = split(smp, v, " "); best = 0
                     for (i = 2; i <= n; i++) if (v[i] - v[i-1] > best) best = v[i] - v[i-1]
@@ -237,16 +252,16 @@ for algo in $ALGOS; do
                     if (share > 1) share = 1
                     ip = 20 + 8 + s                                   # IPv4 + UDP + payload
                     esp = 20 + 8 + 8 + int((8 + s + 2 + 3) / 4) * 4 + 16 # + ESP hdr, IV, pad/trailer, ICV
-                    l2 = 14 + (dir == "out" ? esp : ip)
+                    l2 = 14 + ((dir == "out" && mode != "bypass") ? esp : ip)
                     cyc = (pps > 0 && share > 0 && mhz > 0) ? mhz * 1e6 * share / pps : 0
                     printf "%d %.4f %.4f %.1f %.4f %.4f %.0f", pps, pps/1e6, best/1e6, share*100,
                            pps*s*8/1e9, pps*l2*8/1e9, cyc }')
                 read -r pps mpps best cpu gbps gbl2 cyc <<<"$line"
                 [ "$pps" -gt 0 ] || fail_run "$LOG" "no packets sent ($dir $algo $mode $size; dropped ${drops:-?})"
-                printf '%-6s %5d %-3s %-6s %8.3f %8.3f %5.1f %8.3f %8.3f %7s\n' "$algo" "$size" "$dir" \
+                printf '%-6s %5d %-3s %-6s %8.3f %8.3f %5.1f %8.3f %8.3f %7s\n' "$(label "$algo" "$mode")" "$size" "$dir" \
                     "$mode" "$mpps" "$best" "$cpu" "$gbps" "$gbl2" "$cyc"
                 [ "${drops:-0}" = 0 ] || echo "#   warning: secgw counted $drops dropped packets in this run" >&2
-                printf '%s\t' "$algo" "$size" "$dir" "$mode" "$mpps" "$best" "$cpu" "$gbps" "$gbl2" \
+                printf '%s\t' "$(label "$algo" "$mode")" "$size" "$dir" "$mode" "$mpps" "$best" "$cpu" "$gbps" "$gbl2" \
                     "$cyc" "$pps" >>"$RESULTS"
                 printf '%s\n' "${drops:-0}" >>"$RESULTS"
             done
@@ -266,7 +281,9 @@ for algo, size, d, mode, mpps, best, cpu, gbps, gbl2, cyc, pps, drops in rows:
                 "mode": mode, "algo": algo, "pmd": sys.argv[3], "seconds": int(sys.argv[4]),
                 "dropped": int(drops), "best": False})
 best = {}
-for r in out:  # mark the fastest mode per (algo, size, dir)
+for r in out:  # mark the fastest crypto mode per (algo, size, dir)
+    if r["mode"] == "bypass":
+        continue
     k = (r["algo"], r["size"], r["dir"])
     if k not in best or r["mpps"] > best[k]["mpps"]:
         best[k] = r

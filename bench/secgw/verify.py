@@ -6,6 +6,8 @@
       (Scapy, AES-GCM, KEYHEX = key || salt) to the IPv4 payload of the matching input frame.
   verify.py in PLAIN_REF.pcap PLAIN_OUT.pcap
       secgw deciphered every ESP input: the captured IPv4 payloads equal the reference plaintext.
+  verify.py same PLAIN_IN.pcap PLAIN_OUT.pcap
+      (bypass mode) every input frame was forwarded with its IPv4 payload unchanged.
 Exits 0 and prints a one-line summary if all frames match, else exits 1 with the first problem.
 """
 import sys
@@ -20,7 +22,7 @@ def fail(msg):
 
 
 def main(argv):
-    if len(argv) < 4 or argv[1] not in ("out", "in"):
+    if len(argv) < 4 or argv[1] not in ("out", "in", "same"):
         sys.exit(__doc__)
     ref, got = rdpcap(argv[2]), rdpcap(argv[3])
     if len(got) != len(ref):
@@ -44,7 +46,8 @@ def main(argv):
         for n, (r, g) in enumerate(zip(ref, got), 1):
             if UDP not in g or bytes(g[IP].payload) != bytes(r[IP].payload):
                 fail("frame %d: deciphered output differs from the reference plaintext" % n)
-        print("ok: %d frames deciphered to the reference plaintext" % len(got))
+        what = "forwarded unchanged (bypass)" if argv[1] == "same" else "deciphered to the reference plaintext"
+        print("ok: %d frames %s" % (len(got), what))
 
 
 if __name__ == "__main__":
