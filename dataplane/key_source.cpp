@@ -9,13 +9,40 @@
 namespace keycast::dp {
 
 StaticKeySource::StaticKeySource(std::vector<KeyRecord> keys, Role role, uint32_t rotate_ms,
-                                 uint32_t notice_lead_ms)
-    : keys_(std::move(keys)), role_(role), rotate_ms_(rotate_ms), lead_ms_(notice_lead_ms) {}
+                                 uint32_t notice_lead_ms, bool key_window, uint32_t grace_ms)
+    : keys_(std::move(keys)),
+      role_(role),
+      rotate_ms_(rotate_ms),
+      lead_ms_(notice_lead_ms),
+      window_(key_window),
+      grace_ms_(grace_ms) {}
+
+const KeyRecord* StaticKeySource::in_file(uint32_t spi) const {
+  for (auto& k : keys_)
+    if (k.spi == spi) return &k;
+  return nullptr;
+}
+
+std::size_t StaticKeySource::index_of(uint32_t spi) const {
+  for (std::size_t i = 0; i < keys_.size(); ++i)
+    if (keys_[i].spi == spi) return i;
+  return keys_.size();
+}
 
 void StaticKeySource::start(KeyControl& ctl, MonoClock::time_point now) {
+  (void)now;
   if (role_ == Role::Receiver) {
-    for (auto& k : keys_) ctl.add(k);
-    ctl.set_current(keys_.front().spi);
+    if (!window_) {
+      for (auto& k : keys_) ctl.add(k);
+      ctl.set_current(keys_.front().spi);
+    } else {
+      ctl.add(keys_[0]);
+      ctl.set_current(keys_[0].spi);
+      if (keys_.size() > 1) {
+        ctl.add(keys_[1]);
+        ctl.set_next(keys_[1].spi);
+      }
+    }
     ctl.publish();
     return;
   }
@@ -38,7 +65,40 @@ void StaticKeySource::start(KeyControl& ctl, MonoClock::time_point now) {
   ctl.publish();
 }
 
+// Receiver window mode: spi becomes current; the old current is kept as
+// previous for the grace period, then dropped.
+void StaticKeySource::rx_switch(KeyControl& ctl, uint32_t spi, MonoClock::time_point now) {
+  const uint32_t old = ctl.current_spi();
+  if (old == spi) return;
+  const uint32_t old_prev = ctl.previous_spi();
+  ctl.set_current(spi);
+  if (old_prev && old_prev != spi) ctl.remove(old_prev);
+  if (old) retiring_.push_back({old, now + std::chrono::milliseconds(grace_ms_)});
+  ctl.publish();
+}
+
 void StaticKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
+  if (role_ == Role::Receiver) {
+    if (!window_) return;
+    bool changed = false;
+    if (pending_spi_ && now >= pending_at_ && ctl.holds(pending_spi_)) {
+      rx_switch(ctl, pending_spi_, now);
+      pending_spi_ = 0;
+    }
+    for (auto it = retiring_.begin(); it != retiring_.end();) {
+      if (now >= it->at) {
+        if (ctl.holds(it->spi) && it->spi != ctl.current_spi() && it->spi != ctl.next_spi()) {
+          ctl.remove(it->spi);  // grace period over
+          changed = true;
+        }
+        it = retiring_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (changed) ctl.publish();
+    return;
+  }
   if (role_ != Role::Sender || rotate_ms_ == 0 || cur_ + 1 >= keys_.size()) return;
   const auto lead = std::chrono::milliseconds(lead_ms_);
   if (!notice_sent_ && lead_ms_ && now + lead >= next_switch_ && now < next_switch_) {
@@ -72,10 +132,24 @@ void StaticKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
   ctl.publish();
 }
 
-void StaticKeySource::on_event(KeyControl&, const ControlEvent& e) {
+void StaticKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
+  const auto now = MonoClock::now();
   if (e.type == EventType::UnknownSpi) {
     ++unknown_spi_events;
-    // Static keys: nothing to fetch. Log each SPI once.
+    const KeyRecord* k = in_file(e.spi);
+    if (window_ && k && !ctl.holds(e.spi)) {
+      // What a KMS client does on an unknown SPI: fetch that key, install it.
+      ctl.add(*k);
+      ++fetched;
+      std::fprintf(stderr, "keycast: unknown SPI %u: fetched from the key file\n", e.spi);
+      if (index_of(e.spi) > index_of(ctl.current_spi()))
+        rx_switch(ctl, e.spi, now);  // the sender has moved on
+      else
+        ctl.publish();
+      return;
+    }
+    if (k) return;  // held by now (an event raced a publish)
+    // Nothing to fetch. Log each SPI once.
     if (std::find(reported_.begin(), reported_.end(), e.spi) == reported_.end()) {
       if (reported_.size() < 64) reported_.push_back(e.spi);
       std::fprintf(stderr, "keycast: unknown SPI %u (0x%08x): not in the key file\n", e.spi,
@@ -83,8 +157,30 @@ void StaticKeySource::on_event(KeyControl&, const ControlEvent& e) {
     }
   } else if (e.type == EventType::Notice) {
     ++notice_events;
-    std::fprintf(stderr, "keycast: key change notice: next SPI %u in %u ms\n", e.spi,
-                 e.ms_to_switch);
+    if (e.spi != last_notice_spi_) {
+      last_notice_spi_ = e.spi;
+      std::fprintf(stderr, "keycast: key change notice: next SPI %u in %u ms\n", e.spi,
+                   e.ms_to_switch);
+    }
+    if (!window_ || e.spi == ctl.current_spi()) return;
+    // Early fetch of the announced next key, switch at the announced time.
+    bool changed = false;
+    if (!ctl.holds(e.spi)) {
+      if (const KeyRecord* k = in_file(e.spi)) {
+        ctl.add(*k);
+        ++fetched;
+        changed = true;
+      }
+    }
+    if (ctl.holds(e.spi)) {
+      if (ctl.next_spi() != e.spi) {
+        ctl.set_next(e.spi);
+        changed = true;
+      }
+      pending_spi_ = e.spi;
+      pending_at_ = now + std::chrono::milliseconds(e.ms_to_switch);
+    }
+    if (changed) ctl.publish();
   }
 }
 

@@ -34,27 +34,47 @@ class KeySource {
 // every rotate_ms (the last line stays current when the file runs out, never
 // wrapping: an SPI is never reused). A previous notice is published
 // notice_lead_ms before each switch.
-// Receiver: holds every key of the file (rotate_ms is not needed).
+// Receiver, default: holds every key of the file.
+// Receiver, key window (--key-window): behaves like a KMS-fed client, holding
+// only previous / current / next. It starts with the first two lines; a key
+// change notice installs the announced next key (if not held) and schedules
+// the switch; an unknown SPI that the file holds is "fetched" (installed)
+// as a KMS client would; the previous key is dropped grace_ms after a switch.
 class StaticKeySource : public KeySource {
  public:
   enum class Role { Sender, Receiver };
   StaticKeySource(std::vector<KeyRecord> keys, Role role, uint32_t rotate_ms,
-                  uint32_t notice_lead_ms);
+                  uint32_t notice_lead_ms, bool key_window = false, uint32_t grace_ms = 2000);
   void start(KeyControl& ctl, MonoClock::time_point now) override;
   void poll(KeyControl& ctl, MonoClock::time_point now) override;
   void on_event(KeyControl& ctl, const ControlEvent& e) override;
   const char* name() const override { return "key-file"; }
 
-  uint64_t unknown_spi_events = 0, notice_events = 0;
+  uint64_t unknown_spi_events = 0, notice_events = 0, fetched = 0;
 
  private:
+  const KeyRecord* in_file(uint32_t spi) const;
+  std::size_t index_of(uint32_t spi) const;
+  void rx_switch(KeyControl& ctl, uint32_t spi, MonoClock::time_point now);
+
   std::vector<KeyRecord> keys_;
   Role role_;
   uint32_t rotate_ms_, lead_ms_;
+  bool window_;
+  uint32_t grace_ms_;
   std::size_t cur_ = 0;
   MonoClock::time_point next_switch_{};
   bool notice_sent_ = false;
   std::vector<uint32_t> reported_;
+  // Receiver window mode.
+  uint32_t pending_spi_ = 0;
+  MonoClock::time_point pending_at_{};
+  uint32_t last_notice_spi_ = 0;
+  struct Retiring {
+    uint32_t spi;
+    MonoClock::time_point at;
+  };
+  std::vector<Retiring> retiring_;
 };
 
 }  // namespace keycast::dp

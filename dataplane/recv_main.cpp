@@ -70,6 +70,8 @@ struct RecvOptions {
   uint32_t idle_sleep_us = 0;
   uint32_t burst = 32;
   bool any_group = false;
+  bool key_window = false;
+  uint32_t grace_ms = 2000;
 };
 
 struct alignas(64) RecvWorkerStats {
@@ -87,6 +89,7 @@ struct Shared {
   std::vector<std::unique_ptr<RecvWorkerStats>> stats;
   std::vector<std::unique_ptr<DeliveryTracker>> trackers;
   std::atomic<unsigned> running{0};
+  const StaticKeySource* source = nullptr;  // final figures only
 };
 
 struct WorkerArg {
@@ -355,7 +358,9 @@ RecvOptions parse_options(int argc, char** argv) {
       ("channel", po::value<uint32_t>(&o.channel)->default_value(1), "channel id")
       ("suite", po::value<std::string>(&o.suite), "aes128gcm|aes256gcm (checked against the keys)")
       ("key-file", po::value<std::string>(&o.key_file), "static keys, one per line: SPI HEXKEY (labs only)")
-      ("rotate-ms", po::value<uint32_t>(&rotate_ms)->default_value(0), "accepted for symmetry with the sender; the receiver holds every key-file key")
+      ("rotate-ms", po::value<uint32_t>(&rotate_ms)->default_value(0), "accepted for symmetry with the sender (not needed by the receiver)")
+      ("key-window", po::bool_switch(&o.key_window), "hold only previous/current/next key-file keys, installing the next on a notice or an unknown SPI (as a KMS client does)")
+      ("grace-ms", po::value<uint32_t>(&o.grace_ms)->default_value(2000), "--key-window: keep the previous key this long after a switch")
       ("kms", po::value<std::vector<std::string>>(&kms)->composing(), "HOST:PORT[,HOST:PORT...] key management servers")
       ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
       ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
@@ -476,6 +481,11 @@ Figures receiver_figures(Shared& sh, double duration, bool final_figs) {
   f.push_back(Figure::integer("notices", t.notices));
   f.push_back(Figure::integer("deliver_failed", t.deliver_fail));
   f.push_back(Figure::integer("events_dropped", sh.events->dropped()));
+  if (final_figs && sh.source) {
+    f.push_back(Figure::integer("unknown_spi_events", sh.source->unknown_spi_events));
+    f.push_back(Figure::integer("notice_events", sh.source->notice_events));
+    f.push_back(Figure::integer("keys_fetched", sh.source->fetched));
+  }
   f.push_back(Figure::real("duration_s", duration));
   f.push_back(Figure::real("pps", duration > 0 ? t.ok / duration : 0));
   for (unsigned r = 1; r < kNDrop; ++r)
@@ -523,8 +533,9 @@ int run(int argc, char** argv) {
   sh.holder = &holder;
   sh.events = &events;
   KeyControl ctl(holder, opt.channel, SlotParams{nw, opt.replay_window, 1});
-  StaticKeySource source(keys, StaticKeySource::Role::Receiver, 0, 0);
+  StaticKeySource source(keys, StaticKeySource::Role::Receiver, 0, 0, opt.key_window, opt.grace_ms);
   source.start(ctl, MonoClock::now());
+  sh.source = &source;
   for (unsigned i = 0; i < nw; ++i) {
     sh.stats.push_back(std::make_unique<RecvWorkerStats>());
     sh.trackers.push_back(std::make_unique<DeliveryTracker>(1u << 16));
@@ -580,6 +591,7 @@ int run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   g_stop.store(true);
+  telemetry_detach("/keycast/stats");
   rte_eal_mp_wait_lcore();
   for (unsigned n; (n = events.drain(ev, 64)) > 0;)
     for (unsigned i = 0; i < n; ++i) source.on_event(ctl, ev[i]);
@@ -614,6 +626,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  install_signal_handlers();  // first: a stop request during EAL init is not lost
   const int eal = rte_eal_init(argc, argv);
   if (eal < 0) {
     std::fprintf(stderr, "keycast-recv: EAL init failed: %s\n", rte_strerror(rte_errno));
@@ -622,7 +635,6 @@ int main(int argc, char** argv) {
   argc -= eal;
   argv += eal;
   argv[0] = const_cast<char*>("keycast-recv");
-  install_signal_handlers();
   int rc = 0;
   try {
     rc = run(argc, argv);

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -497,9 +498,11 @@ int run(int argc, char** argv) {
   std::vector<uint64_t> spis;
   uint64_t switches = 0;
   uint32_t spi_now = 0;
+  std::mutex fig_mu;  // spis/switches: written by control, read by the telemetry thread
   auto note_spi = [&]() {
     const uint32_t s = ctl.current_spi();
     if (s == spi_now) return;
+    std::lock_guard<std::mutex> lock(fig_mu);
     if (spi_now != 0) {
       ++switches;
       std::fprintf(stderr, "keycast-send: key switch %lu: SPI %u -> %u\n",
@@ -511,6 +514,7 @@ int run(int argc, char** argv) {
 
   telemetry_register("/keycast/stats", [&]() {
     const double d = tsc_seconds(rte_get_tsc_cycles() - t_start);
+    std::lock_guard<std::mutex> lock(fig_mu);
     return sender_figures(sh, d > 0 ? d : 0, switches, spis, spi_now);
   }, "keycast-send counters. No parameters");
 
@@ -556,6 +560,7 @@ int run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   g_stop.store(true);
+  telemetry_detach("/keycast/stats");
   rte_eal_mp_wait_lcore();
   const uint64_t t_end = rte_get_tsc_cycles();
   const double duration = t_end > t_start ? tsc_seconds(t_end - t_start) : 0;
@@ -578,6 +583,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  install_signal_handlers();  // first: a stop request during EAL init is not lost
   const int eal = rte_eal_init(argc, argv);
   if (eal < 0) {
     std::fprintf(stderr, "keycast-send: EAL init failed: %s\n", rte_strerror(rte_errno));
@@ -586,7 +592,6 @@ int main(int argc, char** argv) {
   argc -= eal;
   argv += eal;
   argv[0] = const_cast<char*>("keycast-send");
-  install_signal_handlers();
   int rc = 0;
   try {
     rc = run(argc, argv);

@@ -40,14 +40,15 @@ std::map<std::string, std::function<Figures()>>& tel_commands() {
 }
 
 int tel_cb(const char* cmd, const char*, struct rte_tel_data* d) {
-  std::function<Figures()> fn;
+  Figures figs;
   {
-    std::lock_guard<std::mutex> lock(tel_mutex());  // control path, not the fast path
+    // Held while the figures are gathered, so telemetry_detach() waits for a
+    // running callback. Control path only, never the fast path.
+    std::lock_guard<std::mutex> lock(tel_mutex());
     auto it = tel_commands().find(cmd);
-    if (it == tel_commands().end()) return -1;
-    fn = it->second;
+    if (it == tel_commands().end() || !it->second) return -1;
+    figs = it->second();
   }
-  Figures figs = fn();
   rte_tel_data_start_dict(d);
   for (auto& f : figs) {
     switch (f.kind) {
@@ -125,6 +126,11 @@ void telemetry_register(const char* cmd, std::function<Figures()> fn, const char
     tel_commands()[cmd] = std::move(fn);
   }
   rte_telemetry_register_cmd(cmd, tel_cb, help);
+}
+
+void telemetry_detach(const char* cmd) {
+  std::lock_guard<std::mutex> lock(tel_mutex());
+  tel_commands()[cmd] = nullptr;
 }
 
 std::string human_rate(double v) {

@@ -46,6 +46,9 @@ void write_file(const std::string& path, const std::string& text);
 // Registers a DPDK telemetry command returning the figures as a dict (lists
 // as arrays, nested names flattened with '.'). Safe to call once per command.
 void telemetry_register(const char* cmd, std::function<Figures()> fn, const char* help);
+// DPDK cannot unregister a command: this detaches the function (the command
+// then answers null), so nothing runs against state that is being destroyed.
+void telemetry_detach(const char* cmd);
 
 std::string human_rate(double per_sec);  // 12.3k, 4.56M
 

@@ -2,7 +2,9 @@
 # End to end on TAP: keycast-send and two keycast-recv processes on net_tap
 # devices joined by a Linux bridge. 100,000 packets across >= 5 key rotations,
 # --deliver verify on both receivers: lost = duplicated = corrupted =
-# auth_fail = 0, every packet delivered, both receivers see every key.
+# auth_fail = 0, every packet delivered, both receivers see every key. The
+# second receiver runs in --key-window mode (keys installed from the in-band
+# notices through the control thread's event ring, previous keys retired).
 #
 # usage: e2e_tap.sh BUILD_DIR/dataplane [PACKETS] [RATE] [ROTATE_MS]
 # Needs root and /dev/net/tun. Creates only its own bridge and TAPs (names
@@ -71,17 +73,20 @@ attach() {
 }
 
 start_recv() {
-  local tag=$1 ifc=$2 main=$3
+  local tag=$1 ifc=$2 main=$3; shift 3
   "$BIN/keycast-recv" $EAL --file-prefix "kc_e2e_${tag}_$ID" -l 0,1 --main-lcore "$main" \
     --vdev "net_tap0,iface=$ifc" -- \
     --key-file "$WORK/keys.txt" --group 239.7.7.7:6000 --deliver verify --expect "$PACKETS" \
     --replay-window 4096 --idle-sleep-us 50 --duration 300 --stats-interval 2 \
-    --stats-json "$WORK/$tag.json" > "$WORK/$tag.log" 2>&1 &
+    --stats-json "$WORK/$tag.json" "$@" > "$WORK/$tag.log" 2>&1 &
   PIDS+=($!)
 }
 
+# r1 holds every key of the file; r2 holds only previous/current/next and
+# installs each next key when the in-band notice announces it (the path a
+# KMS-fed client takes), dropping the previous one after the grace period.
 start_recv r1 "$TR1" 0
-start_recv r2 "$TR2" 1
+start_recv r2 "$TR2" 1 --key-window --grace-ms 300
 attach "$TR1"
 attach "$TR2"
 
@@ -127,6 +132,9 @@ for tag in ("r1", "r2"):
     need(r["spi_list"] == s["spi_list"], f"{tag}: SPIs {r['spi_list']} != sender's {s['spi_list']}")
     need(r["notices"] >= s["key_switches"], f"{tag}: notices {r['notices']} < key switches")
     need(r["bytes_ok"] == s["bytes_sent"], f"{tag}: bytes_ok != sender bytes_sent")
+    if tag == "r2":
+        need(r["keys_fetched"] >= s["key_switches"] - 1,
+             f"r2: keys_fetched {r['keys_fetched']}: next keys not installed from notices")
 print(f"sender: packets_sent={s['packets_sent']} key_switches={s['key_switches']} "
       f"spis_used={s['spis_used']} duration_s={s['duration_s']:.2f}")
 if fails:
