@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Independent ESP implementation (Scapy) for the data-plane capture tests.
 
-  decrypt PCAP KEYFILE          decipher every ESP frame of a keycast capture
+  decrypt PCAP[,PCAP] KEYFILE   decipher every ESP frame of a keycast capture
                                 with Scapy; check the generator pattern; print
                                 JSON; exit 1 unless every frame authenticates.
   build PCAP KEYFILE N GROUP    write N Scapy-built ESP frames (pattern payloads,
@@ -70,7 +70,10 @@ def cmd_decrypt(pcap, keyfile):
            'data': 0, 'control': 0, 'pattern_ok': 0, 'pattern_bad': 0, 'spis': [],
            'seq_repeats': 0}
     seen = set()
-    for pkt in rdpcap(pcap):
+    indexes = set()
+    res['index_repeats'] = 0
+    pkts = [p for path in pcap.split(',') for p in rdpcap(path)]
+    for pkt in pkts:
         res['frames'] += 1
         if not pkt.haslayer(ESP):
             continue
@@ -101,11 +104,16 @@ def cmd_decrypt(pcap, keyfile):
         idx = struct.unpack('<Q', data[:8])[0]
         if data == pattern(idx, len(data)):
             res['pattern_ok'] += 1
+            if idx in indexes:
+                res['index_repeats'] += 1
+            indexes.add(idx)
         else:
             res['pattern_bad'] += 1
+    res['index_min'] = min(indexes) if indexes else None
+    res['index_max'] = max(indexes) if indexes else None
     print(json.dumps(res))
     ok = (res['esp'] > 0 and res['authenticated'] == res['esp'] and res['pattern_bad'] == 0
-          and res['seq_repeats'] == 0)
+          and res['seq_repeats'] == 0 and res['index_repeats'] == 0)
     return 0 if ok else 1
 
 
