@@ -104,6 +104,8 @@ int main(int argc, char** argv) {
       cfg.masters = split_list(masters);
       for (auto& m : cfg.masters) parse_host_port(m, "--master");
     }
+    if (cfg.role == Role::Slave && cfg.masters.empty())
+      throw std::runtime_error("--master: a slave needs the master's HOST:PORT");
     if (cfg.role == Role::Master && !cfg.masters.empty())
       throw std::runtime_error("--master: only a slave names a master");
     auto s = parse_suite(suite);

@@ -100,6 +100,9 @@ TEST(Binaries, KeydRejectsBadOptionsNamingThem) {
   auto [rc4, out4] = run(keyd + " --lifetime-ms abc");
   EXPECT_EQ(rc4, 2);
   EXPECT_NE(out4.find("lifetime-ms"), std::string::npos) << out4;
+  auto [rc7, out7] = run(keyd + " --role slave --db x --master-key-file y");
+  EXPECT_EQ(rc7, 2);
+  EXPECT_NE(out7.find("--master"), std::string::npos) << out7;
   auto [rc5, out5] = run(keyd + " --config /nonexistent/keyd.conf");
   EXPECT_EQ(rc5, 2);
   EXPECT_NE(out5.find("--config"), std::string::npos) << out5;

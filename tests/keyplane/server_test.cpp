@@ -4,7 +4,9 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "kp_test_util.hpp"
@@ -590,4 +592,47 @@ TEST_F(KeyServer, SilentAndStalledPeersAreDropped) {
   EXPECT_TRUE(ec) << "stalled peer not dropped";
   // Others are still served, on their kept-alive connection.
   EXPECT_TRUE(fetch(*good, 1, Which::Current).ok());
+}
+
+// Rekey storm: many clients ask for the next key at the same moment; every
+// one gets the same key and every request is billed exactly once.
+TEST_F(KeyServer, RekeyStormAllClientsGetTheNextKey) {
+  start_master({policy(1, KeyOrigin::Kms)});
+  auto sender = client("sender");
+  Message g;
+  g.type = MsgType::GenerateRequest;
+  g.channel = 1;
+  g.which = Which::Next;
+  Result gen = sender->call(g);
+  ASSERT_TRUE(gen.ok()) << gen.message;
+  const int kClients = 12, kEach = 10;
+  std::vector<std::unique_ptr<Client>> cs;
+  for (int i = 0; i < kClients; ++i) cs.push_back(client("client"));
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, ok = 0, same = 0;
+  for (auto& c : cs)
+    for (int j = 0; j < kEach; ++j)
+      c->fetch(1, Which::Next, [&](Result r) {
+        std::lock_guard<std::mutex> g(mu);
+        ++done;
+        if (r.ok()) {
+          ++ok;
+          if (r.keys.size() == 1 && r.keys[0].spi == gen.keys[0].spi &&
+              r.keys[0].material == gen.keys[0].material)
+            ++same;
+        }
+        cv.notify_all();
+      });
+  {
+    std::unique_lock<std::mutex> l(mu);
+    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(60), [&] { return done == kClients * kEach; }));
+  }
+  EXPECT_EQ(ok, kClients * kEach);
+  EXPECT_EQ(same, kClients * kEach);
+  auto ad = client("admin");
+  Result b = admin(*ad, MsgType::AdminBilling, "csv");
+  ASSERT_TRUE(b.ok());
+  EXPECT_NE(b.message.find("client," + std::to_string(kClients * kEach) + ",0,0,1,"), std::string::npos)
+      << b.message;
 }
