@@ -212,8 +212,7 @@ TEST_F(KeyServer, LifecycleP1P2Zero) {
       Result nx = fetch(*cl, 2, Which::Next);
       if (!nx.ok()) {
         EXPECT_EQ(nx.error, ErrorCode::NoNextKey);
-        ASSERT_TRUE(nx.remaining_ms.has_value());
-        EXPECT_GT(*nx.remaining_ms, P2) << "at P2 the next key was missing";
+        EXPECT_GT(nx.remaining_ms.value_or(0), P2) << "at P2 the next key was missing";
       } else {
         EXPECT_TRUE(nx.keys[0].spi == n->spi || nx.keys[0].spi > n->spi);
       }
