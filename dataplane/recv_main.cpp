@@ -78,7 +78,7 @@ struct alignas(64) RecvWorkerStats {
   Counter rx, packets_ok, bytes_ok, notices, deliver_fail, key_switches, spis_seen;
   Counter corrupted;
   Counter drops[kNDrop];
-  Counter last_rx_tsc;
+  Counter first_rx_tsc, last_rx_tsc;
   uint32_t spi_list[kMaxSpisSeen];  // read after the worker stopped
 };
 
@@ -135,7 +135,9 @@ class RecvWorker {
       }
       backoff_.reset();
       st_.rx.add(n);
-      st_.last_rx_tsc.set(rte_get_tsc_cycles());
+      const uint64_t now = rte_get_tsc_cycles();
+      if (!st_.first_rx_tsc.get()) st_.first_rx_tsc.set(now);
+      st_.last_rx_tsc.set(now);
       process(h.acquire(), pkts, n);
     }
     // Drain what is already queued so the final figures include it.
@@ -417,7 +419,7 @@ RecvOptions parse_options(int argc, char** argv) {
 struct Totals {
   uint64_t rx = 0, ok = 0, bytes = 0, notices = 0, deliver_fail = 0, switches = 0, corrupted = 0;
   uint64_t drops[kNDrop] = {};
-  uint64_t malformed = 0, last_rx_tsc = 0;
+  uint64_t malformed = 0, last_rx_tsc = 0, first_rx_tsc = 0;
 };
 
 Totals totals(Shared& sh) {
@@ -431,6 +433,8 @@ Totals totals(Shared& sh) {
     t.switches += s->key_switches.get();
     t.corrupted += s->corrupted.get();
     t.last_rx_tsc = std::max(t.last_rx_tsc, s->last_rx_tsc.get());
+    if (const uint64_t f = s->first_rx_tsc.get(); f && (!t.first_rx_tsc || f < t.first_rx_tsc))
+      t.first_rx_tsc = f;
     for (unsigned r = 0; r < kNDrop; ++r) t.drops[r] += s->drops[r].get();
   }
   for (unsigned r = 0; r < kNDrop; ++r)
@@ -488,6 +492,10 @@ Figures receiver_figures(Shared& sh, double duration, bool final_figs) {
   }
   f.push_back(Figure::real("duration_s", duration));
   f.push_back(Figure::real("pps", duration > 0 ? t.ok / duration : 0));
+  // From the first to the last received burst: the rate while traffic flowed.
+  const double active = t.last_rx_tsc > t.first_rx_tsc ? tsc_seconds(t.last_rx_tsc - t.first_rx_tsc) : 0;
+  f.push_back(Figure::real("active_s", active));
+  f.push_back(Figure::real("active_pps", active > 0 ? t.ok / active : 0));
   for (unsigned r = 1; r < kNDrop; ++r)
     f.push_back(Figure::integer("drops." + std::string(drop_name(static_cast<Drop>(r))), t.drops[r]));
   return f;
