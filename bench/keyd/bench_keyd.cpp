@@ -158,6 +158,8 @@ int main(int argc, char** argv) {
     std::printf("key requests/s, kept-alive, unbilled (sender role):        %10.0f\n", r1);
     double r2 = key_requests(srv.port(), dir, "client", conns, depth, seconds);
     std::printf("key requests/s, kept-alive, billed (client, group commit):  %10.0f\n", r2);
+    double r0 = key_requests(srv.port(), dir, "sender", 1, 1, seconds);
+    std::printf("key requests/s, one connection, one at a time, unbilled:   %10.0f\n", r0);
     double r3 = key_requests(srv.port(), dir, "client", 1, 1, seconds);
     std::printf("key requests/s, one connection, one at a time, billed:     %10.0f\n", r3);
     double h1 = handshakes(srv.port(), dir, 1, seconds);
