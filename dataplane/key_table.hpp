@@ -92,6 +92,26 @@ class KeyTable {
   std::vector<std::shared_ptr<KeySlot>> owned_;
 };
 
+// Per-worker cache of the last SPI lookup. Keyed on the table generation,
+// never on the table's address: a retired table's memory can be reused by a
+// newer table at the same address (ABA), and a stale slot pointer would then
+// be used after free.
+class SpiCache {
+ public:
+  KeySlot* lookup(const KeyTable& t, uint32_t spi) noexcept {
+    if (t.generation == gen_ && spi == spi_) return slot_;
+    slot_ = t.find(spi);
+    gen_ = t.generation;
+    spi_ = spi;
+    return slot_;
+  }
+
+ private:
+  uint64_t gen_ = 0;  // table generations start at 1
+  uint32_t spi_ = 0;
+  KeySlot* slot_ = nullptr;
+};
+
 // Atomic publication + RCU retirement. One writer thread; up to max_readers
 // reader threads, each with a distinct id in [0, max_readers).
 class KeyTableHolder {

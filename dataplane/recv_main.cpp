@@ -158,15 +158,6 @@ class RecvWorker {
     rte_pktmbuf_free(m);
   }
 
-  KeySlot* lookup(const KeyTable* t, uint32_t spi) {
-    if (t == cache_table_ && spi == cache_spi_) return cache_slot_;
-    KeySlot* s = t->find(spi);
-    cache_table_ = t;
-    cache_spi_ = spi;
-    cache_slot_ = s;
-    return s;
-  }
-
   void post_unknown(uint32_t spi) {
     const uint64_t now = rte_get_tsc_cycles();
     if (spi == last_unknown_ && now - last_unknown_tsc_ < report_every_) return;
@@ -210,7 +201,7 @@ class RecvWorker {
         drop(m, Drop::WrongGroup);
         continue;
       }
-      KeySlot* key = t ? lookup(t, p.spi) : nullptr;
+      KeySlot* key = t ? cache_.lookup(*t, p.spi) : nullptr;
       if (!key) {
         post_unknown(p.spi);
         drop(m, Drop::UnknownSpi);
@@ -322,9 +313,7 @@ class RecvWorker {
   DeliveryTracker& tracker_;
   IdleBackoff backoff_;
   Aead aead_;
-  const KeyTable* cache_table_ = nullptr;
-  uint32_t cache_spi_ = 0;
-  KeySlot* cache_slot_ = nullptr;
+  SpiCache cache_;  // last SPI lookup
   uint32_t last_ok_spi_ = 0;
   uint32_t last_unknown_ = 0;
   uint64_t last_unknown_tsc_ = 0, report_every_ = 0;

@@ -227,3 +227,27 @@ TEST(StaticKeySource, SenderRotatesWithoutReusingSpis) {
   src.poll(ctl, t0 + std::chrono::milliseconds(400));  // exhausted: stays, never wraps
   EXPECT_EQ(h.acquire()->current->spi, 302u);
 }
+
+TEST(SpiCache, KeyedOnGenerationNotAddress) {
+  KeyTableHolder h(1);
+  KeyControl ctl(h, 7, SlotParams{});
+  ctl.add(make_key(500));
+  ctl.add(make_key(501));
+  ctl.set_current(500);
+  ctl.publish();
+  const KeyTable* t = h.acquire();
+  SpiCache c;
+  EXPECT_EQ(c.lookup(*t, 502), nullptr);
+  KeySlot* s500 = c.lookup(*t, 500);
+  ASSERT_NE(s500, nullptr);
+  EXPECT_EQ(c.lookup(*t, 500), s500);
+  // A table at the very same address with other contents (what memory reuse
+  // after retirement produces) must not be served from the cache.
+  KeyTable reused;
+  reused.generation = 1;
+  auto other = std::shared_ptr<KeySlot>(new KeySlot(make_key(500), 1, 0, 64));
+  reused.add(other);
+  EXPECT_EQ(c.lookup(reused, 500), s500);  // same generation: same table by contract
+  reused.generation = 99;
+  EXPECT_EQ(c.lookup(reused, 500), other.get());
+}
