@@ -1272,16 +1272,30 @@ Server::~Server() {
   if (impl_->th.joinable()) impl_->th.join();
 }
 
+// A handler that throws must not take the key server down: log and go on.
+static void run_loop(Server::Impl& impl);
+
 void Server::run() {
   impl_->begin_serving();
-  impl_->io.run();
+  run_loop(*impl_);
 }
 
 void Server::start() {
   impl_->th = std::thread([impl = impl_] {
     impl->begin_serving();
-    impl->io.run();
+    run_loop(*impl);
   });
+}
+
+static void run_loop(Server::Impl& impl) {
+  for (;;) {
+    try {
+      impl.io.run();
+      return;
+    } catch (const std::exception& e) {
+      impl.log(std::string("unexpected error in event loop (continuing): ") + e.what());
+    }
+  }
 }
 
 void Server::stop() {

@@ -24,8 +24,10 @@ class Server {
   uint16_t port() const;          // bound key-plane port (useful with port 0)
   uint16_t metrics_port() const;  // 0 without --metrics
 
+ public:
+  struct Impl;  // opaque; public only so file-local helpers can name it
+
  private:
-  struct Impl;
   std::shared_ptr<Impl> impl_;
 };
 

@@ -83,7 +83,16 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   bool on_io() { return io.get_executor().running_in_this_thread(); }
 
   void start() {
-    th = std::thread([this] { io.run(); });
+    th = std::thread([this] {
+      for (;;) {
+        try {
+          io.run();
+          return;
+        } catch (...) {
+          // an internal handler threw (e.g. bad_alloc): keep the io thread alive
+        }
+      }
+    });
     asio::post(io, [this] { tick(); });
   }
 
