@@ -880,7 +880,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         r.remaining_ms = ms_between(now, v.cur->expires);
         r.keys.push_back(wire(ch, *v.cur, Slot::Current, now));
         if (v.next) r.keys.push_back(wire(ch, *v.next, Slot::Next, now));
-        for (auto& k : r.keys) secure_zero(k.material.key, sizeof k.material.key);  // admin sees SPIs only
+        for (auto& k : r.keys) {  // admin sees SPIs and times only
+          secure_zero(k.material.key, sizeof k.material.key);
+          secure_zero(k.material.salt, sizeof k.material.salt);
+        }
         break;
       }
       default: break;

@@ -187,6 +187,10 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
   EXPECT_EQ(rc11, 2) << badcmd;
 
   EXPECT_EQ(p.stop(SIGTERM), 0);  // clean stop
+  // Server gone: ctl reports it as unreachable (exit 3), quickly.
+  auto [rc12, gone] = run(as_admin + " --timeout-ms 1000 status");
+  EXPECT_EQ(rc12, 3) << gone;
+  EXPECT_NE(gone.find("unavailable"), std::string::npos) << gone;
 }
 
 namespace {

@@ -2,6 +2,7 @@
 // exactly-once billing forwarding.
 #include <gtest/gtest.h>
 
+#include <future>
 #include <sstream>
 
 #include "kp_test_util.hpp"
@@ -148,6 +149,18 @@ TEST_F(Replication, SlaveBillingForwardedExactlyOnce) {
   ASSERT_TRUE(settled(base + 14)) << requests_of(*ad, "client");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_EQ(requests_of(*ad, "client"), base + 14);
+  // Bytes: the sender reports usage for the epoch the client fetched (only
+  // through slaves and the master); the client is billed for it once.
+  Result cur = fetch(*ad, 1, Which::Current);
+  ASSERT_TRUE(cur.ok());
+  auto sender = std::make_unique<Client>(client_options("sender", {master->port()}));
+  std::promise<Result> done;
+  sender->report_usage(1, cur.keys[0].spi, 123456, 100, [&](Result r) { done.set_value(std::move(r)); });
+  ASSERT_TRUE(done.get_future().get().ok());
+  Result csv = admin(*ad, MsgType::AdminBilling, "csv");
+  ASSERT_TRUE(csv.ok());
+  EXPECT_NE(csv.message.find("client," + std::to_string(base + 14) + ",123456,100,1,"), std::string::npos)
+      << csv.message;
   Result st = admin(*std::make_unique<Client>(client_options("admin", {s1->port()})), MsgType::AdminStatus);
   ASSERT_TRUE(st.ok());
   EXPECT_NE(st.message.find("\"billing_outbox\":0"), std::string::npos) << st.message;
