@@ -516,10 +516,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       writing = true;
       auto self = shared_from_this();
       asio::async_write(s, asio::buffer(wq.front()), [self](boost::system::error_code ec, std::size_t) {
+        self->writing = false;
+        if (self->wq.empty()) return;  // (not expected: close() keeps the frame being written)
         auto& f = self->wq.front();
-        self->wq_bytes -= f.size();
+        self->wq_bytes -= std::min(self->wq_bytes, f.size());
         secure_zero(f.data(), f.size());
         self->wq.pop_front();
+        if (self->closed) {
+          self->drop_queue();
+          return;
+        }
         if (ec) return self->close("write: " + ec.message());
         self->do_write();
       });
@@ -533,10 +539,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       timer.cancel();
       s.lowest_layer().shutdown(tcp::socket::shutdown_both, ec);
       s.lowest_layer().close(ec);
+      // The frame being written stays alive until its completion handler
+      // runs (the write op still points at it); the rest go now.
+      if (!writing) drop_queue();
+      srv.conns.erase(this);
+    }
+
+    void drop_queue() {
       for (auto& f : wq) secure_zero(f.data(), f.size());
       wq.clear();
       wq_bytes = 0;
-      srv.conns.erase(this);
     }
   };
 

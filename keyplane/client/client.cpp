@@ -30,6 +30,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   };
   struct Conn {
     Conn(asio::io_context& io, ssl::context& ctx) : s(io, ctx) {}
+    ~Conn() {
+      for (auto& f : wq) secure_zero(f.data(), f.size());
+    }
     ssl::stream<tcp::socket> s;
     std::array<uint8_t, kHeaderLen> hdr{};
     std::vector<uint8_t> body;
