@@ -74,6 +74,10 @@ void KeyTableHolder::unregister_reader(unsigned id) {
 
 void KeyTableHolder::publish(std::unique_ptr<KeyTable> t) {
   cur_.store(t.get(), std::memory_order_release);
+  // StoreLoad: the new pointer must be visible before the grace-period check
+  // reads which readers are registered/online (a reader coming online after
+  // this fence loads the new pointer; one online before it is waited for).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (owned_cur_) {
     // Token taken after the store: a reader that reports quiescent after this
     // point can no longer hold the old pointer.

@@ -122,7 +122,10 @@ class KeyTableHolder {
   KeyTableHolder& operator=(const KeyTableHolder&) = delete;
 
   // ---- reader (worker) side: no locks, no allocation ----
-  void register_reader(unsigned id);    // once, from the reader thread, before acquire()
+  // Once per reader before it first calls acquire(). Apps register every
+  // worker from the control thread before launching it, so a slow-starting
+  // worker can only delay reclamation, never miss a grace period.
+  void register_reader(unsigned id);
   void unregister_reader(unsigned id);  // when the reader stops for good
   const KeyTable* acquire() const noexcept { return cur_.load(std::memory_order_acquire); }
   // Between bursts: "I hold no pointer obtained before this call".

@@ -89,6 +89,7 @@ struct Shared {
   std::vector<std::unique_ptr<RecvWorkerStats>> stats;
   std::vector<std::unique_ptr<DeliveryTracker>> trackers;
   std::atomic<unsigned> running{0};
+  std::atomic<bool> failed{false};  // a worker stopped on an error
   const StaticKeySource* source = nullptr;  // final figures only
 };
 
@@ -117,8 +118,7 @@ class RecvWorker {
   }
 
   void run() {
-    KeyTableHolder& h = *sh_.holder;
-    h.register_reader(id_);
+    KeyTableHolder& h = *sh_.holder;  // registered by control before launch
     rte_mbuf* pkts[kMaxBurst];
     while (!g_stop.load(std::memory_order_relaxed)) {
       h.quiescent(id_);
@@ -328,6 +328,8 @@ int worker_main(void* p) {
     w->run();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "keycast-recv: worker %u: %s\n", a->id, e.what());
+    a->sh->holder->unregister_reader(a->id);  // never hold up reclamation
+    a->sh->failed.store(true);
     g_stop.store(true);
   }
   a->sh->running.fetch_sub(1);
@@ -546,6 +548,7 @@ int run(int argc, char** argv) {
 
   std::vector<WorkerArg> args(nw);
   sh.running = nw;
+  for (unsigned i = 0; i < nw; ++i) holder.register_reader(i);
   for (unsigned i = 0; i < nw; ++i) {
     args[i] = WorkerArg{&sh, i};
     if (int rc = rte_eal_remote_launch(worker_main, &args[i], workers[i]); rc != 0)
@@ -617,7 +620,7 @@ int run(int argc, char** argv) {
   if (!opt.stats_json.empty()) write_file(opt.stats_json, figures_json(figs));
   port_stop(opt.port);
   if (opt.deliver == Deliver::Port && opt.deliver_port != opt.port) port_stop(opt.deliver_port);
-  return 0;
+  return sh.failed.load() ? 1 : 0;
 }
 
 }  // namespace

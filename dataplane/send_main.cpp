@@ -74,6 +74,7 @@ struct Shared {
   alignas(64) std::atomic<uint64_t> next_index{0};  // generator packet index, reserved per burst
   std::atomic<uint64_t> start_tsc{0};
   std::atomic<unsigned> running{0};
+  std::atomic<bool> failed{false};  // a worker stopped on an error
   std::vector<std::unique_ptr<SendWorkerStats>> stats;
 };
 
@@ -113,8 +114,7 @@ class SendWorker {
   }
 
   void run() {
-    KeyTableHolder& h = *sh_.holder;
-    h.register_reader(id_);
+    KeyTableHolder& h = *sh_.holder;  // registered by control before launch
     // Wait for the start time (lets a test attach TAPs to a bridge first).
     while (!g_stop.load(std::memory_order_relaxed) &&
            rte_get_tsc_cycles() < sh_.start_tsc.load(std::memory_order_relaxed)) {
@@ -341,6 +341,8 @@ int worker_main(void* p) {
     w->run();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "keycast-send: worker %u: %s\n", a->id, e.what());
+    a->sh->holder->unregister_reader(a->id);  // never hold up reclamation
+    a->sh->failed.store(true);
     g_stop.store(true);
   }
   a->sh->running.fetch_sub(1);
@@ -524,6 +526,7 @@ int run(int argc, char** argv) {
 
   std::vector<WorkerArg> args(nw);
   sh.running = nw;
+  for (unsigned i = 0; i < nw; ++i) holder.register_reader(i);
   for (unsigned i = 0; i < nw; ++i) {
     args[i] = WorkerArg{&sh, i, nw};
     if (int rc = rte_eal_remote_launch(worker_main, &args[i], workers[i]); rc != 0)
@@ -577,7 +580,7 @@ int run(int argc, char** argv) {
   port_stop(opt.port);
   if (opt.ingest_port >= 0 && opt.ingest_port != opt.port)
     port_stop(static_cast<uint16_t>(opt.ingest_port));
-  return 0;
+  return sh.failed.load() ? 1 : 0;
 }
 
 }  // namespace

@@ -50,6 +50,16 @@ expect_usage "--replay-window" $R --key-file "$WORK/keys.txt" --replay-window 0
 expect_usage "--port" $R --key-file "$WORK/keys.txt" --port 5
 expect_usage "--kms" $S --kms 127.0.0.1:7000
 
+# A worker that cannot start (unwritable delivery pcap): message, non-zero exit, no hang.
+set +e
+timeout 60 $R --key-file "$WORK/keys.txt" --deliver pcap:/nonexistent-dir/x.pcap > "$WORK/w.log" 2>&1
+rc=$?
+set -e
+if [ $rc -eq 0 ] || [ $rc -eq 124 ] || ! grep -q "cannot open" "$WORK/w.log"; then
+  echo "FAIL: worker start failure: exit $rc"; tail -n 3 "$WORK/w.log"; exit 1
+fi
+echo "ok: worker failure -> exit $rc"
+
 # Telemetry and SIGINT: a paced sender into net_null.
 "$BIN/keycast-send" $EAL --file-prefix "kc_cli_t_$ID" --vdev net_null0 -- \
   --key-file "$WORK/keys.txt" --rate 20000 --idle-sleep-us 100 --rotate-ms 300 \
