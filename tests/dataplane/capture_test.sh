@@ -7,8 +7,8 @@
 #                                          payload pattern and that no (SPI, IV) repeats.
 #   capture_test.sh BIN_DIR scapy-recv     Scapy-built ESP frames (ESN crossing 2^32,
 #                                          several keys) -> keycast-recv via rx pcap:
-#                                          all delivered intact (verify) and the
-#                                          plaintext re-emitted to a pcap matches.
+#                                          all delivered intact (verify); the plaintext
+#                                          re-emitted (pcap:PATH and port:N) matches.
 #   capture_test.sh BIN_DIR bad-input      malformed / forged / replayed / non-ESP frames
 #                                          -> each counted under its reason, only the
 #                                          one good frame delivered, clean exit.
@@ -93,6 +93,18 @@ case "$MODE" in
     # Same frames, plaintext re-emitted: Scapy checks every UDP payload.
     recv_pcap "$WORK/keys.txt" "$WORK/in.pcap" "$WORK/r2.json" --deliver "pcap:$WORK/plain.pcap"
     check "$WORK/r2.json" 'd["packets_ok"] == 400'
+    # And through --deliver port:1 (a second DPDK port, here a pcap writer).
+    "$BIN/keycast-recv" $EAL --file-prefix "kc_cap_r_$ID" \
+      --vdev "net_pcap0,rx_pcap=$WORK/in.pcap,tx_pcap=$WORK/unused.pcap" \
+      --vdev "net_pcap1,tx_pcap=$WORK/port.pcap" -- \
+      --key-file "$WORK/keys.txt" --idle-exit 1 --stats-interval 0 --stats-json "$WORK/r3.json" \
+      --deliver port:1 > "$WORK/recv3.log" 2>&1
+    check "$WORK/r3.json" 'd["packets_ok"] == 400' 'd["deliver_failed"] == 0'
+    n=$(tcpdump -nr "$WORK/port.pcap" 2>/dev/null | wc -l)
+    [ "$n" -eq 400 ] || { echo "FAIL: port:1 emitted $n frames"; exit 1; }
+    cmp <(tcpdump -nr "$WORK/plain.pcap" -x 2>/dev/null | grep -v '^[0-9]') \
+        <(tcpdump -nr "$WORK/port.pcap" -x 2>/dev/null | grep -v '^[0-9]') \
+      || { echo "FAIL: port:1 frames differ from pcap: frames"; exit 1; }
     $PY - "$WORK/plain.pcap" "$TOOL" <<'PYEOF'
 import sys, struct, importlib.util
 spec = importlib.util.spec_from_file_location("t", sys.argv[2]); t = importlib.util.module_from_spec(spec)
