@@ -400,6 +400,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // ---------------------------------------------------------------- connections
   struct Conn : std::enable_shared_from_this<Conn> {
     Conn(Impl& s, tcp::socket sock) : srv(s), s(std::move(sock), *s.ctx), timer(s.io) {}
+    ~Conn() {
+      for (auto& f : wq) secure_zero(f.data(), f.size());
+    }
     Impl& srv;
     ssl::stream<tcp::socket> s;
     asio::steady_timer timer;
@@ -1104,7 +1107,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     upstream->set_push_handler([w](Message m) {
       auto self = w.lock();
       if (!self) return;
-      asio::post(self->io, [self, m = std::move(m)]() mutable { self->apply_repl(std::move(m)); });
+      // Handlers queued on our io_context hold only weak references: one that
+      // never runs (the loop already stopped) must not keep the server alive.
+      asio::post(self->io, [w, m = std::move(m)]() mutable {
+        if (auto self = w.lock()) self->apply_repl(std::move(m));
+      });
     });
     upstream->set_on_connect([w](Client& cl) {
       auto self = w.lock();
@@ -1151,7 +1158,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     upstream->request(std::move(m), [w, last](Result r) {
       auto self = w.lock();
       if (!self) return;
-      asio::post(self->io, [self, last, ok = r.ok(), msg = r.message] {
+      asio::post(self->io, [w, last, ok = r.ok(), msg = r.message] {
+        auto self = w.lock();
+        if (!self) return;
         self->forward_inflight = false;
         if (ok) {
           try {
@@ -1316,7 +1325,10 @@ static void run_loop(Server::Impl& impl) {
 void Server::stop() {
   auto impl = impl_;
   if (impl->io.stopped()) return;
-  asio::post(impl->io, [impl] { impl->do_stop(); });
+  std::weak_ptr<Impl> w = impl;
+  asio::post(impl->io, [w] {
+    if (auto self = w.lock()) self->do_stop();
+  });
   if (impl->th.joinable() && impl->th.get_id() != std::this_thread::get_id()) impl->th.join();
 }
 
