@@ -263,8 +263,8 @@ TEST(Binaries, ClientFailsOverFromKilledAndHungSlaves) {
   // by another server.
   start_keyd(s1, d, "slave", "slave", m.port);
   ClientOptions ho = client_options("client", {s2.port, s1.port});
-  ho.request_timeout = std::chrono::milliseconds(1500);
-  ho.connect_timeout = std::chrono::milliseconds(1000);
+  ho.request_timeout = std::chrono::milliseconds(3000);
+  ho.connect_timeout = std::chrono::milliseconds(2000);
   Client hc(ho);
   Result c1 = fetch(hc, 1, Which::Current);
   ASSERT_TRUE(c1.ok()) << c1.message;
