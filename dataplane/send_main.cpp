@@ -123,12 +123,16 @@ class SendWorker {
     }
     pacer_ = Pacer(pacer_.rate(), rte_get_tsc_hz(), sh_.opt.burst, rte_get_tsc_cycles());
     const bool ingest = sh_.opt.ingest_port >= 0;
+    if (ingest && id_ != 0) {  // the ingest port has one RX queue, polled by worker 0
+      h.unregister_reader(id_);
+      return;
+    }
     while (!g_stop.load(std::memory_order_relaxed)) {
       h.quiescent(id_);
       const KeyTable* t = h.acquire();
       if (id_ == 0) maybe_notice(t);
       bool done = false;
-      const unsigned n = ingest ? (id_ == 0 ? ingest_burst(t, done) : 0) : generate_burst(t, done);
+      const unsigned n = ingest ? ingest_burst(t, done) : generate_burst(t, done);
       if (done) break;
       if (n == 0) idle();
       else backoff_.reset();

@@ -36,7 +36,7 @@ cleanup() {
   rm -rf /var/run/dpdk/kc_e2e_*_$ID
   if [ $rc -ne 0 ]; then
     echo "---- logs ($WORK) ----"
-    for f in "$WORK"/*.log; do echo "== $f"; tail -n 30 "$f"; done
+    for f in "$WORK"/*.log "$WORK"/*.json; do [ -f "$f" ] && { echo "== $f"; tail -n 30 "$f"; }; done
   fi
   rm -rf "$WORK"
   exit $rc
