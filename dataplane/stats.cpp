@@ -51,6 +51,9 @@ int tel_cb(const char* cmd, const char*, struct rte_tel_data* d) {
   }
   rte_tel_data_start_dict(d);
   for (auto& f : figs) {
+    // Telemetry names allow letters, digits, '_' and '/': "drops.x" -> "drops_x".
+    for (char& c : f.name)
+      if (c == '.') c = '_';
     switch (f.kind) {
       case Figure::Int: rte_tel_data_add_dict_u64(d, f.name.c_str(), f.i); break;
       case Figure::Real:

@@ -50,6 +50,32 @@ expect_usage "--replay-window" $R --key-file "$WORK/keys.txt" --replay-window 0
 expect_usage "--port" $R --key-file "$WORK/keys.txt" --port 5
 expect_usage "--kms" $S --kms 127.0.0.1:7000
 
+# Receiver telemetry carries the per-reason drop counters (net_null feeds it
+# zero-filled frames: not IPv4).
+"$BIN/keycast-recv" $EAL --file-prefix "kc_cli_r_$ID" --vdev net_null0 -- \
+  --key-file "$WORK/keys.txt" --idle-sleep-us 100 --stats-interval 0 > "$WORK/recv.log" 2>&1 &
+RPID=$!
+PIDS+=($RPID)
+$PY - "/var/run/dpdk/kc_cli_r_$ID/dpdk_telemetry.v2" <<'PYEOF'
+import json, socket, sys, time
+deadline = time.time() + 20
+while time.time() < deadline:
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(sys.argv[1]); s.recv(4096); s.send(b"/keycast/stats")
+        st = json.loads(s.recv(65536))["/keycast/stats"]
+        if st["drops_not_ipv4"] > 0 and st["rx_packets"] >= st["drops_not_ipv4"] and st["packets_ok"] == 0:
+            print("recv telemetry: rx_packets=%d drops_not_ipv4=%d" % (st["rx_packets"], st["drops_not_ipv4"]))
+            sys.exit(0)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    time.sleep(0.2)
+print("FAIL: receiver telemetry without drops_not_ipv4"); sys.exit(1)
+PYEOF
+kill -INT "$RPID"
+wait "$RPID"
+PIDS=()
+
 # A worker that cannot start (unwritable delivery pcap): message, non-zero exit, no hang.
 set +e
 timeout 60 $R --key-file "$WORK/keys.txt" --deliver pcap:/nonexistent-dir/x.pcap > "$WORK/w.log" 2>&1
