@@ -421,7 +421,7 @@ Totals totals(Shared& sh) {
     t.bytes += s->bytes_ok.get();
     t.notices += s->notices.get();
     t.deliver_fail += s->deliver_fail.get();
-    t.switches += s->key_switches.get();
+    t.switches = std::max(t.switches, s->key_switches.get());  // queues see the same switches
     t.corrupted += s->corrupted.get();
     t.last_rx_tsc = std::max(t.last_rx_tsc, s->last_rx_tsc.get());
     if (const uint64_t f = s->first_rx_tsc.get(); f && (!t.first_rx_tsc || f < t.first_rx_tsc))
