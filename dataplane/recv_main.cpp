@@ -537,7 +537,11 @@ int run(int argc, char** argv) {
   sh.source = &source;
   for (unsigned i = 0; i < nw; ++i) {
     sh.stats.push_back(std::make_unique<RecvWorkerStats>());
-    sh.trackers.push_back(std::make_unique<DeliveryTracker>(1u << 16));
+    // With --expect the whole range fits in the bitmap (up to 2^26 packets,
+    // 8 MB), so any reordering is counted exactly; otherwise a 2^20 window.
+    uint32_t bits = 1u << 20;
+    while (opt.expect > bits && bits < (1u << 26)) bits <<= 1;
+    sh.trackers.push_back(std::make_unique<DeliveryTracker>(bits));
   }
 
   const uint64_t hz = rte_get_tsc_hz();

@@ -216,6 +216,7 @@ s, r = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 print(f"sent={s['packets_sent']} switches={s['key_switches']} ok={r['packets_ok']} lost={r['lost']} "
       f"dup={r['duplicated']} auth_fail={r['auth_fail']} replay={r['replay']} spis_seen={r['spis_seen']}")
 ok = (r["packets_ok"] == 200000 and r["lost"] == 0 and r["duplicated"] == 0 and r["corrupted"] == 0
+      and r["late"] == 0
       and r["auth_fail"] == 0 and r["replay"] == 0 and r["unknown_spi"] == 0
       # A key can carry no data if both workers were descheduled for its 2 ms.
       and set(r["spi_list"]) <= set(s["spi_list"]) and r["spis_seen"] >= 5)

@@ -1,0 +1,308 @@
+#include "dataplane/kms_key_source.hpp"
+
+#include <rte_cycles.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+namespace keycast::dp {
+
+using std::chrono::milliseconds;
+
+namespace {
+int64_t ms_until(MonoClock::time_point t, MonoClock::time_point now) {
+  return std::chrono::duration_cast<milliseconds>(t - now).count();
+}
+const char* role_name(bool sender) { return sender ? "keycast-send" : "keycast-recv"; }
+}  // namespace
+
+KmsKeySource::KmsKeySource(KmsOptions o) : o_(std::move(o)) {
+  kp::ClientOptions co;
+  co.servers = o_.servers;
+  co.tls = o_.tls;
+  co.require_master = o_.sender;  // senders make and report keys: only the master takes them
+  client_ = std::make_unique<kp::Client>(co);
+  lifetime_ms_ = o_.lifetime_ms;
+}
+
+KmsKeySource::~KmsKeySource() = default;
+
+int64_t KmsKeySource::p1() const { return o_.p1_ms > 0 ? o_.p1_ms : std::max<int64_t>(lifetime_ms_ / 3, 1); }
+int64_t KmsKeySource::p2() const { return o_.p2_ms > 0 ? o_.p2_ms : std::max<int64_t>(lifetime_ms_ / 6, 1); }
+
+kp::Callback KmsKeySource::enqueue(int tag) {
+  return [this, tag](kp::Result r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    replies_.push_back(Reply{tag, std::move(r)});
+  };
+}
+
+// Installs a key the KMS handed out, anchored on the moment its reply was
+// read. Roles follow from the end times: the key that ends first (and has not
+// ended) is current, the one ending after it is next. A key already held gets
+// its end time refreshed: every reply carries the KMS's view, so an admin
+// rotation that shortened the current key reaches every holder.
+void KmsKeySource::install(KeyControl& ctl, const kp::WireKey& k,
+                           MonoClock::time_point received_at, bool& changed) {
+  if (k.channel != o_.channel || k.spi == 0) return;
+  if (k.lifetime_ms > 0 && !o_.sender_origin) lifetime_ms_ = k.lifetime_ms;
+  KeyRecord rec = k.to_record(received_at);
+  const auto now = MonoClock::now();
+  if (ctl.holds(k.spi)) {
+    ends_[k.spi] = rec.expires_at;
+    if (k.spi == ctl.current_spi()) cur_end_ = rec.expires_at;
+    if (k.spi == ctl.next_spi()) next_end_ = rec.expires_at;
+    return;
+  }
+  if (rec.expires_at + milliseconds(o_.grace_ms) <= now) return;  // over, grace included
+  if (o_.sender && rec.expires_at <= now) return;
+  ctl.add(rec);
+  ends_[k.spi] = rec.expires_at;
+  changed = true;
+  if (ctl.current_spi() == 0) {
+    // First key(s): current is the earliest that has not ended.
+    uint32_t c = 0;
+    for (auto& [spi, end] : ends_)
+      if (end > now && (c == 0 || end < ends_[c])) c = spi;
+    if (c == 0) c = k.spi;
+    ctl.set_current(c);
+    cur_end_ = ends_[c];
+  }
+  if (rec.expires_at < cur_end_ && k.spi != ctl.current_spi()) {
+    // Older than current (a previous key, or a packet from a late sender):
+    // held for the grace period only.
+    retiring_.push_back({k.spi, std::max(rec.expires_at, now) + milliseconds(o_.grace_ms)});
+    return;
+  }
+  if (k.spi != ctl.current_spi() && (ctl.next_spi() == 0 || rec.expires_at < next_end_)) {
+    ctl.set_next(k.spi);
+    next_end_ = rec.expires_at;
+  }
+}
+
+void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point now) {
+  ctl.set_first_seq(static_key_first_seq());
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  kp::Result res;
+  auto cb = [&](kp::Result r) {
+    std::lock_guard<std::mutex> lock(m);
+    res = std::move(r);
+    done = true;
+    cv.notify_one();
+  };
+  if (o_.sender && o_.sender_origin) {
+    kp::WireKey w;
+    w.channel = o_.channel;
+    w.spi = 0;  // the KMS assigns a never-used SPI
+    w.material = KeyMaterial::generate(o_.suite);
+    w.remaining_ms = lifetime_ms_;
+    w.lifetime_ms = lifetime_ms_;
+    w.slot = kp::Slot::Current;
+    client_->upload(w, cb);
+  } else if (o_.sender) {
+    client_->generate(o_.channel, kp::Which::Both, cb);
+  } else {
+    client_->fetch(o_.channel, kp::Which::Both, cb);
+  }
+  {
+    std::unique_lock<std::mutex> lock(m);
+    if (!cv.wait_for(lock, o_.start_timeout, [&] { return done; }))
+      throw std::runtime_error("--kms: no reply from any key server within " +
+                               std::to_string(o_.start_timeout.count()) + " ms");
+  }
+  ++fetches;
+  if (!res.ok()) {
+    if (!o_.sender) {
+      // A receiver can start without keys: it fetches on the first packet.
+      std::fprintf(stderr, "%s: KMS: %s (%s); will fetch on demand\n", role_name(false),
+                   std::string(kp::error_name(res.error)).c_str(), res.message.c_str());
+      ++fetch_errors;
+      return;
+    }
+    throw std::runtime_error("--kms: " + std::string(kp::error_name(res.error)) + ": " +
+                             res.message);
+  }
+  bool changed = false;
+  for (const auto& k : res.keys) install(ctl, k, res.received_at, changed);
+  if (o_.sender && ctl.current_spi() == 0)
+    throw std::runtime_error("--kms: the key server returned no current key for channel " +
+                             std::to_string(o_.channel));
+  std::fprintf(stderr, "%s: KMS %s: channel %u current SPI %u (%lld ms left), next SPI %u\n",
+               role_name(o_.sender), res.server.c_str(), o_.channel, ctl.current_spi(),
+               static_cast<long long>(ms_until(cur_end_, now)), ctl.next_spi());
+  ctl.publish();
+}
+
+void KmsKeySource::submit_next(KeyControl& ctl, MonoClock::time_point now) {
+  if (next_in_flight_ || now < next_retry_) return;
+  next_in_flight_ = true;
+  next_retry_ = now + milliseconds(std::max<int64_t>(o_.fetch_min_interval_ms, 50));
+  ++fetches;
+  if (!o_.sender) {
+    client_->fetch(o_.channel, kp::Which::Next, enqueue(kNext));
+  } else if (!o_.sender_origin) {
+    client_->generate(o_.channel, kp::Which::Next, enqueue(kNext));
+  } else {
+    kp::WireKey w;
+    w.channel = o_.channel;
+    w.spi = 0;
+    w.material = KeyMaterial::generate(o_.suite);
+    w.remaining_ms = std::max<int64_t>(ms_until(cur_end_, now), 0) + lifetime_ms_;
+    w.lifetime_ms = lifetime_ms_;
+    w.slot = kp::Slot::Next;
+    client_->upload(w, enqueue(kNext));
+  }
+  (void)ctl;
+}
+
+void KmsKeySource::switch_to_next(KeyControl& ctl, MonoClock::time_point now) {
+  const uint32_t old = ctl.current_spi();
+  const uint32_t nxt = ctl.next_spi();
+  if (!nxt) return;
+  const uint32_t old_prev = ctl.previous_spi();
+  ctl.set_current(nxt);
+  ends_.erase(old_prev);
+  cur_end_ = next_end_;
+  next_end_ = {};
+  ctl.clear_notice();
+  notice_set_ = false;
+  warned_late_ = false;
+  if (o_.sender) {
+    if (old) {
+      ctl.remove(old);  // a sender never needs the previous key again
+      ends_.erase(old);
+      finished_.push_back(old);
+    }
+  } else {
+    if (old_prev && old_prev != nxt) ctl.remove(old_prev);
+    if (old) retiring_.push_back({old, now + milliseconds(o_.grace_ms)});
+  }
+}
+
+void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now) {
+  kp::Result& r = rep.r;
+  if (rep.tag == kUsage) {
+    if (r.ok()) {
+      ++usage_acked;
+      return;
+    }
+    ++usage_failed;
+    std::fprintf(stderr, "%s: usage report failed: %s (%s)\n", role_name(true),
+                      std::string(kp::error_name(r.error)).c_str(), r.message.c_str());
+    return;
+  }
+  if (rep.tag == kNext) next_in_flight_ = false;
+  if (!r.ok()) {
+    ++fetch_errors;
+    // "no next key yet" is routine just before the KMS makes it; retry soon.
+    if (r.error != kp::ErrorCode::NoNextKey && r.error != kp::ErrorCode::NotFound)
+      std::fprintf(stderr, "%s: KMS request failed: %s (%s)\n", role_name(o_.sender),
+                   std::string(kp::error_name(r.error)).c_str(), r.message.c_str());
+    return;
+  }
+  bool changed = false;
+  for (const auto& k : r.keys) install(ctl, k, r.received_at, changed);
+  (void)now;
+  if (changed) ctl.publish();
+}
+
+void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
+  std::deque<Reply> got;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    got.swap(replies_);
+  }
+  for (auto& rep : got) handle(ctl, rep, now);
+
+  bool changed = false;
+  if (ctl.current_spi() == 0) {
+    // Receiver that started without keys: keep asking.
+    if (!o_.sender) submit_next(ctl, now);
+    return;
+  }
+  const int64_t left = ms_until(cur_end_, now);
+  const bool have_next = ctl.next_spi() != 0;
+  // P1 (sender) / P2 (receiver): get the next key ahead of the switch.
+  if (!have_next && left <= (o_.sender ? p1() : p2())) submit_next(ctl, now);
+
+  if (o_.sender && have_next && o_.notice_lead_ms > 0 && !notice_set_ && left <= o_.notice_lead_ms &&
+      left > 0) {
+    ctl.set_notice(ctl.next_spi(),
+                   rte_get_tsc_cycles() + uint64_t(left) * (rte_get_tsc_hz() / 1000));
+    notice_set_ = true;
+    changed = true;
+  }
+  if (left <= 0) {
+    if (have_next) {
+      switch_to_next(ctl, now);
+      changed = true;
+    } else if (o_.sender && !warned_late_) {
+      // Without a next key the sender keeps the current one: stopping
+      // delivery would lose data, and the receivers still hold this key.
+      ++late_switches;
+      warned_late_ = true;
+      std::fprintf(stderr, "keycast-send: WARNING: current key SPI %u expired and no next key "
+                   "yet (KMS unreachable?): still using it\n", ctl.current_spi());
+    }
+  }
+  for (auto it = retiring_.begin(); it != retiring_.end();) {
+    if (now >= it->at) {
+      if (ctl.holds(it->spi) && it->spi != ctl.current_spi() && it->spi != ctl.next_spi()) {
+        ctl.remove(it->spi);  // grace period over
+        ends_.erase(it->spi);
+        changed = true;
+      }
+      it = retiring_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (changed) ctl.publish();
+}
+
+void KmsKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
+  if (o_.sender || e.spi == 0 || ctl.holds(e.spi)) return;
+  const auto now = MonoClock::now();
+  auto& last = last_event_fetch_[e.spi];
+  if (last != MonoClock::time_point{} && now - last < milliseconds(o_.fetch_min_interval_ms))
+    return;  // rate limit: one fetch per SPI per interval, however many packets name it
+  last = now;
+  if (last_event_fetch_.size() > 4096) last_event_fetch_.clear();  // forged SPIs cannot grow it
+  ++event_fetches;
+  ++fetches;
+  client_->fetch_spi(o_.channel, e.spi, enqueue(kBySpi));
+}
+
+void KmsKeySource::report_usage(const EpochUsage& u) {
+  ++usage_reports;
+  client_->report_usage(o_.channel, u.spi, u.bytes, u.packets, enqueue(kUsage));
+}
+
+bool KmsKeySource::report_final(const EpochUsage& u, std::chrono::milliseconds timeout) {
+  if (u.packets) report_usage(u);
+  const auto until = MonoClock::now() + timeout;
+  while (usage_acked + usage_failed < usage_reports && MonoClock::now() < until) {
+    std::deque<Reply> got;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      got.swap(replies_);
+    }
+    for (auto& rep : got)
+      if (rep.tag == kUsage) ++(rep.r.ok() ? usage_acked : usage_failed);
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return usage_acked == usage_reports;
+}
+
+std::vector<uint32_t> KmsKeySource::take_finished_epochs() {
+  std::vector<uint32_t> out;
+  out.swap(finished_);
+  return out;
+}
+
+}  // namespace keycast::dp

@@ -1,0 +1,125 @@
+// Keys from the key management server (claims 1-14): the KeySource that
+// keycast-send and keycast-recv use with --kms.
+//
+// All key-plane traffic goes through keycast_keyplane_client on its own io
+// thread; replies come back through a small queue this class drains in
+// poll(), so the control loop never waits on the network and the workers
+// never see anything but published key tables.
+//
+// Sender (one sender per channel: two senders sharing a key would share its
+// IV space):
+//   kms-origin    start: generate(current+next); at P1 before the switch:
+//                 generate(next) (claims 7-9, 12)
+//   sender-origin start: make a key, upload it; at P1: make and upload the
+//                 next key (claims 2-4)
+//   notice_lead before the switch: publish the in-band previous notice
+//   (claim 14); at remaining time 0: switch to the next key (claims 6, 11),
+//   then report the finished epoch's bytes and packets (billing, claim 18).
+//   Sequence numbers of every key start from the wall clock in nanoseconds:
+//   a restarted kms-origin sender may be handed the key it used before its
+//   restart, and must still never repeat an IV under it.
+// Receiver:
+//   start: fetch(current+next); at P2 before the switch: fetch(next)
+//   (claims 5, 10); an unknown SPI in a packet or a previous notice: fetch
+//   that key at once, rate limited (claims 13, 14, 38); at remaining time 0
+//   the next key becomes current and the old one is kept for the grace time.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/key_source.hpp"
+#include "keyplane/client/client.hpp"
+
+namespace keycast::dp {
+
+struct KmsOptions {
+  std::vector<std::string> servers;  // HOST:PORT, in failover order
+  kp::TlsFiles tls;
+  uint32_t channel = 0;
+  bool sender = false;
+  bool sender_origin = false;  // --key-origin sender
+  Suite suite = Suite::Aes128Gcm;
+  int64_t lifetime_ms = 60000;  // sender-origin: lifetime of each key made here
+  int64_t p1_ms = 0;            // sender: obtain the next key this long before the switch (0: lifetime/3)
+  int64_t p2_ms = 0;            // receiver: fetch the next key this long before the switch (0: lifetime/6)
+  int64_t grace_ms = 2000;      // receiver: keep the previous key this long after the switch
+  int64_t notice_lead_ms = 200; // sender: previous notice this long before the switch (0: none)
+  int64_t fetch_min_interval_ms = 100;  // receiver: at most one event-driven fetch per SPI this often
+  std::chrono::milliseconds start_timeout{10000};
+};
+
+// Per-epoch usage the sender reports (filled by the caller from the key slot
+// counters when the epoch is over).
+struct EpochUsage {
+  uint32_t spi;
+  uint64_t bytes, packets;
+};
+
+class KmsKeySource : public KeySource {
+ public:
+  explicit KmsKeySource(KmsOptions o);
+  ~KmsKeySource() override;
+
+  void start(KeyControl& ctl, MonoClock::time_point now) override;
+  void poll(KeyControl& ctl, MonoClock::time_point now) override;
+  void on_event(KeyControl& ctl, const ControlEvent& e) override;
+  const char* name() const override { return "kms"; }
+
+  // Sender: bytes/packets of a finished epoch, reported to the master with a
+  // unique event id (exactly-once billing). report_final() waits (bounded)
+  // for the acknowledgements so nothing is lost at exit.
+  void report_usage(const EpochUsage& u);
+  bool report_final(const EpochUsage& u, std::chrono::milliseconds timeout);
+  // Sender: SPIs whose epoch ended since the last call (their slot counters
+  // are final once the caller has waited out an RCU grace period).
+  std::vector<uint32_t> take_finished_epochs();
+
+  // Figures for stats.
+  uint64_t fetches = 0, fetch_errors = 0, event_fetches = 0, usage_reports = 0,
+           usage_acked = 0, usage_failed = 0, late_switches = 0;
+
+ private:
+  struct Reply {
+    int tag;
+    kp::Result r;
+  };
+  enum Tag { kStart = 1, kNext, kBySpi, kUsage };
+  void submit_next(KeyControl& ctl, MonoClock::time_point now);
+  void install(KeyControl& ctl, const kp::WireKey& k, MonoClock::time_point received_at,
+               bool& changed);
+  void handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now);
+  void switch_to_next(KeyControl& ctl, MonoClock::time_point now);
+  kp::Callback enqueue(int tag);
+  int64_t p1() const;
+  int64_t p2() const;
+
+  KmsOptions o_;
+  std::unique_ptr<kp::Client> client_;
+  std::mutex mu_;
+  std::deque<Reply> replies_;  // filled on the client io thread, drained by poll()
+
+  MonoClock::time_point cur_end_{};   // current key's remaining time reaches 0
+  MonoClock::time_point next_end_{};  // next key's end of use
+  int64_t lifetime_ms_ = 0;           // learnt from the KMS (kms-origin) or configured
+  bool next_in_flight_ = false;
+  MonoClock::time_point next_retry_{};
+  bool notice_set_ = false;
+  bool warned_late_ = false;
+  std::unordered_map<uint32_t, MonoClock::time_point> last_event_fetch_;
+  std::map<uint32_t, MonoClock::time_point> ends_;  // end of use of each held key
+  struct Retiring {
+    uint32_t spi;
+    MonoClock::time_point at;
+  };
+  std::vector<Retiring> retiring_;
+  std::vector<uint32_t> finished_;
+};
+
+}  // namespace keycast::dp
