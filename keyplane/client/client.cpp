@@ -27,6 +27,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     Message msg;
     Callback cb;
     MonoClock::time_point deadline;
+    std::size_t redirects = 0;
   };
   struct Conn {
     Conn(asio::io_context& io, ssl::context& ctx) : s(io, ctx) {}
@@ -360,6 +361,14 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (it == inflight.end()) return;  // timed out already
     Pending p = std::move(it->second);
     inflight.erase(it);
+    if (m.type == MsgType::Error && m.error == ErrorCode::NotMaster && hosts.size() > 1 &&
+        p.redirects < hosts.size()) {
+      // A master-only request reached a slave: try the next server in the list.
+      ++p.redirects;
+      queue.push_front(std::move(p));
+      fail(c, "not the master");
+      return;
+    }
     Result r;
     r.received_at = now;
     r.server = c->server;

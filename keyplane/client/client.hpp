@@ -20,6 +20,9 @@
 //    connection breaks, in-flight requests are re-sent on the next server
 //    (every request type is safe to repeat: uploads are idempotent, usage
 //    reports carry a unique event id, key requests are reads).
+//  * A master-only request (generate, upload, usage, rotate, billing) that
+//    reaches a slave is retried on the next server, and the client stays there;
+//    senders may also set require_master to skip slaves at connect time.
 //  * Connection failures move to the next server in the list; after a whole
 //    round fails, the client waits (backoff_min doubling up to backoff_max).
 //  * A request not answered within request_timeout completes with

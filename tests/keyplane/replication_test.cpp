@@ -87,6 +87,13 @@ TEST_F(Replication, SlavesServeEveryKeyAndClientsFailOver) {
   // Slaves refuse master-only operations.
   auto sender_on_slave = std::make_unique<Client>(client_options("sender", {s1->port()}));
   EXPECT_EQ(sender_on_slave->call(g).error, ErrorCode::NotMaster);
+  // With the master somewhere in its list, a sender's master-only request is
+  // redirected there, whatever the order.
+  auto sender_list = std::make_unique<Client>(client_options("sender", {s1->port(), s2->port(), master->port()}));
+  Result via = sender_list->call(g);
+  ASSERT_TRUE(via.ok()) << via.message;
+  EXPECT_EQ(via.server, addr(master->port()));
+  EXPECT_EQ(slot(via, Slot::Next)->spi, nxt.spi);
 
   // A client configured with both slaves; kill the one it uses.
   auto cl = std::make_unique<Client>(client_options("client", {s1->port(), s2->port()}));
