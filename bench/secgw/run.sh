@@ -69,6 +69,7 @@ case $PMD in
     *) die "unknown --pmd $PMD (aesni_gcm or aesni_mb)" ;;
 esac
 [ "$(id -u)" = 0 ] || die "must run as root (DPDK EAL)"
+command -v stdbuf >/dev/null || die "stdbuf (coreutils) not found"
 "$PY" -c 'import scapy.layers.ipsec, cryptography' 2>/dev/null \
     || die "$PY lacks scapy/cryptography (set SCAPY_PYTHON to Debian's /usr/bin/python3)"
 
@@ -77,6 +78,7 @@ BIN=$("$HERE/build.sh") || die "build failed"
 WORK=$(mktemp -d /tmp/keycast-secgw.XXXXXX)
 PREFIX_BASE=kcsecgw$$
 PID=""
+CUR_PREFIX=""
 RUNS=0
 
 stop_secgw() {
@@ -90,6 +92,7 @@ stop_secgw() {
     fi
     wait "$p" 2>/dev/null || true
     PID=""
+    [ -z "$CUR_PREFIX" ] || rm -rf "/var/run/dpdk/$CUR_PREFIX"
 }
 cleanup() {
     local rc=$?
@@ -121,6 +124,7 @@ start_secgw() {
     local name=$1 p0=$2 p1=$3 cfg=$4; shift 4
     RUNS=$((RUNS + 1))
     local prefix=$PREFIX_BASE-$RUNS
+    CUR_PREFIX=$prefix
     LOG=$WORK/$name.log
     : >"$LOG"
     # Port 0 = protected, port 1 = unprotected (-u 0x2). One lcore: it is both the main and the
@@ -210,8 +214,9 @@ oncpu_ns() { awk '{ print $1 }' "/proc/$PID/task/$PID/schedstat" 2>/dev/null || 
 echo
 echo "# Mpps = mean over the ${SECONDS_RUN} s window; best1s = best 1-s interval; cpu% = share of that window the"
 echo "# worker lcore thread was actually on a CPU (the machine is shared); cyc/pkt = on-CPU cycles per packet"
-echo "# at ${MHZ:-?} MHz. Gbps_pl = UDP payload bits, Gbps_l2 = output frame bits (Ethernet header, no FCS)."
-printf '%-6s %5s %-3s %-6s %8s %8s %5s %8s %8s %7s\n' algo size dir mode Mpps best1s cpu% Gbps_pl Gbps_l2 cyc/pkt
+echo "# at ${MHZ:-?} MHz; Mpps/cpu = Mpps per second the worker was on a CPU (what a whole core would do)."
+echo "# Gbps_pl = UDP payload bits, Gbps_l2 = output frame bits (Ethernet header, no FCS)."
+printf '%-6s %5s %-3s %-6s %8s %8s %5s %8s %8s %8s %7s\n' algo size dir mode Mpps best1s cpu% Mpps/cpu Gbps_pl Gbps_l2 cyc/pkt
 for algo in $ALGOS; do
     for size in $SIZES; do
         for dir in out in; do
@@ -254,15 +259,15 @@ for algo in $ALGOS; do
                     esp = 20 + 8 + 8 + int((8 + s + 2 + 3) / 4) * 4 + 16 # + ESP hdr, IV, pad/trailer, ICV
                     l2 = 14 + ((dir == "out" && mode != "bypass") ? esp : ip)
                     cyc = (pps > 0 && share > 0 && mhz > 0) ? mhz * 1e6 * share / pps : 0
-                    printf "%d %.4f %.4f %.1f %.4f %.4f %.0f", pps, pps/1e6, best/1e6, share*100,
-                           pps*s*8/1e9, pps*l2*8/1e9, cyc }')
-                read -r pps mpps best cpu gbps gbl2 cyc <<<"$line"
+                    printf "%d %.4f %.4f %.1f %.4f %.4f %.4f %.0f", pps, pps/1e6, best/1e6, share*100,
+                           (share > 0 ? pps/share/1e6 : 0), pps*s*8/1e9, pps*l2*8/1e9, cyc }')
+                read -r pps mpps best cpu mcpu gbps gbl2 cyc <<<"$line"
                 [ "$pps" -gt 0 ] || fail_run "$LOG" "no packets sent ($dir $algo $mode $size; dropped ${drops:-?})"
-                printf '%-6s %5d %-3s %-6s %8.3f %8.3f %5.1f %8.3f %8.3f %7s\n' "$(label "$algo" "$mode")" "$size" "$dir" \
-                    "$mode" "$mpps" "$best" "$cpu" "$gbps" "$gbl2" "$cyc"
+                printf '%-6s %5d %-3s %-6s %8.3f %8.3f %5.1f %8.3f %8.3f %8.3f %7s\n' "$(label "$algo" "$mode")" \
+                    "$size" "$dir" "$mode" "$mpps" "$best" "$cpu" "$mcpu" "$gbps" "$gbl2" "$cyc"
                 [ "${drops:-0}" = 0 ] || echo "#   warning: secgw counted $drops dropped packets in this run" >&2
-                printf '%s\t' "$(label "$algo" "$mode")" "$size" "$dir" "$mode" "$mpps" "$best" "$cpu" "$gbps" "$gbl2" \
-                    "$cyc" "$pps" >>"$RESULTS"
+                printf '%s\t' "$(label "$algo" "$mode")" "$size" "$dir" "$mode" "$mpps" "$best" "$cpu" "$mcpu" "$gbps" \
+                    "$gbl2" "$cyc" "$pps" >>"$RESULTS"
                 printf '%s\n' "${drops:-0}" >>"$RESULTS"
             done
         done
@@ -274,9 +279,10 @@ if [ -n "$JSON" ]; then
 import json, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out = []
-for algo, size, d, mode, mpps, best, cpu, gbps, gbl2, cyc, pps, drops in rows:
+for algo, size, d, mode, mpps, best, cpu, mcpu, gbps, gbl2, cyc, pps, drops in rows:
     out.append({"size": int(size), "dir": d, "mpps": round(float(mpps), 4), "gbps": round(float(gbps), 4),
                 "mpps_best_1s": round(float(best), 4), "worker_cpu_pct": float(cpu),
+                "mpps_per_cpu_s": round(float(mcpu), 4),
                 "gbps_l2": round(float(gbl2), 4), "pps": int(pps), "cycles_per_pkt": int(float(cyc)),
                 "mode": mode, "algo": algo, "pmd": sys.argv[3], "seconds": int(sys.argv[4]),
                 "dropped": int(drops), "best": False})
