@@ -80,11 +80,10 @@ case "$MODE" in
     check "$WORK/scapy.json" 'd["data"] == 3000' 'd["authenticated"] == d["esp"]' \
       'd["pattern_ok"] == 3000' 'd["control"] >= 1' 'len(d["spis"]) >= 4' 'd["seq_repeats"] == 0'
     # tshark reads the capture as ESP too (the wire format is standard).
-    if command -v tshark >/dev/null; then
-      n=$(tshark -r "$WORK/tx.pcap" -Y esp 2>/dev/null | wc -l)
-      [ "$n" -ge 3000 ] || { echo "FAIL: tshark saw $n ESP frames"; exit 1; }
-      echo "tshark: $n ESP frames"
-    fi
+    n=$(tshark -r "$WORK/tx.pcap" -Y esp 2>/dev/null | wc -l)
+    esp=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["esp"])' "$WORK/scapy.json")
+    [ "$n" -eq "$esp" ] || { echo "FAIL: tshark saw $n ESP frames, Scapy $esp"; exit 1; }
+    echo "tshark: $n ESP frames"
     ;;
   scapy-recv)
     keys "$WORK/keys.txt" 4 16
