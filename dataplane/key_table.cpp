@@ -117,6 +117,12 @@ bool KeyControl::holds(uint32_t spi) const {
   return std::any_of(slots_.begin(), slots_.end(), [&](auto& s) { return s->spi == spi; });
 }
 
+std::shared_ptr<KeySlot> KeyControl::slot(uint32_t spi) const {
+  for (auto& s : slots_)
+    if (s->spi == spi) return s;
+  return nullptr;
+}
+
 void KeyControl::set_current(uint32_t spi) {
   if (!holds(spi)) throw std::logic_error("set_current: SPI not held");
   if (current_ != spi) {

@@ -48,6 +48,12 @@ struct alignas(64) KeySlot {
   std::unique_ptr<PerQueue[]> replay;
   unsigned replay_queues;
 
+  // Sender: what was sent under this key (its epoch), for the usage report
+  // the KMS bills from (claim 18). One relaxed add per burst; final once no
+  // worker can still hold the slot (after an RCU grace period).
+  alignas(64) std::atomic<uint64_t> sent_packets{0};
+  std::atomic<uint64_t> sent_bytes{0};
+
   // Reserve n consecutive sequence numbers; returns the first.
   uint64_t reserve(uint32_t n) noexcept { return next_seq.fetch_add(n, std::memory_order_relaxed); }
 };
@@ -175,6 +181,8 @@ class KeyControl {
   // false if the SPI is already held (an SPI is never reused).
   bool add(const KeyRecord& r);
   bool holds(uint32_t spi) const;
+  // The slot itself (e.g. to read a finished epoch's counters after removal).
+  std::shared_ptr<KeySlot> slot(uint32_t spi) const;
   // Roles. set_current moves the old current to previous.
   void set_current(uint32_t spi);
   void set_next(uint32_t spi);

@@ -1,5 +1,8 @@
 #include "dataplane/kms_key_source.hpp"
 
+#include "dataplane/app.hpp"
+#include "keyplane/hostport.hpp"
+
 #include <rte_cycles.h>
 
 #include <algorithm>
@@ -18,6 +21,29 @@ int64_t ms_until(MonoClock::time_point t, MonoClock::time_point now) {
 }
 const char* role_name(bool sender) { return sender ? "keycast-send" : "keycast-recv"; }
 }  // namespace
+
+KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& tls_cert,
+                       const std::string& tls_key, const std::string& tls_ca,
+                       const std::string& key_file, uint32_t channel, bool sender) {
+  KmsOptions o;
+  for (const auto& item : kms)
+    for (auto& hp : kp::split_list(item)) {
+      if (hp.rfind(':') == std::string::npos)
+        throw UsageError("--kms: '" + hp + "' is not HOST:PORT");
+      o.servers.push_back(hp);
+    }
+  if (o.servers.empty()) throw UsageError("--kms: no HOST:PORT given");
+  if (!key_file.empty()) throw UsageError("--key-file and --kms are exclusive: pick one key source");
+  if (tls_cert.empty()) throw UsageError("--tls-cert is required with --kms");
+  if (tls_key.empty()) throw UsageError("--tls-key is required with --kms");
+  if (tls_ca.empty()) throw UsageError("--tls-ca is required with --kms");
+  o.tls.cert = tls_cert;
+  o.tls.key = tls_key;
+  o.tls.ca = tls_ca;
+  o.channel = channel;
+  o.sender = sender;
+  return o;
+}
 
 KmsKeySource::KmsKeySource(KmsOptions o) : o_(std::move(o)) {
   kp::ClientOptions co;
@@ -174,9 +200,9 @@ void KmsKeySource::switch_to_next(KeyControl& ctl, MonoClock::time_point now) {
   warned_late_ = false;
   if (o_.sender) {
     if (old) {
+      finished_.push_back(ctl.slot(old));
       ctl.remove(old);  // a sender never needs the previous key again
       ends_.erase(old);
-      finished_.push_back(old);
     }
   } else {
     if (old_prev && old_prev != nxt) ctl.remove(old_prev);
@@ -299,8 +325,8 @@ bool KmsKeySource::report_final(const EpochUsage& u, std::chrono::milliseconds t
   return usage_acked == usage_reports;
 }
 
-std::vector<uint32_t> KmsKeySource::take_finished_epochs() {
-  std::vector<uint32_t> out;
+std::vector<std::shared_ptr<KeySlot>> KmsKeySource::take_finished_epochs() {
+  std::vector<std::shared_ptr<KeySlot>> out;
   out.swap(finished_);
   return out;
 }

@@ -62,6 +62,12 @@ struct EpochUsage {
   uint64_t bytes, packets;
 };
 
+// Validates the --kms option group shared by keycast-send and keycast-recv;
+// throws UsageError naming the offending option.
+KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& tls_cert,
+                       const std::string& tls_key, const std::string& tls_ca,
+                       const std::string& key_file, uint32_t channel, bool sender);
+
 class KmsKeySource : public KeySource {
  public:
   explicit KmsKeySource(KmsOptions o);
@@ -77,9 +83,9 @@ class KmsKeySource : public KeySource {
   // for the acknowledgements so nothing is lost at exit.
   void report_usage(const EpochUsage& u);
   bool report_final(const EpochUsage& u, std::chrono::milliseconds timeout);
-  // Sender: SPIs whose epoch ended since the last call (their slot counters
-  // are final once the caller has waited out an RCU grace period).
-  std::vector<uint32_t> take_finished_epochs();
+  // Sender: key slots whose epoch ended since the last call. Their counters
+  // are final once the caller has waited out an RCU grace period.
+  std::vector<std::shared_ptr<KeySlot>> take_finished_epochs();
 
   // Figures for stats.
   uint64_t fetches = 0, fetch_errors = 0, event_fetches = 0, usage_reports = 0,
@@ -119,7 +125,7 @@ class KmsKeySource : public KeySource {
     MonoClock::time_point at;
   };
   std::vector<Retiring> retiring_;
-  std::vector<uint32_t> finished_;
+  std::vector<std::shared_ptr<KeySlot>> finished_;
 };
 
 }  // namespace keycast::dp

@@ -35,6 +35,7 @@
 #include "dataplane/app.hpp"
 #include "dataplane/control_events.hpp"
 #include "dataplane/key_source.hpp"
+#include "dataplane/kms_key_source.hpp"
 #include "dataplane/key_table.hpp"
 #include "dataplane/pattern.hpp"
 #include "dataplane/stats.hpp"
@@ -69,9 +70,12 @@ struct RecvOptions {
   std::string stats_json;
   uint32_t idle_sleep_us = 0;
   uint32_t burst = 32;
+  uint32_t mbufs = 0;  // mbuf pool size (0: 8192 per worker + 4096)
   bool any_group = false;
   bool key_window = false;
   uint32_t grace_ms = 2000;
+  bool use_kms = false;
+  KmsOptions kms;
 };
 
 struct alignas(64) RecvWorkerStats {
@@ -91,6 +95,7 @@ struct Shared {
   std::atomic<unsigned> running{0};
   std::atomic<bool> failed{false};  // a worker stopped on an error
   const StaticKeySource* source = nullptr;  // final figures only
+  const KmsKeySource* kms = nullptr;        // final figures only
 };
 
 struct WorkerArg {
@@ -353,7 +358,8 @@ RecvOptions parse_options(int argc, char** argv) {
       ("key-file", po::value<std::string>(&o.key_file), "static keys, one per line: SPI HEXKEY (labs only)")
       ("rotate-ms", po::value<uint32_t>(&rotate_ms)->default_value(0), "accepted for symmetry with the sender (not needed by the receiver)")
       ("key-window", po::bool_switch(&o.key_window), "hold only previous/current/next key-file keys, installing the next on a notice or an unknown SPI (as a KMS client does)")
-      ("grace-ms", po::value<uint32_t>(&o.grace_ms)->default_value(2000), "--key-window: keep the previous key this long after a switch")
+      ("grace-ms", po::value<uint32_t>(&o.grace_ms)->default_value(2000), "--key-window, --kms: keep the previous key this long after a switch")
+      ("p2-ms", po::value<int64_t>(&o.kms.p2_ms)->default_value(0), "--kms: fetch the next key this long before the switch (0: a sixth of the lifetime)")
       ("kms", po::value<std::vector<std::string>>(&kms)->composing(), "HOST:PORT[,HOST:PORT...] key management servers")
       ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
       ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
@@ -367,7 +373,8 @@ RecvOptions parse_options(int argc, char** argv) {
       ("stats-interval", po::value<double>(&o.stats_interval)->default_value(1), "periodic stats every S seconds (0 = off)")
       ("stats-json", po::value<std::string>(&o.stats_json), "write final figures as JSON to PATH")
       ("idle-sleep-us", po::value<uint32_t>(&o.idle_sleep_us)->default_value(0), "sleep US when idle (0 = busy poll)")
-      ("burst", po::value<uint32_t>(&o.burst)->default_value(32), "packets per RX burst (1..64)");
+      ("burst", po::value<uint32_t>(&o.burst)->default_value(32), "packets per RX burst (1..64)")
+      ("mbufs", po::value<uint32_t>(&o.mbufs)->default_value(0), "mbuf pool size (0: 8192 per worker + 4096; a net_pcap infinite_rx capture needs one per frame)");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -380,9 +387,17 @@ RecvOptions parse_options(int argc, char** argv) {
     throw UsageError(e.what());
   }
   o.group = parse_group(group);
-  if (!kms.empty())
-    throw UsageError("--kms: the key plane client is not part of this build yet (issue 5); use --key-file");
-  if (o.key_file.empty()) throw UsageError("one of --key-file or --kms is required");
+  if (!kms.empty()) {
+    const int64_t p2 = o.kms.p2_ms;
+    o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, o.key_file, o.channel, false);
+    if (p2 < 0) throw UsageError("--p2-ms: must be >= 0");
+    o.kms.p2_ms = p2;
+    o.kms.grace_ms = o.grace_ms;
+    o.use_kms = true;
+  } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca")) {
+    throw UsageError("--tls-cert/--tls-key/--tls-ca need --kms");
+  }
+  if (o.key_file.empty() && !o.use_kms) throw UsageError("one of --key-file or --kms is required");
   if (!o.suite.empty() && !parse_suite(o.suite))
     throw UsageError("--suite: '" + o.suite + "' is not aes128gcm or aes256gcm");
   if (deliver == "verify") o.deliver = Deliver::Verify;
@@ -481,6 +496,11 @@ Figures receiver_figures(Shared& sh, double duration, bool final_figs) {
     f.push_back(Figure::integer("notice_events", sh.source->notice_events));
     f.push_back(Figure::integer("keys_fetched", sh.source->fetched));
   }
+  if (final_figs && sh.kms) {
+    f.push_back(Figure::integer("kms_requests", sh.kms->fetches));
+    f.push_back(Figure::integer("kms_errors", sh.kms->fetch_errors));
+    f.push_back(Figure::integer("kms_event_fetches", sh.kms->event_fetches));
+  }
   f.push_back(Figure::real("duration_s", duration));
   f.push_back(Figure::real("pps", duration > 0 ? t.ok / duration : 0));
   // From the first to the last received burst: the rate while traffic flowed.
@@ -498,20 +518,22 @@ int run(int argc, char** argv) {
   if (opt.deliver == Deliver::Port) check_port(opt.deliver_port, "--deliver port:");
 
   std::vector<KeyRecord> keys;
-  try {
-    keys = load_key_file(opt.key_file, opt.channel);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
+  if (!opt.use_kms) {
+    try {
+      keys = load_key_file(opt.key_file, opt.channel);
+    } catch (const std::exception& e) {
+      throw UsageError(e.what());
+    }
+    if (!opt.suite.empty())
+      for (auto& k : keys)
+        if (suite_name(k.material.suite) != opt.suite)
+          throw UsageError("--suite " + opt.suite + ": key-file SPI " + std::to_string(k.spi) +
+                           " holds a " + std::string(suite_name(k.material.suite)) + " key");
+    std::fprintf(stderr,
+                 "keycast-recv: WARNING: static keys from %s are for labs and tests only; "
+                 "use --kms in production\n",
+                 opt.key_file.c_str());
   }
-  if (!opt.suite.empty())
-    for (auto& k : keys)
-      if (suite_name(k.material.suite) != opt.suite)
-        throw UsageError("--suite " + opt.suite + ": key-file SPI " + std::to_string(k.spi) +
-                         " holds a " + std::string(suite_name(k.material.suite)) + " key");
-  std::fprintf(stderr,
-               "keycast-recv: WARNING: static keys from %s are for labs and tests only; "
-               "use --kms in production\n",
-               opt.key_file.c_str());
 
   const auto workers = worker_lcores();
   if (workers.empty()) throw UsageError("EAL: need at least 2 lcores (main = control, others = workers), e.g. -l 0,1");
@@ -522,7 +544,7 @@ int run(int argc, char** argv) {
 
   Shared sh;
   sh.opt = opt;
-  rte_mempool* pool = make_pool("recv_pool", 8192 * nw + 4096);
+  rte_mempool* pool = make_pool("recv_pool", opt.mbufs ? opt.mbufs : 8192 * nw + 4096);
   port_start(PortSetup{opt.port, static_cast<uint16_t>(nw), static_cast<uint16_t>(nw), 1024, 1024, pool});
   if (opt.deliver == Deliver::Port && opt.deliver_port != opt.port)
     port_start(PortSetup{opt.deliver_port, 1, static_cast<uint16_t>(nw), 1024, 1024, pool});
@@ -532,9 +554,19 @@ int run(int argc, char** argv) {
   sh.holder = &holder;
   sh.events = &events;
   KeyControl ctl(holder, opt.channel, SlotParams{nw, opt.replay_window, 1});
-  StaticKeySource source(keys, StaticKeySource::Role::Receiver, 0, 0, opt.key_window, opt.grace_ms);
+  std::unique_ptr<KeySource> source_owner;
+  if (opt.use_kms) {
+    auto k = std::make_unique<KmsKeySource>(opt.kms);
+    sh.kms = k.get();
+    source_owner = std::move(k);
+  } else {
+    auto st = std::make_unique<StaticKeySource>(keys, StaticKeySource::Role::Receiver, 0, 0,
+                                                opt.key_window, opt.grace_ms);
+    sh.source = st.get();
+    source_owner = std::move(st);
+  }
+  KeySource& source = *source_owner;
   source.start(ctl, MonoClock::now());
-  sh.source = &source;
   for (unsigned i = 0; i < nw; ++i) {
     sh.stats.push_back(std::make_unique<RecvWorkerStats>());
     // With --expect the whole range fits in the bitmap (up to 2^26 packets,

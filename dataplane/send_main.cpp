@@ -26,6 +26,7 @@
 #include "dataplane/app.hpp"
 #include "dataplane/key_source.hpp"
 #include "dataplane/key_table.hpp"
+#include "dataplane/kms_key_source.hpp"
 #include "dataplane/pacer.hpp"
 #include "dataplane/pattern.hpp"
 #include "dataplane/stats.hpp"
@@ -60,6 +61,8 @@ struct SendOptions {
   uint32_t ttl = 16;
   uint16_t src_port = 5000;
   uint32_t start_delay_ms = 0;
+  bool use_kms = false;
+  KmsOptions kms;
 };
 
 struct alignas(64) SendWorkerStats {
@@ -197,14 +200,18 @@ class SendWorker {
       pattern_fill(f + esp::kPayloadOffset, plen, first + i);
       const std::size_t len = esp::prepare(sh_.tmpl, key->spi, seq0 + i, esp::kNextUdp, f,
                                            esp::kUdpLen + plen, cap, aad_[i], ops_[i]);
+      // Seal while the frame just written is still in L1 (a whole burst of
+      // large frames does not fit there).
+      aead_.seal(key->key, ops_[i]);
       pkts[i]->data_len = static_cast<uint16_t>(len);
       pkts[i]->pkt_len = static_cast<uint32_t>(len);
       wire += len;
     }
-    aead_.seal_burst(key->key, ops_, n);
     const uint16_t sent = tx_all(sh_.opt.port, q_, pkts, static_cast<uint16_t>(n), st_);
     st_.packets.add(sent);
     st_.bytes.add(uint64_t(sent) * plen);
+    key->sent_packets.fetch_add(sent, std::memory_order_relaxed);
+    key->sent_bytes.fetch_add(uint64_t(sent) * plen, std::memory_order_relaxed);
     st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
     return n;
   }
@@ -286,8 +293,11 @@ class SendWorker {
     }
     aead_.seal_burst(key->key, ops_, n);
     const uint16_t sent = tx_all(sh_.opt.port, q_, out, n, st_);
+    const uint64_t sent_bytes = sent == n ? payload_bytes : payload_bytes * sent / n;
     st_.packets.add(sent);
-    st_.bytes.add(sent == n ? payload_bytes : payload_bytes * sent / n);
+    st_.bytes.add(sent_bytes);
+    key->sent_packets.fetch_add(sent, std::memory_order_relaxed);
+    key->sent_bytes.fetch_add(sent_bytes, std::memory_order_relaxed);
     st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
     return got;
   }
@@ -376,7 +386,9 @@ SendOptions parse_options(int argc, char** argv) {
       ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
       ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
       ("tls-ca", po::value<std::string>(&tls_ca), "CA (with --kms)")
-      ("key-origin", po::value<std::string>(&key_origin), "kms|sender (with --kms)")
+      ("key-origin", po::value<std::string>(&key_origin)->default_value("kms"), "kms|sender (with --kms): who makes the keys")
+      ("lifetime-ms", po::value<int64_t>(&o.kms.lifetime_ms)->default_value(60000), "--key-origin sender: lifetime of each key made here")
+      ("p1-ms", po::value<int64_t>(&o.kms.p1_ms)->default_value(0), "obtain the next key this long before the switch (0: a third of the lifetime)")
       ("payload-size", po::value<uint32_t>(&o.payload_size)->default_value(512), "generator UDP payload bytes (>= 16)")
       ("rate", po::value<uint64_t>(&o.rate)->default_value(0), "packets per second, 0 = as fast as possible")
       ("ingest-port", po::value<int>(&o.ingest_port)->default_value(-1), "encipher plaintext IPv4/UDP frames from this port instead of generating")
@@ -400,11 +412,26 @@ SendOptions parse_options(int argc, char** argv) {
   }
   o.group = parse_group(group);
   o.source = parse_ipv4(source, "--source");
-  if (!kms.empty())
-    throw UsageError("--kms: the key plane client is not part of this build yet (issue 5); use --key-file");
-  if (o.key_file.empty()) throw UsageError("one of --key-file or --kms is required");
   if (!o.suite.empty() && !parse_suite(o.suite))
     throw UsageError("--suite: '" + o.suite + "' is not aes128gcm or aes256gcm");
+  if (!kms.empty()) {
+    const KmsOptions defaults = o.kms;
+    o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, o.key_file, o.channel, true);
+    o.kms.lifetime_ms = defaults.lifetime_ms;
+    o.kms.p1_ms = defaults.p1_ms;
+    o.kms.notice_lead_ms = o.notice_lead_ms;
+    if (key_origin != "kms" && key_origin != "sender")
+      throw UsageError("--key-origin: '" + key_origin + "' is not kms or sender");
+    o.kms.sender_origin = key_origin == "sender";
+    if (!o.suite.empty()) o.kms.suite = *parse_suite(o.suite);
+    if (o.kms.lifetime_ms < 100) throw UsageError("--lifetime-ms: must be >= 100");
+    if (o.kms.p1_ms < 0 || o.kms.p1_ms >= o.kms.lifetime_ms)
+      throw UsageError("--p1-ms: must be in 0..lifetime");
+    o.use_kms = true;
+  } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca")) {
+    throw UsageError("--tls-cert/--tls-key/--tls-ca need --kms");
+  }
+  if (o.key_file.empty() && !o.use_kms) throw UsageError("one of --key-file or --kms is required");
   if (o.payload_size < kPatternMin || esp::frame_len(o.payload_size) > RTE_MBUF_DEFAULT_DATAROOM)
     throw UsageError("--payload-size: must be in 16.." +
                      std::to_string(esp::max_payload(RTE_MBUF_DEFAULT_DATAROOM - esp::kEthLen)));
@@ -455,20 +482,22 @@ int run(int argc, char** argv) {
   if (opt.ingest_port >= 0) check_port(static_cast<uint16_t>(opt.ingest_port), "--ingest-port");
 
   std::vector<KeyRecord> keys;
-  try {
-    keys = load_key_file(opt.key_file, opt.channel);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
+  if (!opt.use_kms) {
+    try {
+      keys = load_key_file(opt.key_file, opt.channel);
+    } catch (const std::exception& e) {
+      throw UsageError(e.what());
+    }
+    if (!opt.suite.empty())
+      for (auto& k : keys)
+        if (suite_name(k.material.suite) != opt.suite)
+          throw UsageError("--suite " + opt.suite + ": key-file SPI " + std::to_string(k.spi) +
+                           " holds a " + std::string(suite_name(k.material.suite)) + " key");
+    std::fprintf(stderr,
+                 "keycast-send: WARNING: static keys from %s are for labs and tests only; "
+                 "use --kms in production\n",
+                 opt.key_file.c_str());
   }
-  if (!opt.suite.empty())
-    for (auto& k : keys)
-      if (suite_name(k.material.suite) != opt.suite)
-        throw UsageError("--suite " + opt.suite + ": key-file SPI " + std::to_string(k.spi) +
-                         " holds a " + std::string(suite_name(k.material.suite)) + " key");
-  std::fprintf(stderr,
-               "keycast-send: WARNING: static keys from %s are for labs and tests only; "
-               "use --kms in production\n",
-               opt.key_file.c_str());
 
   const auto workers = worker_lcores();
   if (workers.empty()) throw UsageError("EAL: need at least 2 lcores (main = control, others = workers), e.g. -l 0,1");
@@ -494,7 +523,45 @@ int run(int argc, char** argv) {
   KeyTableHolder holder(nw);
   sh.holder = &holder;
   KeyControl ctl(holder, opt.channel, SlotParams{});
-  StaticKeySource source(keys, StaticKeySource::Role::Sender, opt.rotate_ms, opt.notice_lead_ms);
+  std::unique_ptr<KeySource> source_owner;
+  KmsKeySource* kms = nullptr;
+  if (opt.use_kms) {
+    auto k = std::make_unique<KmsKeySource>(opt.kms);
+    kms = k.get();
+    source_owner = std::move(k);
+  } else {
+    source_owner = std::make_unique<StaticKeySource>(keys, StaticKeySource::Role::Sender,
+                                                     opt.rotate_ms, opt.notice_lead_ms);
+  }
+  KeySource& source = *source_owner;
+  // Usage per finished key epoch (billing): read once no worker can still
+  // be adding to the slot's counters, i.e. after an RCU grace period.
+  uint64_t usage_packets = 0, usage_bytes = 0;
+  auto report_finished = [&](bool final_report) {
+    if (!kms) return;
+    auto fin = kms->take_finished_epochs();
+    if (fin.empty() && !final_report) return;
+    holder.synchronize();
+    for (auto& s : fin) {
+      if (!s) continue;
+      EpochUsage u{s->spi, s->sent_bytes.load(), s->sent_packets.load()};
+      usage_packets += u.packets;
+      usage_bytes += u.bytes;
+      if (u.packets) kms->report_usage(u);
+    }
+    if (final_report) {
+      EpochUsage u{0, 0, 0};
+      if (auto cur = ctl.slot(ctl.current_spi())) {
+        u = EpochUsage{cur->spi, cur->sent_bytes.load(), cur->sent_packets.load()};
+        usage_packets += u.packets;
+        usage_bytes += u.bytes;
+      }
+      if (!kms->report_final(u, std::chrono::milliseconds(5000)))
+        std::fprintf(stderr, "keycast-send: WARNING: %lu of %lu usage reports not acknowledged\n",
+                     static_cast<unsigned long>(kms->usage_reports - kms->usage_acked),
+                     static_cast<unsigned long>(kms->usage_reports));
+    }
+  };
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t t_launch = rte_get_tsc_cycles();
   const uint64_t t_start = t_launch + hz / 1000 * opt.start_delay_ms;
@@ -526,7 +593,7 @@ int run(int argc, char** argv) {
 
   // Key lifetimes count from the start of sending.
   source.start(ctl, MonoClock::now() + std::chrono::milliseconds(opt.start_delay_ms));
-  note_spi();
+  if (!kms) note_spi();  // KMS keys may still change before sending starts
 
   std::vector<WorkerArg> args(nw);
   sh.running = nw;
@@ -542,9 +609,13 @@ int run(int argc, char** argv) {
   const uint64_t stop_at = opt.duration > 0 ? t_start + static_cast<uint64_t>(opt.duration * hz) : 0;
   while (!g_stop.load(std::memory_order_relaxed)) {
     const uint64_t now = rte_get_tsc_cycles();
-    if (now >= t_start) {
+    // Static keys count their lifetimes from the start of sending; KMS keys
+    // live on the KMS's clock, so they are kept current during the start
+    // delay too (never start sending under a key that has already ended).
+    if (now >= t_start || kms) {
       source.poll(ctl, MonoClock::now());
-      note_spi();
+      if (now >= t_start) note_spi();
+      report_finished(false);
     }
     holder.reclaim();
     if (stop_at && now >= stop_at) break;
@@ -572,8 +643,18 @@ int run(int argc, char** argv) {
   const uint64_t t_end = rte_get_tsc_cycles();
   const double duration = t_end > t_start ? tsc_seconds(t_end - t_start) : 0;
   holder.synchronize();
+  report_finished(true);
 
   auto figs = sender_figures(sh, duration, switches, spis, spi_now);
+  if (kms) {
+    figs.push_back(Figure::integer("usage_reports", kms->usage_reports));
+    figs.push_back(Figure::integer("usage_acked", kms->usage_acked));
+    figs.push_back(Figure::integer("usage_packets", usage_packets));
+    figs.push_back(Figure::integer("usage_bytes", usage_bytes));
+    figs.push_back(Figure::integer("kms_requests", kms->fetches));
+    figs.push_back(Figure::integer("kms_errors", kms->fetch_errors));
+    figs.push_back(Figure::integer("late_switches", kms->late_switches));
+  }
   std::fprintf(stderr,
                "keycast-send: done: packets_sent=%lu bytes_sent=%lu duration_s=%.3f "
                "key_switches=%lu spis_used=%zu pps=%s\n",

@@ -1,0 +1,146 @@
+# Shared set-up for the integration tests: a PKI, key servers on loopback,
+# a bridge with TAP devices for the DPDK processes, and cleanup of all of it
+# on exit (even on failure). Sourced by the scenario scripts.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BUILD:?BUILD must name the CMake build dir}
+KEYD=$BUILD/keyplane/keycast-keyd
+CTL=$BUILD/keyplane/keycast-ctl
+SEND=$BUILD/dataplane/keycast-send
+RECV=$BUILD/dataplane/keycast-recv
+PY=/usr/bin/python3
+ID=$$
+WORK=$(mktemp -d /tmp/kc_int.XXXXXX)
+BR=kib$ID
+PIDS=()
+TAPS=()
+EAL="--no-huge -m 256 --no-pci --log-level=lib.eal:warning --log-level=pmd.net.tap:warning"
+
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+  for i in "${TAPS[@]:-}" "$BR"; do [ -n "$i" ] && ip link del "$i" 2>/dev/null || true; done
+  rm -rf /var/run/dpdk/kci_*_$ID
+  if [ $rc -ne 0 ]; then
+    echo "---- logs ($WORK) ----"
+    for f in "$WORK"/*.log "$WORK"/*.json; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
+  fi
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+[ "$(id -u)" = 0 ] || { echo "FAIL: needs root (TAP devices, bridge)"; exit 1; }
+"$ROOT/scripts/make-certs.sh" "$WORK/pki" >/dev/null
+PKI=$WORK/pki
+
+# start_keyd NAME ROLE [args...]: starts keyd on an ephemeral port; sets
+# PORT_<NAME>. Channel policies are the caller's.
+start_keyd() {
+  local name=$1 role=$2; shift 2
+  [ -f "$WORK/$name.mk" ] || "$KEYD" --gen-master-key "$WORK/$name.mk" >/dev/null
+  "$KEYD" --role "$role" --listen 127.0.0.1:0 --db "$WORK/$name.db" \
+    --master-key-file "$WORK/$name.mk" --tls-cert "$PKI/$name.crt" --tls-key "$PKI/$name.key" \
+    --tls-ca "$PKI/ca.crt" "$@" > "$WORK/$name.out" 2> "$WORK/$name.log" &
+  PIDS+=($!)
+  eval "PID_$name=$!"
+  local port=""
+  for _ in $(seq 1 100); do
+    port=$(grep -o 'listening on port [0-9]*' "$WORK/$name.out" 2>/dev/null | grep -o '[0-9]*$' || true)
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  [ -n "$port" ] || { echo "FAIL: keyd $name did not start"; exit 1; }
+  eval "PORT_$name=$port"
+}
+
+# restart_keyd NAME ROLE PORT [args...]: same database, same port.
+restart_keyd() {
+  local name=$1 role=$2 port=$3; shift 3
+  "$KEYD" --role "$role" --listen 127.0.0.1:$port --db "$WORK/$name.db" \
+    --master-key-file "$WORK/$name.mk" --tls-cert "$PKI/$name.crt" --tls-key "$PKI/$name.key" \
+    --tls-ca "$PKI/ca.crt" "$@" > "$WORK/$name.out" 2>> "$WORK/$name.log" &
+  PIDS+=($!)
+  eval "PID_$name=$!"
+  for _ in $(seq 1 100); do
+    grep -q 'listening on port' "$WORK/$name.out" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "FAIL: keyd $name did not restart"; exit 1
+}
+
+ctl() { "$CTL" --server "127.0.0.1:$PORT_master" --tls-cert "$PKI/admin.crt" \
+  --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "$@"; }
+
+bridge_up() {
+  ip link add name "$BR" type bridge
+  ip link set "$BR" type bridge mcast_snooping 0
+  sysctl -qw "net.ipv6.conf.$BR.disable_ipv6=1" || true
+  ip link set "$BR" up
+}
+
+# Attach a TAP made by a DPDK process to the bridge as soon as it exists.
+attach() {
+  local ifc=$1
+  for _ in $(seq 1 200); do
+    ip link show "$ifc" >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  ip link show "$ifc" >/dev/null 2>&1 || { echo "FAIL: $ifc did not appear"; exit 1; }
+  sysctl -qw "net.ipv6.conf.$ifc.disable_ipv6=1" || true
+  ip link set "$ifc" txqueuelen 10000
+  ip link set "$ifc" master "$BR"
+  ip link set "$ifc" up
+}
+
+# start_recv TAG CERT MAIN_LCORE [options...]: a receiver on its own TAP.
+start_recv() {
+  local tag=$1 cert=$2 main=$3; shift 3
+  local ifc=kr${tag}$ID
+  TAPS+=("$ifc")
+  "$RECV" $EAL --file-prefix "kci_${tag}_$ID" -l 0,1 --main-lcore "$main" \
+    --vdev "net_tap0,iface=$ifc" -- \
+    --tls-cert "$PKI/$cert.crt" --tls-key "$PKI/$cert.key" --tls-ca "$PKI/ca.crt" \
+    --deliver verify --replay-window 4096 --idle-sleep-us 50 --duration 300 \
+    --stats-interval 2 --stats-json "$WORK/$tag.json" "$@" > "$WORK/$tag.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$tag=$!"
+  attach "$ifc"
+}
+
+# start_send TAG MAIN_LCORE [options...]: a sender (sender certificate).
+start_send() {
+  local tag=$1 main=$2; shift 2
+  local ifc=ks${tag}$ID
+  TAPS+=("$ifc")
+  "$SEND" $EAL --file-prefix "kci_${tag}_$ID" -l 0,1 --main-lcore "$main" \
+    --vdev "net_tap0,iface=$ifc" -- \
+    --tls-cert "$PKI/sender.crt" --tls-key "$PKI/sender.key" --tls-ca "$PKI/ca.crt" \
+    --payload-size 256 --idle-sleep-us 100 --start-delay-ms 1500 --stats-interval 2 \
+    --stats-json "$WORK/$tag.json" "$@" > "$WORK/$tag.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$tag=$!"
+  attach "$ifc"
+}
+
+# stop PID...: SIGINT (operator stop), then wait; drops them from cleanup.
+stop() {
+  for p in "$@"; do kill -INT "$p" 2>/dev/null || true; done
+  for p in "$@"; do wait "$p" || { echo "FAIL: process $p exited with $?"; exit 1; }; done
+  local keep=()
+  for q in "${PIDS[@]}"; do
+    local drop=0
+    for p in "$@"; do [ "$q" = "$p" ] && drop=1; done
+    [ $drop = 1 ] || keep+=("$q")
+  done
+  PIDS=("${keep[@]:-}")
+}
+
+# wait_exit PID: waits for a process that stops by itself (--count).
+wait_exit() {
+  wait "$1" || { echo "FAIL: process $1 exited with $?"; exit 1; }
+  local keep=()
+  for q in "${PIDS[@]}"; do [ "$q" = "$1" ] || keep+=("$q"); done
+  PIDS=("${keep[@]:-}")
+}
