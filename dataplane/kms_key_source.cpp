@@ -254,7 +254,8 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
   const int64_t left = ms_until(cur_end_, now);
   const bool have_next = ctl.next_spi() != 0;
   // P1 (sender) / P2 (receiver): get the next key ahead of the switch.
-  if (!have_next && left <= (o_.sender ? p1() : p2())) submit_next(ctl, now);
+  if (!have_next && (o_.sender || o_.p2_ms >= 0) && left <= (o_.sender ? p1() : p2()))
+    submit_next(ctl, now);
 
   if (o_.sender && have_next && o_.notice_lead_ms > 0 && !notice_set_ && left <= o_.notice_lead_ms &&
       left > 0) {

@@ -30,6 +30,8 @@ class DeliveryTracker {
   void finish(uint64_t expect = 0) noexcept;
 
   uint64_t received = 0, lost = 0, duplicated = 0, late = 0;
+  // Late joiner: losses count from the first index received, not from 0.
+  bool from_first = false;
   uint64_t highest() const noexcept { return hi_; }
 
  private:

@@ -76,6 +76,7 @@ struct RecvOptions {
   uint32_t grace_ms = 2000;
   bool use_kms = false;
   KmsOptions kms;
+  bool verify_from_first = false;
 };
 
 struct alignas(64) RecvWorkerStats {
@@ -359,13 +360,14 @@ RecvOptions parse_options(int argc, char** argv) {
       ("rotate-ms", po::value<uint32_t>(&rotate_ms)->default_value(0), "accepted for symmetry with the sender (not needed by the receiver)")
       ("key-window", po::bool_switch(&o.key_window), "hold only previous/current/next key-file keys, installing the next on a notice or an unknown SPI (as a KMS client does)")
       ("grace-ms", po::value<uint32_t>(&o.grace_ms)->default_value(2000), "--key-window, --kms: keep the previous key this long after a switch")
-      ("p2-ms", po::value<int64_t>(&o.kms.p2_ms)->default_value(0), "--kms: fetch the next key this long before the switch (0: a sixth of the lifetime)")
+      ("p2-ms", po::value<int64_t>(&o.kms.p2_ms)->default_value(0), "--kms: fetch the next key this long before the switch (0: a sixth of the lifetime, -1: never, only on the notice or an unknown SPI)")
       ("kms", po::value<std::vector<std::string>>(&kms)->composing(), "HOST:PORT[,HOST:PORT...] key management servers")
       ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
       ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
       ("tls-ca", po::value<std::string>(&tls_ca), "CA (with --kms)")
       ("deliver", po::value<std::string>(&deliver)->default_value(deliver), "verify|null|pcap:PATH|port:N")
       ("expect", po::value<uint64_t>(&o.expect)->default_value(0), "verify: packets 0..N-1 are expected (tail losses count as lost)")
+      ("verify-from-first", po::bool_switch(&o.verify_from_first), "verify: count losses from the first packet received (a receiver that joins mid-stream)")
       ("replay-window", po::value<uint32_t>(&o.replay_window)->default_value(4096), "anti-replay window, packets")
       ("count", po::value<uint64_t>(&o.count)->default_value(0), "stop after N delivered packets (0 = no limit)")
       ("duration", po::value<double>(&o.duration)->default_value(0), "stop after S seconds (0 = no limit)")
@@ -390,7 +392,7 @@ RecvOptions parse_options(int argc, char** argv) {
   if (!kms.empty()) {
     const int64_t p2 = o.kms.p2_ms;
     o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, o.key_file, o.channel, false);
-    if (p2 < 0) throw UsageError("--p2-ms: must be >= 0");
+    if (p2 < -1) throw UsageError("--p2-ms: must be >= -1");
     o.kms.p2_ms = p2;
     o.kms.grace_ms = o.grace_ms;
     o.use_kms = true;
@@ -574,6 +576,7 @@ int run(int argc, char** argv) {
     uint32_t bits = 1u << 20;
     while (opt.expect > bits && bits < (1u << 26)) bits <<= 1;
     sh.trackers.push_back(std::make_unique<DeliveryTracker>(bits));
+    sh.trackers.back()->from_first = opt.verify_from_first;
   }
 
   const uint64_t hz = rte_get_tsc_hz();
