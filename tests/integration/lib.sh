@@ -32,7 +32,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 [ "$(id -u)" = 0 ] || { echo "FAIL: needs root (TAP devices, bridge)"; exit 1; }
-"$ROOT/scripts/make-certs.sh" "$WORK/pki" >/dev/null
+KEYCAST_CLIENT2_CHANNELS=${KEYCAST_CLIENT2_CHANNELS:-2} "$ROOT/scripts/make-certs.sh" "$WORK/pki" >/dev/null
 PKI=$WORK/pki
 
 # start_keyd NAME ROLE [args...]: starts keyd on an ephemeral port; sets
