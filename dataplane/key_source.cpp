@@ -1,5 +1,7 @@
 #include "dataplane/key_source.hpp"
 
+#include "dataplane/app.hpp"
+
 #include <rte_cycles.h>
 
 #include <algorithm>
@@ -7,6 +9,24 @@
 #include <cstdio>
 
 namespace keycast::dp {
+
+std::vector<KeyRecord> load_static_keys(const std::string& path, uint32_t channel,
+                                        const std::string& suite, const char* prog) {
+  std::vector<KeyRecord> keys;
+  try {
+    keys = load_key_file(path, channel);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (!suite.empty())
+    for (auto& k : keys)
+      if (suite_name(k.material.suite) != suite)
+        throw UsageError("--suite " + suite + ": key-file SPI " + std::to_string(k.spi) +
+                         " holds a " + std::string(suite_name(k.material.suite)) + " key");
+  std::fprintf(stderr, "%s: WARNING: static keys from %s are for labs and tests only; "
+               "use --kms in production\n", prog, path.c_str());
+  return keys;
+}
 
 StaticKeySource::StaticKeySource(std::vector<KeyRecord> keys, Role role, uint32_t rotate_ms,
                                  uint32_t notice_lead_ms, bool key_window, uint32_t grace_ms)

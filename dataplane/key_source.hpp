@@ -40,6 +40,12 @@ class KeySource {
 // change notice installs the announced next key (if not held) and schedules
 // the switch; an unknown SPI that the file holds is "fetched" (installed)
 // as a KMS client would; the previous key is dropped grace_ms after a switch.
+// Loads --key-file for a static key source: checks each key against --suite
+// (if given), warns that static keys are for labs only. Throws UsageError
+// naming the option.
+std::vector<KeyRecord> load_static_keys(const std::string& path, uint32_t channel,
+                                        const std::string& suite, const char* prog);
+
 class StaticKeySource : public KeySource {
  public:
   enum class Role { Sender, Receiver };

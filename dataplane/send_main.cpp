@@ -482,22 +482,7 @@ int run(int argc, char** argv) {
   if (opt.ingest_port >= 0) check_port(static_cast<uint16_t>(opt.ingest_port), "--ingest-port");
 
   std::vector<KeyRecord> keys;
-  if (!opt.use_kms) {
-    try {
-      keys = load_key_file(opt.key_file, opt.channel);
-    } catch (const std::exception& e) {
-      throw UsageError(e.what());
-    }
-    if (!opt.suite.empty())
-      for (auto& k : keys)
-        if (suite_name(k.material.suite) != opt.suite)
-          throw UsageError("--suite " + opt.suite + ": key-file SPI " + std::to_string(k.spi) +
-                           " holds a " + std::string(suite_name(k.material.suite)) + " key");
-    std::fprintf(stderr,
-                 "keycast-send: WARNING: static keys from %s are for labs and tests only; "
-                 "use --kms in production\n",
-                 opt.key_file.c_str());
-  }
+  if (!opt.use_kms) keys = load_static_keys(opt.key_file, opt.channel, opt.suite, "keycast-send");
 
   const auto workers = worker_lcores();
   if (workers.empty()) throw UsageError("EAL: need at least 2 lcores (main = control, others = workers), e.g. -l 0,1");
