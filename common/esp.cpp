@@ -1,8 +1,11 @@
 #include "common/esp.hpp"
 
+#include <bit>
 #include <cstring>
 
 namespace keycast::esp {
+
+static_assert(std::endian::native == std::endian::little, "prepare() stores little-endian words");
 
 namespace {
 
@@ -23,13 +26,6 @@ inline uint32_t get32(const uint8_t* p) noexcept {
 
 constexpr std::size_t kIpOff = kEthLen;
 constexpr std::size_t kEspOff = kEthLen + kIpv4Len;
-
-uint16_t ipv4_checksum(const uint8_t* h) noexcept {
-  uint32_t sum = 0;
-  for (std::size_t i = 0; i < kIpv4Len; i += 2) sum += get16(h + i);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
-}
 
 }  // namespace
 
@@ -60,6 +56,8 @@ Template make_template(const Flow& f) noexcept {
   put16(t.l2l3 + kEthLen + 2, 0);  // total length filled per packet
   t.src_port_be = static_cast<uint16_t>((f.src_port >> 8) | (f.src_port << 8));
   t.dst_port_be = static_cast<uint16_t>((f.dst_port >> 8) | (f.dst_port << 8));
+  t.ip_sum = 0;
+  for (std::size_t i = 0; i < kIpv4Len; i += 2) t.ip_sum += get16(ip + i);
   return t;
 }
 
@@ -71,33 +69,46 @@ std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_
   const std::size_t total = kCipherOffset + cipher_len + kIcvLen;
   if (total > cap || total - kEthLen > 0xffff) return 0;
 
+  // Ethernet + IPv4 from the template (34 bytes: fixed-size copies), then the
+  // length and the checksum from the template's pre-computed partial sum.
   std::memcpy(frame, t.l2l3, sizeof t.l2l3);
-  uint8_t* ip = frame + kIpOff;
-  put16(ip + 2, static_cast<uint16_t>(total - kEthLen));
-  put16(ip + 10, 0);
-  put16(ip + 10, ipv4_checksum(ip));
+  const uint16_t ip_len = static_cast<uint16_t>(total - kEthLen);
+  uint32_t sum = t.ip_sum + ip_len;
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  const uint32_t len_csum =
+      uint32_t(__builtin_bswap16(ip_len)) | uint32_t(__builtin_bswap16(static_cast<uint16_t>(~sum))) << 16;
+  // IPv4 bytes 2..3 (total length) and 10..11 (checksum).
+  const uint16_t len_be = static_cast<uint16_t>(len_csum), csum_be = static_cast<uint16_t>(len_csum >> 16);
+  std::memcpy(frame + kIpOff + 2, &len_be, 2);
+  std::memcpy(frame + kIpOff + 10, &csum_be, 2);
 
+  // ESP header and explicit IV: SPI | seq low | IV = 64-bit seq, two 8-byte stores.
+  const uint64_t spi_seq = __builtin_bswap64(uint64_t(spi) << 32 | static_cast<uint32_t>(seq));
+  const uint64_t iv = __builtin_bswap64(seq);
   uint8_t* esp = frame + kEspOff;
-  put32(esp, spi);
-  put32(esp + 4, static_cast<uint32_t>(seq));
-  put32(esp + 8, static_cast<uint32_t>(seq >> 32));  // explicit IV = 64-bit sequence
-  put32(esp + 12, static_cast<uint32_t>(seq));
+  std::memcpy(esp, &spi_seq, 8);
+  std::memcpy(esp + 8, &iv, 8);
 
   uint8_t* inner = frame + kCipherOffset;
   if (next_header == kNextUdp && inner_len >= kUdpLen) {
-    std::memcpy(inner, &t.src_port_be, 2);
-    std::memcpy(inner + 2, &t.dst_port_be, 2);
-    put16(inner + 4, static_cast<uint16_t>(inner_len));
-    put16(inner + 6, 0);  // no UDP checksum: the ICV authenticates every byte
+    // No UDP checksum: the ICV authenticates every byte.
+    const uint64_t udp = uint64_t(t.src_port_be) | uint64_t(t.dst_port_be) << 16 |
+                         uint64_t(__builtin_bswap16(static_cast<uint16_t>(inner_len))) << 32;
+    std::memcpy(inner, &udp, 8);
   }
-  uint8_t* trailer = inner + inner_len;
-  for (std::size_t i = 0; i < pad; ++i) trailer[i] = static_cast<uint8_t>(i + 1);
-  trailer[pad] = static_cast<uint8_t>(pad);
-  trailer[pad + 1] = next_header;
+  // Trailer: pad bytes 1, 2, 3 (as many as needed), pad length, next header.
+  // One 8-byte store: the bytes past the trailer fall in the ICV, written by
+  // the seal (total covers them).
+  const uint64_t pad_bytes = 0x030201ull & ((uint64_t(1) << (8 * pad)) - 1);
+  const uint64_t trailer = pad_bytes | uint64_t(pad) << (8 * pad) | uint64_t(next_header) << (8 * pad + 8);
+  std::memcpy(inner + inner_len, &trailer, 8);
 
-  put32(aad, spi);
-  put32(aad + 4, static_cast<uint32_t>(seq >> 32));
-  put32(aad + 8, static_cast<uint32_t>(seq));
+  std::memcpy(aad, &spi_seq, 4);  // SPI
+  const uint32_t seq_hi = __builtin_bswap32(static_cast<uint32_t>(seq >> 32));
+  const uint32_t seq_lo = __builtin_bswap32(static_cast<uint32_t>(seq));
+  std::memcpy(aad + 4, &seq_hi, 4);
+  std::memcpy(aad + 8, &seq_lo, 4);
   op = AeadOp{inner, static_cast<uint32_t>(cipher_len), seq, aad, kAadLen,
               inner + cipher_len};
   return total;

@@ -63,6 +63,9 @@ void group_mac(uint32_t group_ip, uint8_t mac[6]) noexcept;
 struct Template {
   uint8_t l2l3[kEthLen + kIpv4Len];
   uint16_t src_port_be, dst_port_be;
+  // One's complement sum (unfolded) of the IPv4 header words with the total
+  // length and checksum fields zero: per packet only the length is added.
+  uint32_t ip_sum;
 };
 Template make_template(const Flow& f) noexcept;
 

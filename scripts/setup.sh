@@ -14,6 +14,7 @@ PKGS=(
   libpcap-dev
   tshark python3-scapy python3 iproute2 tcpdump procps
   clang libclang-rt-14-dev
+  gnuplot-nox
 )
 
 missing=()
