@@ -14,16 +14,16 @@
 #
 # usage: BUILD=build notice.sh [PACKETS] [RATE] [LIFETIME_MS]
 source "$(dirname "$0")/lib.sh"
-PACKETS=${1:-24000}
+PACKETS=${1:-28000}
 RATE=${2:-4000}
-L=${3:-600}
+L=${3:-800}
 P1=$((L / 2))
 POLICY="lifetime=$L,p1=$P1,p2=$((L / 4)),grace=1000,origin=kms"
 
 start_keyd master master --channel "1:$POLICY" --channel "2:$POLICY"
 bridge_up
 TX="--kms 127.0.0.1:$PORT_master --key-origin kms --rate $RATE --count $PACKETS --p1-ms $P1"
-start_send s1 0 $TX --channel 1 --group 239.7.7.4:6004 --source 10.77.0.4 --notice-lead-ms $((L / 4))
+start_send s1 0 $TX --channel 1 --group 239.7.7.4:6004 --source 10.77.0.4 --notice-lead-ms $((L * 3 / 8))
 start_send s2 1 $TX --channel 2 --group 239.7.7.5:6005 --source 10.77.0.5 --notice-lead-ms 0
 # The receivers join once traffic flows: they fetch the current key at start
 # and, with P2 fetching off, learn every later key only from the stream.
