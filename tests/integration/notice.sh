@@ -14,7 +14,7 @@
 #
 # usage: BUILD=build notice.sh [PACKETS] [RATE] [LIFETIME_MS]
 source "$(dirname "$0")/lib.sh"
-PACKETS=${1:-28000}
+PACKETS=${1:-36000}
 RATE=${2:-4000}
 L=${3:-800}
 P1=$((L / 2))
