@@ -109,7 +109,8 @@ void KmsKeySource::install(KeyControl& ctl, const kp::WireKey& k,
   }
 }
 
-void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point now) {
+// KMS keys live on the KMS's clock: the caller's start time does not move them.
+void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point /*start*/) {
   ctl.set_first_seq(static_key_first_seq());
   std::mutex m;
   std::condition_variable cv;
@@ -160,7 +161,7 @@ void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point now) {
                              std::to_string(o_.channel));
   std::fprintf(stderr, "%s: KMS %s: channel %u current SPI %u (%lld ms left), next SPI %u\n",
                role_name(o_.sender), res.server.c_str(), o_.channel, ctl.current_spi(),
-               static_cast<long long>(ms_until(cur_end_, now)), ctl.next_spi());
+               static_cast<long long>(ms_until(cur_end_, MonoClock::now())), ctl.next_spi());
   ctl.publish();
 }
 
