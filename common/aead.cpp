@@ -25,7 +25,8 @@ IMB_MGR* new_mgr(IMB_ARCH* arch) {
 
 inline void make_nonce(uint8_t nonce[12], const uint8_t salt[kSaltLen], uint64_t iv) noexcept {
   std::memcpy(nonce, salt, kSaltLen);
-  for (int i = 0; i < 8; ++i) nonce[kSaltLen + i] = static_cast<uint8_t>(iv >> (56 - 8 * i));
+  const uint64_t be = __builtin_bswap64(iv);  // big-endian explicit IV
+  std::memcpy(nonce + kSaltLen, &be, 8);
 }
 
 }  // namespace
@@ -77,6 +78,18 @@ void Aead::seal(const AeadKey& k, const AeadOp& op) noexcept {
   else
     IMB_AES128_GCM_ENC(mgr_, k.sched(), &ctx, op.data, op.data, op.len, nonce, op.aad,
                        op.aad_len, op.tag, kIcvLen);
+}
+
+void Aead::seal_from(const AeadKey& k, const AeadOp& op, const uint8_t* src) noexcept {
+  uint8_t nonce[12];
+  make_nonce(nonce, k.salt(), op.iv);
+  gcm_context_data ctx;
+  if (k.suite() == Suite::Aes256Gcm)
+    IMB_AES256_GCM_ENC(mgr_, k.sched(), &ctx, op.data, src, op.len, nonce, op.aad, op.aad_len,
+                       op.tag, kIcvLen);
+  else
+    IMB_AES128_GCM_ENC(mgr_, k.sched(), &ctx, op.data, src, op.len, nonce, op.aad, op.aad_len,
+                       op.tag, kIcvLen);
 }
 
 bool Aead::open(const AeadKey& k, const AeadOp& op) noexcept {

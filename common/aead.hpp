@@ -51,6 +51,9 @@ class Aead {
   Aead& operator=(const Aead&) = delete;
 
   void seal(const AeadKey& k, const AeadOp& op) noexcept;
+  // Out of place: enciphers len bytes read from src into op.data (a generator
+  // keeps one plaintext and writes only the ciphertext into each frame).
+  void seal_from(const AeadKey& k, const AeadOp& op, const uint8_t* src) noexcept;
   // Verifies the tag in constant time. On failure the data is left
   // deciphered-but-untrusted; callers drop the packet.
   bool open(const AeadKey& k, const AeadOp& op) noexcept;

@@ -70,15 +70,19 @@ const WordsFn g_words = pick_words();
 
 }  // namespace
 
+void pattern_set_index(uint8_t* p, uint64_t index) noexcept {
+  store64(p, index);
+  store64(p + 8, index * kMix);
+}
+
 void pattern_fill(uint8_t* p, std::size_t len, uint64_t index) noexcept {
   if (len < kPatternMin) {
     for (std::size_t i = 0; i < len; ++i) p[i] = static_cast<uint8_t>(index >> (8 * (i % 8)));
     return;
   }
-  store64(p, index);
-  store64(p + 8, index * kMix);
+  pattern_set_index(p, index);
   const std::size_t nwords = (len - 16) / 8;
-  const uint64_t w0 = index ^ kSeed;
+  const uint64_t w0 = kSeed;
   g_words(p + 16, nwords, w0);
   const std::size_t off = 16 + 8 * nwords;
   const uint64_t w = w0 + nwords * kStep;
@@ -90,7 +94,7 @@ PatternResult pattern_check(const uint8_t* p, std::size_t len, uint64_t& index) 
   const uint64_t idx = load64(p);
   if (load64(p + 8) != idx * kMix) return PatternResult::BadIndex;
   index = idx;
-  uint64_t w = idx ^ kSeed;
+  uint64_t w = kSeed;
   std::size_t off = 16;
   uint64_t diff = 0;
   for (; off + 8 <= len; off += 8, w += kStep) diff |= load64(p + off) ^ w;

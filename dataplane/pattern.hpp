@@ -3,8 +3,10 @@
 // packets exactly.
 //
 // Layout (little endian): [0,8) index, [8,16) index * kMix (a check word),
-// then 8-byte words w_k = (index ^ kSeed) + k * kStep, the tail being the low
-// bytes of the next word.
+// then 8-byte words w_k = kSeed + k * kStep, the tail being the low bytes of
+// the next word. The body does not depend on the index, so a generator can
+// keep one pre-built payload and patch only the first 16 bytes per packet
+// (pattern_set_index); every byte is still checked.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +17,8 @@ namespace keycast::dp {
 constexpr std::size_t kPatternMin = 16;
 
 void pattern_fill(uint8_t* p, std::size_t len, uint64_t index) noexcept;
+// Rewrites the index and check words of a filled pattern (len >= kPatternMin).
+void pattern_set_index(uint8_t* p, uint64_t index) noexcept;
 
 enum class PatternResult : uint8_t { Ok, BadIndex, BadBody };
 // On Ok or BadBody, index is set from the (self-checked) index word.

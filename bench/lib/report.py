@@ -76,6 +76,11 @@ for r in load("secgw.json") or []:
     if k not in secgw or r["cycles_per_pkt"] < secgw[k]["cycles_per_pkt"]:
         secgw[k] = r
 
+bypass = {}  # (size, dir) -> secgw bypass row (its I/O path without crypto)
+for r in load("secgw.json") or []:
+    if r.get("mode") == "bypass" and r.get("cycles_per_pkt"):
+        bypass[(r["size"], r["dir"])] = r
+
 rows = {"sender": [], "receiver": []}
 sizes = sorted({k[2] for k in floor if k[0] == "BM_FloorSeal"} | set())
 for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out", "packets_sent", "bytes_sent"),
@@ -94,6 +99,7 @@ for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out
         in_frame = esp_frame(size)
         r = {"size": size, "cycles": cyc, "floor_cycles": fc, "esp_cycles": esp_c,
              "secgw_cycles": sg["cycles_per_pkt"] if sg else None, "secgw_mode": sg["mode"] if sg else None,
+             "secgw_bypass_cycles": bypass[(size, sdir)]["cycles_per_pkt"] if (size, sdir) in bypass else None,
              "secgw_wall_mpps": sg["mpps"] if sg else None,
              "wall_mpps": wall / 1e6, "packets": pk, "worker_cpu_s": cpu_s,
              "duration_s": j.get("active_s") or j.get("duration_s"),
@@ -118,7 +124,7 @@ for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out
             return sum(v * n for v, (_, n) in zip(vals, IMIX)) / w
 
         r = {"size": "IMIX", "cycles": mix("cycles"), "floor_cycles": mix("floor_cycles"),
-             "device_cycles": mix("device_cycles"),
+             "device_cycles": mix("device_cycles"), "secgw_bypass_cycles": mix("secgw_bypass_cycles"),
              "esp_cycles": mix("esp_cycles"), "secgw_cycles": mix("secgw_cycles"), "secgw_mode": "mix",
              "secgw_wall_mpps": None, "wall_mpps": None, "packets": None, "worker_cpu_s": None,
              "frame_bytes": sum(have[s]["frame_bytes"] * n for s, n in IMIX) / w,
@@ -134,6 +140,9 @@ for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out
         dc = r.get("device_cycles")
         r["excl_device_cycles"] = c - dc if c and dc else None
         r["ratio_floor_excl_device"] = (r["floor_cycles"] / (c - dc)) if c and dc and r["floor_cycles"] and c > dc else None
+        sb, sc = r.get("secgw_bypass_cycles"), r["secgw_cycles"]
+        r["secgw_excl_device_cycles"] = sc - sb if sc and sb else None
+        r["ratio_secgw_excl_device"] = ((sc - sb) / (c - dc)) if sc and sb and c and dc and c > dc else None
         pl = r.get("payload_bytes", r["size"] if isinstance(r["size"], int) else 0)
         r["gbps_payload"] = r["mpps"] * pl * 8 / 1e3 if r["mpps"] else None
         r["gbps_wire"] = r["mpps"] * (r["frame_bytes"] + WIRE_EXTRA) * 8 / 1e3 if r["mpps"] else None
@@ -145,13 +154,15 @@ def f(v, fmt):
 
 def table(role):
     rx = role == "receiver"
-    extra_h = " input device cyc | keycast excl. device cyc | excl./floor |" if rx else ""
+    extra_h = (" keycast input device cyc | keycast excl. device cyc | excl./floor | secgw excl. device cyc |"
+               " keycast/secgw excl. device |") if rx else ""
     lines = ["| size | floor Mops | keycast Mpps | keycast/floor | secgw Mpps | keycast/secgw | "
              "cyc/pkt keycast | floor | secgw |" + extra_h + " keycast wall Mpps | Gbps payload | Gbps wire |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if rx else "") + "---:|---:|---:|"]
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|---:|" if rx else "") + "---:|---:|---:|"]
     for r in rows[role]:
-        extra = (" %s | %s | %s |" % (f(r["device_cycles"], ".0f"), f(r["excl_device_cycles"], ".0f"),
-                                       f(r["ratio_floor_excl_device"], ".2f"))) if rx else ""
+        extra = (" %s | %s | %s | %s | %s |" % (
+            f(r["device_cycles"], ".0f"), f(r["excl_device_cycles"], ".0f"), f(r["ratio_floor_excl_device"], ".2f"),
+            f(r["secgw_excl_device_cycles"], ".0f"), f(r["ratio_secgw_excl_device"], ".2f"))) if rx else ""
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |%s %s | %s | %s |" % (
             r["size"], f(r["floor_mops"], ".2f"), f(r["mpps"], ".2f"), f(r["ratio_floor"], ".2f"),
             f(r["secgw_mpps"], ".2f"), f(r["ratio_secgw"], ".2f"), f(r["cycles"], ".0f"),
@@ -226,8 +237,22 @@ def extras_text():
                  f"{e['corrupted']}, auth_fail {e['auth_fail']}, replay {e['replay']}, unknown_spi "
                  f"{e['unknown_spi']}, key_switches {e['key_switches']}")
     if keyd:
-        for k, v in keyd.items():
-            t.append(f"- key server: {k}: {v}")
+        g = keyd.get
+        t.append(f"- key server (bench_keyd, loopback, TLS 1.3 mTLS, server and clients on the same 2 vCPUs): "
+                 f"kept-alive key requests/s {g('req_per_s_keepalive_unbilled', 0):.0f} unbilled (sender role), "
+                 f"{g('req_per_s_keepalive_billed', 0):.0f} billed (client role, group-committed SQLite); "
+                 f"full mTLS handshakes/s {g('handshakes_per_s_1thread', 0):.0f} (1 thread), "
+                 f"{g('handshakes_per_s_4threads', 0):.0f} (4 threads)")
+        for n in (1000, 10000):
+            k = f"clients_{n}_"
+            if g(k + "connected") is None:
+                continue
+            t.append(f"- key server, {n} simulated clients (one kept-alive mTLS connection each, one billed request "
+                     f"at a time): connected {g(k + 'connected'):.0f} in {g(k + 'setup_s'):.1f} s; "
+                     f"{g(k + 'req_per_s'):.0f} key requests/s, latency p50 {g(k + 'p50_us') / 1e3:.1f} ms, "
+                     f"p99 {g(k + 'p99_us') / 1e3:.1f} ms, errors {g(k + 'errors'):.0f}; rekey storm (all ask for the "
+                     f"next key at once): {g(k + 'storm_ok'):.0f}/{g(k + 'connected'):.0f} hold it after "
+                     f"{g(k + 'storm_s') * 1e3:.0f} ms (p99 {g(k + 'storm_p99_ms'):.0f} ms)")
     return "\n".join(t)
 
 

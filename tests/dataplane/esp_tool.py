@@ -28,7 +28,7 @@ STEP = 0x0101010101010101
 def pattern(index, n):
     """Same bytes as dataplane/pattern.cpp pattern_fill."""
     out = bytearray(struct.pack('<QQ', index, (index * MIX) & MASK))
-    w = index ^ SEED
+    w = SEED
     while len(out) + 8 <= n:
         out += struct.pack('<Q', w)
         w = (w + STEP) & MASK
