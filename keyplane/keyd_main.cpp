@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
     ("tls-cert", po::value(&cfg.tls.cert), "server certificate (PEM, role master or slave)")
     ("tls-key", po::value(&cfg.tls.key), "server private key (PEM)")
     ("tls-ca", po::value(&cfg.tls.ca), "CA certificate that issues every peer (PEM)")
+    ("tls-crl", po::value(&cfg.tls.crl), "CRL(s) of the CA (PEM): revoked peer certificates are refused (read at start)")
     ("channel", po::value(&channels)->composing(), "channel policy ID[:lifetime=MS,p1=MS,p2=MS,grace=MS,suite=S,origin=kms|sender] (repeatable)")
     ("lifetime-ms", po::value(&lifetime)->default_value(60000), "default key lifetime L")
     ("p1-ms", po::value(&p1)->default_value(20000), "default first preset P1 (next key made)")

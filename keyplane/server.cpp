@@ -868,6 +868,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   // ---------------------------------------------------------------- admin
   void on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
+    // Audit: every admin request (and every refused attempt) is logged with
+    // the peer's identity, always (not only with -v).
+    log(std::string(c->peer.role == Role::Admin ? "admin " : "refused admin request from ") +
+        c->peer.identity + " (" + std::string(role_name(c->peer.role)) + ", " + c->remote + "): " +
+        std::string(type_name(m.type)) + (m.channel ? " channel " + std::to_string(*m.channel) : "") +
+        (m.type == MsgType::AdminBilling && !m.text.empty() ? " format " + m.text.substr(0, 16) : ""));
     if (!require(c, m, {Role::Admin})) return;
     Message r;
     r.type = MsgType::AdminReply;

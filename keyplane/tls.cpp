@@ -22,6 +22,16 @@ void load_common(ssl::context& ctx, const TlsFiles& f, bool need_cert) {
   boost::system::error_code ec;
   ctx.load_verify_file(f.ca, ec);
   if (ec) throw std::runtime_error("--tls-ca " + f.ca + ": cannot load CA (" + ec.message() + ")");
+  if (!f.crl.empty()) {
+    // Revocation: the peer's certificate is checked against the CA's CRL
+    // (leaf only; the file must hold a CRL from the issuing CA, else every
+    // peer fails with "unable to get certificate CRL"). Loaded once, at start.
+    X509_STORE* store = SSL_CTX_get_cert_store(c);
+    X509_LOOKUP* lu = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+    if (!lu || X509_load_crl_file(lu, f.crl.c_str(), X509_FILETYPE_PEM) <= 0)
+      throw std::runtime_error("--tls-crl " + f.crl + ": cannot load a PEM CRL");
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  }
   if (need_cert || !f.cert.empty()) {
     if (f.cert.empty()) throw std::runtime_error("--tls-cert: a certificate file is required");
     if (f.key.empty()) throw std::runtime_error("--tls-key: a private key file is required");

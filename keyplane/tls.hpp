@@ -19,9 +19,10 @@ namespace keycast::kp {
 
 struct TlsFiles {
   std::string cert, key, ca;  // PEM paths; cert/key may be empty for a client (tests)
+  std::string crl;            // optional PEM CRL(s) of the CA: revoked peers fail the handshake
 };
 
-// Both throw std::runtime_error naming the option (--tls-cert/--tls-key/--tls-ca).
+// Both throw std::runtime_error naming the option (--tls-cert/--tls-key/--tls-ca/--tls-crl).
 std::shared_ptr<boost::asio::ssl::context> make_server_context(const TlsFiles& f);
 std::shared_ptr<boost::asio::ssl::context> make_client_context(const TlsFiles& f);
 
