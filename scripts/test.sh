@@ -23,4 +23,30 @@ echo "meson: built $(find build-meson -maxdepth 3 -type f -executable -name 'key
 echo "== tests"
 cd build
 ctest --output-on-failure --timeout 900
+cd ..
+
+# ---- BEGIN issue 7: sanitizers and fuzzing (scripts/test.sh block owned by the
+# reliability work; see docs/security.md). Any sanitizer report fails the run.
+echo "== sanitizers: ASan+UBSan build (build-asan), whole suite"
+san_supp=$(pwd)/tests/sanitizers
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DKEYCAST_SANITIZE=address,undefined -DKEYCAST_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j "$(nproc)" > build-asan/build.log 2>&1 || { tail -n 60 build-asan/build.log; exit 1; }
+(
+  cd build-asan
+  export ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:detect_stack_use_after_return=0
+  export LSAN_OPTIONS=suppressions=$san_supp/lsan.supp:print_suppressions=0
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:suppressions=$san_supp/ubsan.supp
+  ctest --output-on-failure --timeout 900
+)
+echo "== sanitizers: TSan, key table concurrency (build-tsan)"
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DKEYCAST_SANITIZE=thread -DKEYCAST_BUILD_BENCH=OFF >/dev/null
+cmake --build build-tsan -j "$(nproc)" --target dataplane_unit_tests > build-tsan/build.log 2>&1 \
+  || { tail -n 60 build-tsan/build.log; exit 1; }
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$san_supp/tsan.supp \
+  build-tsan/tests/dataplane/dataplane_unit_tests --gtest_filter='KeyTable.*:SpiCache.*' --gtest_brief=1
+echo "== fuzzing: every libFuzzer target, 15 s each"
+scripts/fuzz.sh 15
+# ---- END issue 7
 echo "== all tests passed in $(( $(date +%s) - start )) s"
