@@ -68,18 +68,24 @@ def oncpu_cycles(name, packets):
 
 
 # ---------------------------------------------------------------- keycast + secgw
-secgw = {}  # (size, dir) -> best row (fewest on-CPU cycles among the crypto modes)
-for r in load("secgw.json") or []:
-    if r.get("algo") != "aes128" or r.get("mode") == "bypass" or not r.get("cycles_per_pkt"):
-        continue
-    k = (r["size"], r["dir"])
-    if k not in secgw or r["cycles_per_pkt"] < secgw[k]["cycles_per_pkt"]:
-        secgw[k] = r
-
 bypass = {}  # (size, dir) -> secgw bypass row (its I/O path without crypto)
 for r in load("secgw.json") or []:
     if r.get("mode") == "bypass" and r.get("cycles_per_pkt"):
         bypass[(r["size"], r["dir"])] = r
+
+secgw = {}  # (size, dir) -> best row (fewest on-CPU cycles among the crypto modes)
+secgw_rejected = []
+for r in load("secgw.json") or []:
+    if r.get("algo") != "aes128" or r.get("mode") == "bypass" or not r.get("cycles_per_pkt"):
+        continue
+    k = (r["size"], r["dir"])
+    # A crypto mode does strictly more work than the bypass run over the same frames: a figure
+    # below bypass is a sampling artefact of the shared machine (e.g. a low on-CPU share), not used.
+    if k in bypass and r["cycles_per_pkt"] < bypass[k]["cycles_per_pkt"]:
+        secgw_rejected.append(r)
+        continue
+    if k not in secgw or r["cycles_per_pkt"] < secgw[k]["cycles_per_pkt"]:
+        secgw[k] = r
 
 rows = {"sender": [], "receiver": []}
 sizes = sorted({k[2] for k in floor if k[0] == "BM_FloorSeal"} | set())
@@ -222,6 +228,9 @@ def extras_text():
                      f"(1 worker: {f(e['one_worker_wall_mpps'], '.2f')} Mpps wall), "
                      f"{f(e['cycles'], '.0f')} on-CPU cycles/pkt over both workers, worker on-CPU s: "
                      + ", ".join(f"{v:.2f}" for v in e["worker_cpu_s"].values()))
+    for r in secgw_rejected:
+        t.append(f"- secgw {r['dir']} {r['size']} B mode {r['mode']}: {r['cycles_per_pkt']} cycles/pkt at "
+                 f"{r['worker_cpu_pct']:.0f} % worker CPU share is below secgw's own bypass run and was not used")
     e = extras.get("key_swap")
     if e:
         t.append(f"- key swap under load (payload 512, flat out, rotate every 100 ms, {e['seconds']:.0f} s, "
