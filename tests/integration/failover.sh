@@ -13,10 +13,12 @@
 #
 # usage: BUILD=build failover.sh [PACKETS] [RATE] [LIFETIME_MS]
 source "$(dirname "$0")/lib.sh"
-PACKETS=${1:-48000}
+PACKETS=${1:-60000}
 RATE=${2:-4000}
-L=${3:-800}
-P1=$((L / 2)); P2=$((L / 4))
+L=${3:-1200}
+# P2 well after P1 (the next key exists from P1 on) and well before the
+# switch: a receiver whose server dies at P2 has time to fail over.
+P1=$((L / 2)); P2=$((L * 3 / 8))
 POLICY="1:lifetime=$L,p1=$P1,p2=$P2,grace=1000,origin=kms"
 
 start_keyd master master --channel "$POLICY" --group-commit-us 0
