@@ -128,7 +128,7 @@ std::size_t encap_udp(Aead& aead, const AeadKey& key, const Template& t, uint32_
                       uint64_t seq, const uint8_t* payload, std::size_t len, uint8_t* frame,
                       std::size_t cap) noexcept {
   if (frame_len(len) > cap) return 0;
-  std::memmove(frame + kPayloadOffset, payload, len);
+  if (len) std::memmove(frame + kPayloadOffset, payload, len);  // payload may be null when len is 0
   return encap(aead, key, t, spi, seq, kNextUdp, frame, kUdpLen + len, cap);
 }
 
