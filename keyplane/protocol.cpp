@@ -215,6 +215,7 @@ void encode_bill(std::vector<uint8_t>& b, const BillEntry& e) {
   tlv_u64(in, TB_REQUESTS, e.requests);
   tlv_u32(in, TB_CHANNEL, e.channel);
   tlv_u32(in, TB_SPI, e.spi);
+  if (e.event_id) tlv_u64(in, TB_EVENT_ID, e.event_id);
   tlv_bytes(b, T_BILL, in.data(), in.size());
 }
 
@@ -335,7 +336,7 @@ DecodeStatus decode_key(const uint8_t* p, std::size_t n, WireKey& k) {
 }
 
 DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
-  std::optional<uint64_t> seq, req;
+  std::optional<uint64_t> seq, req, ev;
   std::optional<uint32_t> ch, spi;
   bool have_id = false;
   DecodeStatus s = walk(p, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
@@ -344,6 +345,7 @@ DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
       case TB_REQUESTS: return take_int(req, v, len);
       case TB_CHANNEL: return take_int(ch, v, len);
       case TB_SPI: return take_int(spi, v, len);
+      case TB_EVENT_ID: return take_int(ev, v, len);
       case TB_IDENTITY:
         if (have_id) return DecodeStatus::DuplicateTag;
         if (len == 0 || len > 256) return DecodeStatus::BadValue;
@@ -361,6 +363,7 @@ DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
   e.requests = *req;
   e.channel = *ch;
   e.spi = *spi;
+  e.event_id = ev.value_or(0);
   return DecodeStatus::Ok;
 }
 

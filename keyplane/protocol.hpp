@@ -90,6 +90,7 @@ enum Tag : uint16_t {
   TK_REMAINING_MS = 0x105, TK_LIFETIME_MS = 0x106, TK_SLOT = 0x107,
   // inside T_BILL
   TB_SEQ = 0x201, TB_IDENTITY = 0x202, TB_REQUESTS = 0x203, TB_CHANNEL = 0x204, TB_SPI = 0x205,
+  TB_EVENT_ID = 0x206,  // optional: the client's request event id (de-duplication)
 };
 
 // A key as carried on the wire: decipherment (or encipherment, same bytes for
@@ -116,6 +117,7 @@ struct BillEntry {
   uint64_t requests = 0;
   uint32_t channel = 0;
   uint32_t spi = 0;  // 0: no key held by this event
+  uint64_t event_id = 0;  // client's request event id; 0: none (counted as is)
   bool operator==(const BillEntry&) const = default;
 };
 
@@ -125,6 +127,8 @@ struct Message {
   std::optional<uint32_t> channel, spi;
   std::optional<Which> which;
   std::optional<int64_t> remaining_ms;  // channel's current key remaining time
+  // event_id: a usage report's id (required), or a key request's (optional, set
+  // once by the client and kept across re-sends so a billed request counts once).
   std::optional<uint64_t> bytes, packets, event_id, seq;
   std::optional<ErrorCode> error;
   std::optional<Role> role;

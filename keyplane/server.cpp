@@ -125,12 +125,18 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   // group commit of billing events
   struct PendingBill {
-    std::map<std::string, uint64_t> requests;
+    std::map<std::string, uint64_t> requests;  // requests without an event id
+    std::vector<std::pair<std::string, uint64_t>> request_events;  // (identity, event id)
     std::set<std::tuple<std::string, uint32_t, uint32_t>> holders;
     std::vector<std::pair<std::weak_ptr<Conn>, Message>> replies;
     bool scheduled = false;
   } pb;
   std::size_t last_batch = 0;
+  // Re-sent billed requests recognised by event id (not billed again).
+  uint64_t duplicate_requests = 0;
+  // Request event ids are kept a day: far beyond any client's re-send horizon.
+  static constexpr int64_t kRequestEventRetentionS = 86400;
+  MonoClock::time_point last_event_prune{};
 
   // slave
   std::unique_ptr<Client> upstream;
@@ -713,7 +719,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
     }
     if (c->peer.role == Role::Client)
-      bill_and_reply(c, std::move(r));
+      bill_and_reply(c, std::move(r), m.event_id);
     else
       c->send(r);
   }
@@ -811,8 +817,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   // Billing events are made durable in one transaction per batch (group
   // commit); the replies they belong to are released only after the commit.
-  void bill_and_reply(const std::shared_ptr<Conn>& c, Message r) {
-    pb.requests[c->peer.identity] += 1;
+  // A request with an event id counts once however often it is re-sent (its
+  // reply lost to a crash or a cut): the master keeps the ids it has counted,
+  // a slave forwards the id with the event so the master decides.
+  void bill_and_reply(const std::shared_ptr<Conn>& c, Message r, std::optional<uint64_t> event_id) {
+    if (event_id)
+      pb.request_events.emplace_back(c->peer.identity, *event_id);
+    else
+      pb.requests[c->peer.identity] += 1;
     for (const auto& k : r.keys) pb.holders.emplace(c->peer.identity, k.channel, k.spi);
     pb.replies.emplace_back(c, std::move(r));
     if (!pb.scheduled) {
@@ -834,7 +846,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     PendingBill b = std::move(pb);
     pb = PendingBill{};
     last_batch = b.replies.size();
-    if (b.replies.empty() && b.requests.empty()) return;
+    if (b.replies.empty() && b.requests.empty() && b.request_events.empty()) return;
     bool ok = true;
     try {
       store->begin();
@@ -843,6 +855,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           store->add_requests(id, n);
         else
           store->outbox_add(id, n, 0, 0);
+      }
+      for (auto& [id, ev] : b.request_events) {
+        if (master()) {
+          if (!store->add_request_event(id, ev)) ++duplicate_requests;
+        } else {
+          store->outbox_add(id, 1, 0, 0, ev);
+        }
       }
       for (auto& [id, ch, spi] : b.holders) {
         if (master())
@@ -952,6 +971,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     o << "},\"channels\":" << chans.size() << ",\"key_seq\":" << repl_seq.load()
       << ",\"slaves_subscribed\":" << subs << ",\"handshakes_ok\":" << handshakes_ok
       << ",\"handshakes_failed\":" << handshakes_failed << ",\"keys_made\":" << keys_made;
+    if (master()) o << ",\"billing_duplicate_requests\":" << duplicate_requests;
     if (!master()) {
       o << ",\"master_connected\":" << (upstream && upstream->connected() ? "true" : "false")
         << ",\"billing_outbox\":" << store->outbox_size();
@@ -1082,7 +1102,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       last = store->forward_applied(key);
       for (auto& e : bills) {
         if (e.seq <= last) continue;  // counted before: exactly once
-        if (e.requests) store->add_requests(e.identity, e.requests);
+        if (e.requests && e.event_id) {
+          if (!store->add_request_event(e.identity, e.event_id, e.requests)) ++duplicate_requests;
+        } else if (e.requests) {
+          store->add_requests(e.identity, e.requests);
+        }
         if (e.spi) store->add_holder(e.identity, e.channel, e.spi);
         last = e.seq;
       }
@@ -1186,6 +1210,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     auto now = MonoClock::now();
     for (auto& [id, c] : chans) prune(c, now);
     forward_billing();
+    if (master() && now - last_event_prune > std::chrono::minutes(10)) {
+      last_event_prune = now;
+      try {
+        store->prune_request_events(kRequestEventRetentionS);
+      } catch (const std::exception& e) {
+        log(std::string("pruning request event ids failed: ") + e.what());
+      }
+    }
     maint.expires_after(milliseconds(cfg.forward_interval_ms));
     maint.async_wait([this](boost::system::error_code ec) {
       if (!ec) maintenance();
@@ -1217,7 +1249,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       << "# TYPE keycast_bad_frames_total counter\nkeycast_bad_frames_total " << frames_bad << "\n"
       << "# TYPE keycast_keys_made_total counter\nkeycast_keys_made_total " << keys_made << "\n"
       << "# TYPE keycast_keys_replicated_total counter\nkeycast_keys_replicated_total " << keys_replicated << "\n"
-      << "# TYPE keycast_key_seq gauge\nkeycast_key_seq " << repl_seq.load() << "\n";
+      << "# TYPE keycast_key_seq gauge\nkeycast_key_seq " << repl_seq.load() << "\n"
+      << "# HELP keycast_billing_duplicate_requests_total Re-sent billed key requests recognised by event id and not billed again.\n"
+      << "# TYPE keycast_billing_duplicate_requests_total counter\nkeycast_billing_duplicate_requests_total "
+      << duplicate_requests << "\n";
     if (master()) {
       o << "# HELP keycast_billing_requests_total Billed key data requests by client.\n"
            "# TYPE keycast_billing_requests_total counter\n";

@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -101,10 +102,16 @@ Store::Store(const std::string& db_path, const std::string& master_key_file) : p
         bytes INTEGER NOT NULL, packets INTEGER NOT NULL, PRIMARY KEY(channel, spi));
       CREATE TABLE IF NOT EXISTS usage_events(sender TEXT NOT NULL, event_id INTEGER NOT NULL,
         PRIMARY KEY(sender, event_id));
+      CREATE TABLE IF NOT EXISTS request_events(identity TEXT NOT NULL, event_id INTEGER NOT NULL,
+        at_s INTEGER NOT NULL, PRIMARY KEY(identity, event_id));
+      CREATE INDEX IF NOT EXISTS request_events_at ON request_events(at_s);
       CREATE TABLE IF NOT EXISTS forward_applied(slave TEXT PRIMARY KEY, seq INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT,
         identity TEXT NOT NULL, requests INTEGER NOT NULL, channel INTEGER NOT NULL,
-        spi INTEGER NOT NULL);)");
+        spi INTEGER NOT NULL, event_id INTEGER NOT NULL DEFAULT 0);)");
+    // Databases from before request event ids: add the outbox column.
+    if (!has_column("outbox", "event_id"))
+      exec("ALTER TABLE outbox ADD COLUMN event_id INTEGER NOT NULL DEFAULT 0");
     // Master-key check value: a wrong --master-key-file must fail loudly, not
     // produce garbage keys.
     StoredKey probe;
@@ -140,6 +147,18 @@ void Store::exec(const char* sql) {
     sqlite3_free(err);
     throw std::runtime_error("--db " + path_ + ": " + e);
   }
+}
+
+bool Store::has_column(const char* table, const char* column) {
+  sqlite3_stmt* s = nullptr;
+  const std::string sql = std::string("PRAGMA table_info(") + table + ")";
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK)
+    throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));
+  bool found = false;
+  while (!found && sqlite3_step(s) == SQLITE_ROW)
+    found = std::strcmp(reinterpret_cast<const char*>(sqlite3_column_text(s, 1)), column) == 0;
+  sqlite3_finalize(s);
+  return found;
 }
 
 sqlite3_stmt* Store::prep(const char* sql) {
@@ -322,6 +341,29 @@ void Store::add_holder(const std::string& identity, uint32_t channel, uint32_t s
   STEP_DONE(s);
 }
 
+bool Store::add_request_event(const std::string& identity, uint64_t event_id, uint64_t n) {
+  sqlite3_stmt* s = prep("INSERT OR IGNORE INTO request_events(identity,event_id,at_s) VALUES(?,?,?)");
+  {
+    Reset r{s};
+    sqlite3_bind_text(s, 1, identity.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, int64_t(event_id));
+    sqlite3_bind_int64(s, 3, std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch()).count());
+    STEP_DONE(s);
+  }
+  if (sqlite3_changes(db_) == 0) return false;
+  add_requests(identity, n);
+  return true;
+}
+
+void Store::prune_request_events(int64_t max_age_s) {
+  sqlite3_stmt* s = prep("DELETE FROM request_events WHERE at_s < ?");
+  Reset r{s};
+  sqlite3_bind_int64(s, 1, std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch()).count() - max_age_s);
+  STEP_DONE(s);
+}
+
 bool Store::add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
                       uint64_t bytes, uint64_t packets) {
   sqlite3_stmt* s = prep("INSERT OR IGNORE INTO usage_events(sender,event_id) VALUES(?,?)");
@@ -388,19 +430,20 @@ void Store::set_forward_applied(const std::string& slave, uint64_t seq) {
 }
 
 void Store::outbox_add(const std::string& identity, uint64_t requests, uint32_t channel,
-                       uint32_t spi) {
-  sqlite3_stmt* s = prep("INSERT INTO outbox(identity,requests,channel,spi) VALUES(?,?,?,?)");
+                       uint32_t spi, uint64_t event_id) {
+  sqlite3_stmt* s = prep("INSERT INTO outbox(identity,requests,channel,spi,event_id) VALUES(?,?,?,?,?)");
   Reset r{s};
   sqlite3_bind_text(s, 1, identity.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(s, 2, int64_t(requests));
   sqlite3_bind_int64(s, 3, channel);
   sqlite3_bind_int64(s, 4, spi);
+  sqlite3_bind_int64(s, 5, int64_t(event_id));
   STEP_DONE(s);
 }
 
 std::vector<BillEntry> Store::outbox_peek(std::size_t limit) {
   std::vector<BillEntry> out;
-  sqlite3_stmt* s = prep("SELECT seq,identity,requests,channel,spi FROM outbox ORDER BY seq LIMIT ?");
+  sqlite3_stmt* s = prep("SELECT seq,identity,requests,channel,spi,event_id FROM outbox ORDER BY seq LIMIT ?");
   Reset r{s};
   sqlite3_bind_int64(s, 1, int64_t(limit));
   while (sqlite3_step(s) == SQLITE_ROW) {
@@ -410,6 +453,7 @@ std::vector<BillEntry> Store::outbox_peek(std::size_t limit) {
     e.requests = uint64_t(sqlite3_column_int64(s, 2));
     e.channel = uint32_t(sqlite3_column_int64(s, 3));
     e.spi = uint32_t(sqlite3_column_int64(s, 4));
+    e.event_id = uint64_t(sqlite3_column_int64(s, 5));
     out.push_back(std::move(e));
   }
   return out;

@@ -64,6 +64,13 @@ class Store {
 
   // Billing (master).
   void add_requests(const std::string& identity, uint64_t n);
+  // Counts one billed key request carrying the client's request event id;
+  // false when (identity, event_id) was already counted (a re-send after a
+  // lost reply, on this server or forwarded by a slave).
+  bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n = 1);
+  // Forgets request event ids older than max_age_s: a client re-sends within
+  // its request timeout, so a day of history is ample and the table stays bounded.
+  void prune_request_events(int64_t max_age_s);
   void add_holder(const std::string& identity, uint32_t channel, uint32_t spi);
   // false when (sender, event_id) was already counted.
   bool add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
@@ -73,7 +80,9 @@ class Store {
   void set_forward_applied(const std::string& slave, uint64_t seq);
 
   // Outbox (slave): billing events waiting to be forwarded to the master.
-  void outbox_add(const std::string& identity, uint64_t requests, uint32_t channel, uint32_t spi);
+  // event_id 0: not de-duplicated (holdings, or requests from clients that send no id).
+  void outbox_add(const std::string& identity, uint64_t requests, uint32_t channel, uint32_t spi,
+                  uint64_t event_id = 0);
   std::vector<BillEntry> outbox_peek(std::size_t limit);
   void outbox_delete_upto(uint64_t seq);
   uint64_t outbox_size();
@@ -81,6 +90,7 @@ class Store {
  private:
   void exec(const char* sql);
   sqlite3_stmt* prep(const char* sql);
+  bool has_column(const char* table, const char* column);
   std::vector<uint8_t> wrap(const StoredKey& k);
   bool unwrap(const uint8_t* blob, std::size_t n, StoredKey& k, uint8_t suite);
 

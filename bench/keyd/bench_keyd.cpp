@@ -49,7 +49,7 @@ double key_requests(uint16_t port, const std::string& dir, const std::string& wh
   for (int i = 0; i < conns; ++i) {
     ClientOptions o;
     o.servers = {"127.0.0.1:" + std::to_string(port)};
-    o.tls = {dir + "/" + who + ".crt", dir + "/" + who + ".key", dir + "/ca.crt"};
+    o.tls = {dir + "/" + who + ".crt", dir + "/" + who + ".key", dir + "/ca.crt", {}};
     o.request_timeout = std::chrono::milliseconds(30000);
     cs.push_back(std::make_unique<Client>(o));
   }
@@ -350,7 +350,7 @@ int main(int argc, char** argv) {
     c.listen = "127.0.0.1:0";
     c.db = dir + "/bench.db";
     c.master_key_file = dir + "/mk";
-    c.tls = {dir + "/master.crt", dir + "/master.key", dir + "/ca.crt"};
+    c.tls = {dir + "/master.crt", dir + "/master.key", dir + "/ca.crt", {}};
     ChannelPolicy p;
     p.id = 1;
     c.channels[1] = p;
@@ -376,7 +376,7 @@ int main(int argc, char** argv) {
     {  // the storm asks for the next key: have the KMS make it now
       ClientOptions o;
       o.servers = {"127.0.0.1:" + std::to_string(srv.port())};
-      o.tls = {dir + "/sender.crt", dir + "/sender.key", dir + "/ca.crt"};
+      o.tls = {dir + "/sender.crt", dir + "/sender.key", dir + "/ca.crt", {}};
       Client snd(o);
       Message g;
       g.type = MsgType::GenerateRequest;

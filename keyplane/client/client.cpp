@@ -79,6 +79,13 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (o.servers.empty()) throw std::runtime_error("--kms/--server: at least one HOST:PORT is required");
     for (const auto& s : o.servers) hosts.push_back(parse_host_port(s, "--server"));
     ctx = make_client_context(o.tls);
+    new_event_prefix();
+  }
+
+  // Event ids are a random 32-bit prefix per client instance and a counter:
+  // unique across restarts of the same identity (the server de-duplicates per
+  // identity) with probability 1 - n/2^32 for n instances within the retention.
+  void new_event_prefix() {
     uint8_t r[4];
     if (RAND_bytes(r, sizeof r) != 1) throw std::runtime_error("RAND_bytes failed");
     event_prefix = uint64_t(r[0]) << 56 | uint64_t(r[1]) << 48 | uint64_t(r[2]) << 40 | uint64_t(r[3]) << 32;
@@ -133,6 +140,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     p.id = next_id++;
     if (next_id == 0) next_id = 1;  // 0 is reserved for pushes
     m.req_id = p.id;
+    // A key request's event id is set once here and kept across re-sends (to
+    // this or another server), so a request whose reply was lost is billed once.
+    if (m.type == MsgType::KeyRequest && !m.event_id) m.event_id = next_event_id();
     p.msg = std::move(m);
     p.cb = std::move(cb);
     p.deadline = MonoClock::now() + o.request_timeout;
@@ -383,7 +393,13 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     deliver(p, std::move(r));
   }
 
-  uint64_t next_event_id() { return event_prefix | ++event_counter; }
+  uint64_t next_event_id() {
+    if (++event_counter == 0) {  // 2^32 ids used: a fresh prefix, never a repeat
+      new_event_prefix();
+      event_counter = 1;
+    }
+    return event_prefix | event_counter;
+  }
 };
 
 Client::Client(ClientOptions opts) : impl_(std::make_shared<Impl>(std::move(opts))) {

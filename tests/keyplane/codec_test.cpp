@@ -68,8 +68,10 @@ TEST(Codec, KeyRequestRoundTrip) {
   m.channel = 9;
   m.which = Which::BySpi;
   m.spi = 0x1234;
+  m.event_id = 0xabcdef0000000001ull;
   Message r = roundtrip(m);
   EXPECT_EQ(r.type, MsgType::KeyRequest);
+  EXPECT_EQ(r.event_id, m.event_id);
   EXPECT_EQ(r.req_id, 42u);
   EXPECT_EQ(r.channel, 9u);
   EXPECT_EQ(r.which, Which::BySpi);
@@ -113,7 +115,7 @@ TEST(Codec, EveryRequestTypeRoundTrips) {
   m = {}; m.type = MsgType::ReplSubscribe; m.seq = 0; ms.push_back(m);
   m = {}; m.type = MsgType::ReplKey; m.seq = 77; m.keys.push_back(sample_key(1, 999)); ms.push_back(m);
   m = {}; m.type = MsgType::BillingForward; m.text = "abcd";
-  m.bills.push_back({1, "client", 3, 0, 0}); m.bills.push_back({2, "client", 0, 1, 256}); ms.push_back(m);
+  m.bills.push_back({1, "client", 3, 0, 0, 0x1234567800000009ull}); m.bills.push_back({2, "client", 0, 1, 256}); ms.push_back(m);
   m = {}; m.type = MsgType::HelloOk; m.role = Role::Slave; ms.push_back(m);
   m = {}; m.type = MsgType::Ack; m.seq = 5; ms.push_back(m);
   m = {}; m.type = MsgType::AdminReply; m.text = std::string(100000, 'x'); ms.push_back(m);

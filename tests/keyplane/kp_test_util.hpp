@@ -54,7 +54,7 @@ inline const TempDir& pki() {
 }
 
 inline TlsFiles tls_for(const std::string& name, const TempDir& p = pki()) {
-  return {p / (name + ".crt"), p / (name + ".key"), pki() / "ca.crt"};
+  return {p / (name + ".crt"), p / (name + ".key"), pki() / "ca.crt", {}};
 }
 
 inline ServerConfig server_config(const TempDir& dir, Role role, const std::string& name) {

@@ -174,3 +174,45 @@ TEST_F(Replication, SlaveBillingForwardedExactlyOnce) {
   ASSERT_TRUE(st.ok());
   EXPECT_NE(st.message.find("\"billing_outbox\":0"), std::string::npos) << st.message;
 }
+
+// A billed key request re-sent with the same event id (its reply lost to a
+// crash or a cut) is counted once, whichever servers it reached: the master
+// itself, a slave's forwarded outbox, or both slaves.
+TEST_F(Replication, ResentKeyRequestBilledOnceAcrossServers) {
+  auto ad = std::make_unique<Client>(client_options("admin", {master->port()}));
+  auto on_master = std::make_unique<Client>(client_options("client", {master->port()}));
+  auto on_s1 = std::make_unique<Client>(client_options("client", {s1->port()}));
+  auto on_s2 = std::make_unique<Client>(client_options("client", {s2->port()}));
+  ASSERT_TRUE(wait_until([&] { return fetch(*on_s1, 1, Which::Current).ok() && fetch(*on_s2, 1, Which::Current).ok(); }));
+  auto outbox_empty = [&](uint16_t port) {
+    Client c(client_options("admin", {port}));
+    Result st = admin(c, MsgType::AdminStatus);
+    return st.ok() && st.message.find("\"billing_outbox\":0") != std::string::npos;
+  };
+  ASSERT_TRUE(wait_until([&] { return outbox_empty(s1->port()) && outbox_empty(s2->port()); }));
+  const uint64_t base = requests_of(*ad, "client");
+  ASSERT_GT(base, 0u);
+
+  Message m;
+  m.type = MsgType::KeyRequest;
+  m.channel = 1;
+  m.which = Which::Current;
+  m.event_id = 0x5eed00000001ull;
+  Result first = on_master->call(m);
+  ASSERT_TRUE(first.ok()) << first.message;
+  for (Client* c : {on_master.get(), on_s1.get(), on_s1.get(), on_s2.get()}) {
+    Result r = c->call(m);
+    ASSERT_TRUE(r.ok()) << r.message;  // the key is served again, only not billed again
+    ASSERT_EQ(r.keys.size(), 1u);
+    EXPECT_EQ(r.keys[0].spi, first.keys[0].spi);
+  }
+  // A different id is a different request.
+  m.event_id = 0x5eed00000002ull;
+  ASSERT_TRUE(on_s2->call(m).ok());
+  ASSERT_TRUE(wait_until([&] { return outbox_empty(s1->port()) && outbox_empty(s2->port()); }));
+  EXPECT_EQ(requests_of(*ad, "client"), base + 2);
+  // The master counts the re-sends it recognised: 1 on itself, 3 forwarded.
+  Result st = admin(*ad, MsgType::AdminStatus);
+  ASSERT_TRUE(st.ok());
+  EXPECT_NE(st.message.find("\"billing_duplicate_requests\":4"), std::string::npos) << st.message;
+}
