@@ -118,6 +118,7 @@ struct Keyd {
   pid_t pid = -1;
   uint16_t port = 0;
   std::string log;
+  std::string netns;  // non-empty: run inside this network namespace (`ip netns exec`)
   Keyd() = default;
   Keyd(const Keyd&) = delete;
   ~Keyd() { stop(SIGKILL); }
@@ -135,12 +136,14 @@ struct Keyd {
       if (lf >= 0) dup2(lf, 2);
       close(fds[0]);
       close(fds[1]);
+      std::vector<std::string> pre;
+      if (!netns.empty()) pre = {"ip", "netns", "exec", netns};  // execs keyd: same pid
+      pre.push_back(KEYCAST_KEYD_BIN);
       std::vector<char*> av;
-      std::string bin = KEYCAST_KEYD_BIN;
-      av.push_back(bin.data());
+      for (auto& a : pre) av.push_back(a.data());
       for (auto& a : args) av.push_back(a.data());
       av.push_back(nullptr);
-      execv(av[0], av.data());
+      execvp(av[0], av.data());
       _exit(127);
     }
     close(fds[1]);
