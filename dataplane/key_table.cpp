@@ -12,17 +12,32 @@
 
 namespace keycast::dp {
 
-KeySlot::KeySlot(const KeyRecord& r, uint64_t first_seq, unsigned queues, uint32_t replay_size)
+KeySlot::KeySlot(const KeyRecord& r, uint64_t first_seq, unsigned queues, uint32_t replay_size,
+                 unsigned workers)
     : channel(r.channel),
       spi(r.spi),
       key(r.material),
       expires_at(r.expires_at),
       next_seq(first_seq),
-      replay_queues(queues) {
+      replay_queues(queues),
+      send_workers(workers) {
   if (queues) {
     replay = std::make_unique<PerQueue[]>(queues);
     for (unsigned q = 0; q < queues; ++q) replay[q].window = ReplayWindow(replay_size);
   }
+  if (workers) per_worker = std::make_unique<PerWorker[]>(workers);
+}
+
+uint64_t KeySlot::sent_packets() const noexcept {
+  uint64_t n = 0;
+  for (unsigned w = 0; w < send_workers; ++w) n += per_worker[w].packets.load(std::memory_order_relaxed);
+  return n;
+}
+
+uint64_t KeySlot::sent_bytes() const noexcept {
+  uint64_t n = 0;
+  for (unsigned w = 0; w < send_workers; ++w) n += per_worker[w].bytes.load(std::memory_order_relaxed);
+  return n;
 }
 
 void KeyTable::add(std::shared_ptr<KeySlot> s) {
@@ -109,7 +124,8 @@ void KeyTableHolder::synchronize() {
 bool KeyControl::add(const KeyRecord& r) {
   if (holds(r.spi)) return false;
   slots_.push_back(std::shared_ptr<KeySlot>(
-      new KeySlot(r, params_.first_seq, params_.replay_queues, params_.replay_size)));
+      new KeySlot(r, params_.first_seq, params_.replay_queues, params_.replay_size,
+                  params_.send_workers)));
   return true;
 }
 

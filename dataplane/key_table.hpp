@@ -31,7 +31,8 @@
 namespace keycast::dp {
 
 struct alignas(64) KeySlot {
-  KeySlot(const KeyRecord& r, uint64_t first_seq, unsigned replay_queues, uint32_t replay_size);
+  KeySlot(const KeyRecord& r, uint64_t first_seq, unsigned replay_queues, uint32_t replay_size,
+          unsigned send_workers = 0);
   KeySlot(const KeySlot&) = delete;
   KeySlot& operator=(const KeySlot&) = delete;
 
@@ -48,14 +49,45 @@ struct alignas(64) KeySlot {
   std::unique_ptr<PerQueue[]> replay;
   unsigned replay_queues;
 
-  // Sender: what was sent under this key (its epoch), for the usage report
-  // the KMS bills from (claim 18). One relaxed add per burst; final once no
-  // worker can still hold the slot (after an RCU grace period).
-  alignas(64) std::atomic<uint64_t> sent_packets{0};
-  std::atomic<uint64_t> sent_bytes{0};
+  // Sender, per worker (index = worker id = TX queue), single writer each: a
+  // block of reserved sequence numbers, and what was sent under this key (its
+  // epoch) for the usage report the KMS bills from (claim 18; final once no
+  // worker can still hold the slot, after an RCU grace period). Plain stores,
+  // no locked instruction per burst: a locked add waits for the store buffer
+  // to drain, and it is full of the previous burst's ciphertext.
+  struct alignas(64) PerWorker {
+    uint64_t seq_next = 0, seq_end = 0;  // reserved, not yet used: [next, end)
+    std::atomic<uint64_t> packets{0}, bytes{0};
+  };
+  std::unique_ptr<PerWorker[]> per_worker;
+  unsigned send_workers;
+  // Sequence numbers are taken from next_seq in blocks of this many; a block's
+  // unused rest is skipped when the slot is retired (gaps are harmless: an IV
+  // is never repeated, and the receiver's window accepts gaps).
+  static constexpr uint32_t kSeqBlock = 512;
 
-  // Reserve n consecutive sequence numbers; returns the first.
+  // Reserve n consecutive sequence numbers; returns the first. Any thread.
   uint64_t reserve(uint32_t n) noexcept { return next_seq.fetch_add(n, std::memory_order_relaxed); }
+  // The same for worker w (< send_workers) only, from its block.
+  uint64_t reserve(unsigned w, uint32_t n) noexcept {
+    PerWorker& p = per_worker[w];
+    if (p.seq_end - p.seq_next < n) [[unlikely]] {
+      const uint32_t block = n > kSeqBlock ? n : kSeqBlock;
+      p.seq_next = reserve(block);
+      p.seq_end = p.seq_next + block;
+    }
+    const uint64_t s = p.seq_next;
+    p.seq_next += n;
+    return s;
+  }
+  // Worker w sent packets/bytes under this key (single writer per w).
+  void count_sent(unsigned w, uint64_t packets, uint64_t bytes) noexcept {
+    PerWorker& p = per_worker[w];
+    p.packets.store(p.packets.load(std::memory_order_relaxed) + packets, std::memory_order_relaxed);
+    p.bytes.store(p.bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+  }
+  uint64_t sent_packets() const noexcept;
+  uint64_t sent_bytes() const noexcept;
 };
 
 // Pending in-band "key data change previous notice" (sender side).
@@ -170,6 +202,7 @@ struct SlotParams {
   unsigned replay_queues = 0;   // receiver: RX queues (one window each)
   uint32_t replay_size = 4096;  // receiver: --replay-window
   uint64_t first_seq = 1;       // sender: first sequence number of a fresh key
+  unsigned send_workers = 0;    // sender: workers (per-worker sequence blocks and counters)
 };
 
 class KeyControl {

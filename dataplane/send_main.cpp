@@ -109,7 +109,7 @@ uint16_t tx_all(uint16_t port, uint16_t q, rte_mbuf** pkts, uint16_t n, SendWork
 class SendWorker {
  public:
   SendWorker(Shared& sh, unsigned id, unsigned nworkers)
-      : sh_(sh), id_(id), q_(static_cast<uint16_t>(id)), st_(*sh.stats[id]),
+      : sh_(sh), id_(id), q_(static_cast<uint16_t>(id)), sole_worker_(nworkers == 1), st_(*sh.stats[id]),
         backoff_(sh.opt.idle_sleep_us) {
     const uint64_t hz = rte_get_tsc_hz();
     pacer_ = Pacer(Pacer::share(sh.opt.rate, nworkers, id), hz, sh.opt.burst, rte_get_tsc_cycles());
@@ -122,9 +122,9 @@ class SendWorker {
       pattern_fill(frame.data() + esp::kPayloadOffset, plen, 0);
       AeadOp op{};
       if (esp::prepare(sh.tmpl, 0, 0, esp::kNextUdp, frame.data(), esp::kUdpLen + plen, frame.size(),
-                       aad_[0], op) == 0 || op.len > sizeof plain_)
+                       aad_[0], op) == 0 || op.len > sizeof plain_[0])
         throw std::runtime_error("payload size does not fit a frame");
-      std::memcpy(plain_, frame.data() + esp::kCipherOffset, op.len);
+      for (auto& pl : plain_) std::memcpy(pl, frame.data() + esp::kCipherOffset, op.len);
     }
   }
 
@@ -185,10 +185,9 @@ class SendWorker {
       st_.alloc_fail.add();
       return 0;
     }
-    uint64_t first = 0;
     uint32_t n = want;
+    const uint64_t first = take_indices(want);
     if (sh_.opt.count) {
-      first = sh_.next_index.fetch_add(want, std::memory_order_relaxed);
       if (first >= sh_.opt.count) {
         rte_pktmbuf_free_bulk(pkts, want);
         done = true;
@@ -199,34 +198,50 @@ class SendWorker {
         rte_pktmbuf_free_bulk(pkts + keep, n - keep);
         n = keep;
       }
-    } else {
-      first = sh_.next_index.fetch_add(want, std::memory_order_relaxed);
     }
-    // One atomic add reserves this burst's block of sequence numbers (IVs).
-    const uint64_t seq0 = key->reserve(n);
+    const uint64_t seq0 = key->reserve(id_, n);
     const uint32_t plen = sh_.opt.payload_size;
     uint64_t wire = 0;
+    // Headers and AADs of the whole burst first: their stores have drained
+    // to L1 before the seals load them (a wide load over a narrower store
+    // still in the store buffer stalls on forwarding).
     for (uint32_t i = 0; i < n; ++i) {
       uint8_t* f = rte_pktmbuf_mtod(pkts[i], uint8_t*);
       const uint16_t cap = static_cast<uint16_t>(rte_pktmbuf_tailroom(pkts[i]));
       const std::size_t len = esp::prepare(sh_.tmpl, key->spi, seq0 + i, esp::kNextUdp, f,
                                            esp::kUdpLen + plen, cap, aad_[i], ops_[i]);
-      // The plaintext (UDP header, pattern, trailer) is the same for every
-      // packet but the pattern's 16-byte index: kept once per worker and
-      // enciphered out of place straight into the frame (no fill pass).
-      pattern_set_index(plain_ + esp::kUdpLen, first + i);
-      aead_.seal_from(key->key, ops_[i], plain_);
       pkts[i]->data_len = static_cast<uint16_t>(len);
       pkts[i]->pkt_len = static_cast<uint32_t>(len);
       wire += len;
     }
+    // The plaintext (UDP header, pattern, trailer) is the same for every
+    // packet but the pattern's 16-byte index: kept once per worker and
+    // enciphered out of place straight into the frame (no fill pass). Two
+    // copies, so packet i+1's index is written while packet i is sealed, for
+    // the same store-forwarding reason.
+    pattern_set_index(plain_[0] + esp::kUdpLen, first);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (i + 1 < n) pattern_set_index(plain_[(i + 1) & 1] + esp::kUdpLen, first + i + 1);
+      aead_.seal_from(key->key, ops_[i], plain_[i & 1]);
+    }
     const uint16_t sent = tx_all(sh_.opt.port, q_, pkts, static_cast<uint16_t>(n), st_);
     st_.packets.add(sent);
     st_.bytes.add(uint64_t(sent) * plen);
-    key->sent_packets.fetch_add(sent, std::memory_order_relaxed);
-    key->sent_bytes.fetch_add(uint64_t(sent) * plen, std::memory_order_relaxed);
+    key->count_sent(id_, sent, uint64_t(sent) * plen);
     st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
     return n;
+  }
+
+  // The generator's packet indices are global (the receiver checks them for
+  // loss and order), so workers share one counter; a lone worker owns it and
+  // needs no locked add (which would wait for the store buffer to drain).
+  uint64_t take_indices(uint32_t n) noexcept {
+    if (sole_worker_) {
+      const uint64_t first = sh_.next_index.load(std::memory_order_relaxed);
+      sh_.next_index.store(first + n, std::memory_order_relaxed);
+      return first;
+    }
+    return sh_.next_index.fetch_add(n, std::memory_order_relaxed);
   }
 
   // Plaintext IPv4/UDP frames from --ingest-port: enciphered in place (the
@@ -292,7 +307,7 @@ class SendWorker {
       ++n;
     }
     if (n == 0) return got;
-    const uint64_t seq0 = key->reserve(n);
+    const uint64_t seq0 = key->reserve(id_, n);
     for (uint16_t i = 0; i < n; ++i) {
       rte_mbuf* m = out[i];
       uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
@@ -309,8 +324,7 @@ class SendWorker {
     const uint64_t sent_bytes = sent == n ? payload_bytes : payload_bytes * sent / n;
     st_.packets.add(sent);
     st_.bytes.add(sent_bytes);
-    key->sent_packets.fetch_add(sent, std::memory_order_relaxed);
-    key->sent_bytes.fetch_add(sent_bytes, std::memory_order_relaxed);
+    key->count_sent(id_, sent, sent_bytes);
     st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
     return got;
   }
@@ -337,7 +351,7 @@ class SendWorker {
     const std::size_t cap = rte_pktmbuf_tailroom(m);
     const std::size_t inner = encode_notice(nt, f + esp::kCipherOffset, cap - esp::kCipherOffset);
     KeySlot* key = t->current;
-    const std::size_t len = esp::prepare(sh_.tmpl, key->spi, key->reserve(1), esp::kNextControl, f,
+    const std::size_t len = esp::prepare(sh_.tmpl, key->spi, key->reserve(id_, 1), esp::kNextControl, f,
                                          inner, cap, aad_[0], ops_[0]);
     if (!len) {
       rte_pktmbuf_free(m);
@@ -352,6 +366,7 @@ class SendWorker {
   Shared& sh_;
   unsigned id_;
   uint16_t q_;
+  bool sole_worker_;
   SendWorkerStats& st_;
   IdleBackoff backoff_;
   Pacer pacer_;
@@ -359,7 +374,7 @@ class SendWorker {
   uint64_t notice_every_ = 0, last_notice_gen_ = 0, last_notice_tsc_ = 0;
   AeadOp ops_[kMaxBurst];
   uint8_t aad_[kMaxBurst][esp::kAadLen];
-  alignas(64) uint8_t plain_[RTE_MBUF_DEFAULT_DATAROOM];  // generator plaintext, see generate_burst
+  alignas(64) uint8_t plain_[2][RTE_MBUF_DEFAULT_DATAROOM];  // generator plaintext, see generate_burst
 };
 
 int worker_main(void* p) {
@@ -521,7 +536,9 @@ int run(int argc, char** argv) {
 
   KeyTableHolder holder(nw);
   sh.holder = &holder;
-  KeyControl ctl(holder, opt.channel, SlotParams{});
+  SlotParams slot_params;
+  slot_params.send_workers = nw;
+  KeyControl ctl(holder, opt.channel, slot_params);
   std::unique_ptr<KeySource> source_owner;
   KmsKeySource* kms = nullptr;
   if (opt.use_kms) {
@@ -543,7 +560,7 @@ int run(int argc, char** argv) {
     holder.synchronize();
     for (auto& s : fin) {
       if (!s) continue;
-      EpochUsage u{s->spi, s->sent_bytes.load(), s->sent_packets.load()};
+      EpochUsage u{s->spi, s->sent_bytes(), s->sent_packets()};
       usage_packets += u.packets;
       usage_bytes += u.bytes;
       if (u.packets) kms->report_usage(u);
@@ -551,7 +568,7 @@ int run(int argc, char** argv) {
     if (final_report) {
       EpochUsage u{0, 0, 0};
       if (auto cur = ctl.slot(ctl.current_spi())) {
-        u = EpochUsage{cur->spi, cur->sent_bytes.load(), cur->sent_packets.load()};
+        u = EpochUsage{cur->spi, cur->sent_bytes(), cur->sent_packets()};
         usage_packets += u.packets;
         usage_bytes += u.bytes;
       }

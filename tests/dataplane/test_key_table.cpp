@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -167,6 +168,50 @@ TEST(KeyTable, ConcurrentReadersWhileWriterSwaps) {
   EXPECT_EQ(h.retired(), 0u);
   EXPECT_EQ(h.acquire()->current->spi, spi);
   EXPECT_LE(h.acquire()->size(), 2u);
+}
+
+// Workers take sequence numbers from per-worker blocks; whatever the burst
+// sizes, no two reservations (any worker, any thread) overlap: no IV repeats.
+TEST(KeyTable, PerWorkerSequenceBlocksNeverOverlap) {
+  constexpr unsigned kWorkers = 3, kEach = 20000;
+  KeyTableHolder h(kWorkers);
+  SlotParams p;
+  p.first_seq = 5;
+  p.send_workers = kWorkers;
+  KeyControl ctl(h, 7, p);
+  ctl.add(make_key(256));
+  ctl.set_current(256);
+  ctl.publish();
+  KeySlot* s = h.acquire()->current;
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> got(kWorkers + 1);
+  std::vector<std::thread> ts;
+  for (unsigned w = 0; w <= kWorkers; ++w)
+    ts.emplace_back([&, w] {
+      std::mt19937 rng(w);
+      for (unsigned i = 0; i < kEach; ++i) {
+        const uint32_t n = 1 + rng() % 700;  // also larger than a block
+        // Thread kWorkers is not a worker: it uses the shared counter.
+        const uint64_t first = w < kWorkers ? s->reserve(w, n) : s->reserve(n);
+        got[w].emplace_back(first, first + n);
+        if (w < kWorkers) s->count_sent(w, n, uint64_t(n) * 100);
+      }
+    });
+  for (auto& t : ts) t.join();
+  std::vector<std::pair<uint64_t, uint64_t>> all;
+  uint64_t packets = 0;
+  for (unsigned w = 0; w <= kWorkers; ++w) {
+    for (auto& r : got[w]) {
+      all.push_back(r);
+      if (w < kWorkers) packets += r.second - r.first;
+    }
+  }
+  std::sort(all.begin(), all.end());
+  EXPECT_GE(all.front().first, 5u);
+  uint64_t overlaps = 0;
+  for (std::size_t i = 1; i < all.size(); ++i) overlaps += all[i].first < all[i - 1].second;
+  EXPECT_EQ(overlaps, 0u);
+  EXPECT_EQ(s->sent_packets(), packets);
+  EXPECT_EQ(s->sent_bytes(), packets * 100);
 }
 
 TEST(ControlEvents, MultiProducerSingleConsumer) {
