@@ -23,7 +23,7 @@ const char* role_name(bool sender) { return sender ? "keycast-send" : "keycast-r
 }  // namespace
 
 KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& tls_cert,
-                       const std::string& tls_key, const std::string& tls_ca,
+                       const std::string& tls_key, const std::string& tls_ca, const std::string& tls_crl,
                        const std::string& key_file, uint32_t channel, bool sender) {
   KmsOptions o;
   for (const auto& item : kms)
@@ -40,6 +40,7 @@ KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& t
   o.tls.cert = tls_cert;
   o.tls.key = tls_key;
   o.tls.ca = tls_ca;
+  o.tls.crl = tls_crl;
   o.channel = channel;
   o.sender = sender;
   return o;

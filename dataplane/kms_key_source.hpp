@@ -65,7 +65,7 @@ struct EpochUsage {
 // Validates the --kms option group shared by keycast-send and keycast-recv;
 // throws UsageError naming the offending option.
 KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& tls_cert,
-                       const std::string& tls_key, const std::string& tls_ca,
+                       const std::string& tls_key, const std::string& tls_ca, const std::string& tls_crl,
                        const std::string& key_file, uint32_t channel, bool sender);
 
 class KmsKeySource : public KeySource {

@@ -351,7 +351,7 @@ RecvOptions parse_options(int argc, char** argv) {
   RecvOptions o;
   std::string group = "239.1.1.1:5000", deliver = "null";
   std::vector<std::string> kms;
-  std::string tls_cert, tls_key, tls_ca;
+  std::string tls_cert, tls_key, tls_ca, tls_crl;
   uint32_t rotate_ms = 0;
   po::options_description d("keycast-recv options (after EAL args and --)");
   d.add_options()
@@ -370,6 +370,7 @@ RecvOptions parse_options(int argc, char** argv) {
       ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
       ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
       ("tls-ca", po::value<std::string>(&tls_ca), "CA (with --kms)")
+      ("tls-crl", po::value<std::string>(&tls_crl), "CA's PEM CRL: refuse a revoked key server (with --kms)")
       ("deliver", po::value<std::string>(&deliver)->default_value(deliver), "verify|null|pcap:PATH|port:N")
       ("expect", po::value<uint64_t>(&o.expect)->default_value(0), "verify: packets 0..N-1 are expected (tail losses count as lost)")
       ("verify-from-first", po::bool_switch(&o.verify_from_first), "verify: count losses from the first packet received (a receiver that joins mid-stream)")
@@ -396,13 +397,13 @@ RecvOptions parse_options(int argc, char** argv) {
   o.group = parse_group(group);
   if (!kms.empty()) {
     const int64_t p2 = o.kms.p2_ms;
-    o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, o.key_file, o.channel, false);
+    o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, tls_crl, o.key_file, o.channel, false);
     if (p2 < -1) throw UsageError("--p2-ms: must be >= -1");
     o.kms.p2_ms = p2;
     o.kms.grace_ms = o.grace_ms;
     o.use_kms = true;
-  } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca")) {
-    throw UsageError("--tls-cert/--tls-key/--tls-ca need --kms");
+  } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca") || vm.count("tls-crl")) {
+    throw UsageError("--tls-cert/--tls-key/--tls-ca/--tls-crl need --kms");
   }
   if (o.key_file.empty() && !o.use_kms) throw UsageError("one of --key-file or --kms is required");
   if (!o.suite.empty() && !parse_suite(o.suite))

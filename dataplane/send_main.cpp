@@ -396,7 +396,7 @@ SendOptions parse_options(int argc, char** argv) {
   SendOptions o;
   std::string group = "239.1.1.1:5000", source = "10.0.0.1";
   std::vector<std::string> kms;
-  std::string tls_cert, tls_key, tls_ca, key_origin;
+  std::string tls_cert, tls_key, tls_ca, tls_crl, key_origin;
   po::options_description d("keycast-send options (after EAL args and --)");
   d.add_options()
       ("help,h", "this help")
@@ -415,6 +415,7 @@ SendOptions parse_options(int argc, char** argv) {
       ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
       ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
       ("tls-ca", po::value<std::string>(&tls_ca), "CA (with --kms)")
+      ("tls-crl", po::value<std::string>(&tls_crl), "CA's PEM CRL: refuse a revoked key server (with --kms)")
       ("key-origin", po::value<std::string>(&key_origin)->default_value("kms"), "kms|sender (with --kms): who makes the keys")
       ("lifetime-ms", po::value<int64_t>(&o.kms.lifetime_ms)->default_value(60000), "--key-origin sender: lifetime of each key made here")
       ("p1-ms", po::value<int64_t>(&o.kms.p1_ms)->default_value(0), "obtain the next key this long before the switch (0: a third of the lifetime)")
@@ -445,7 +446,7 @@ SendOptions parse_options(int argc, char** argv) {
     throw UsageError("--suite: '" + o.suite + "' is not aes128gcm or aes256gcm");
   if (!kms.empty()) {
     const KmsOptions defaults = o.kms;
-    o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, o.key_file, o.channel, true);
+    o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, tls_crl, o.key_file, o.channel, true);
     o.kms.lifetime_ms = defaults.lifetime_ms;
     o.kms.p1_ms = defaults.p1_ms;
     o.kms.notice_lead_ms = o.notice_lead_ms;
@@ -457,8 +458,8 @@ SendOptions parse_options(int argc, char** argv) {
     if (o.kms.p1_ms < 0 || o.kms.p1_ms >= o.kms.lifetime_ms)
       throw UsageError("--p1-ms: must be in 0..lifetime");
     o.use_kms = true;
-  } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca")) {
-    throw UsageError("--tls-cert/--tls-key/--tls-ca need --kms");
+  } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca") || vm.count("tls-crl")) {
+    throw UsageError("--tls-cert/--tls-key/--tls-ca/--tls-crl need --kms");
   }
   if (o.key_file.empty() && !o.use_kms) throw UsageError("one of --key-file or --kms is required");
   if (o.payload_size < kPatternMin || esp::frame_len(o.payload_size) > RTE_MBUF_DEFAULT_DATAROOM)

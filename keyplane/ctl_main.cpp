@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
     ("tls-cert", po::value(&tls.cert), "client certificate (PEM)")
     ("tls-key", po::value(&tls.key), "client private key (PEM)")
     ("tls-ca", po::value(&tls.ca), "CA certificate (PEM)")
+    ("tls-crl", po::value(&tls.crl), "CA's PEM CRL: refuse a revoked server certificate")
     ("timeout-ms", po::value(&timeout_ms)->default_value(5000), "request timeout")
     ("format", po::value(&format)->default_value("table"), "billing output: table|json|csv")
     ("next", po::bool_switch(&next), "key: the next key instead of the current one")

@@ -146,6 +146,7 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);  // reload the TLS files (a new CRL, a renewed certificate)
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   try {
@@ -154,7 +155,11 @@ int main(int argc, char** argv) {
     srv.start();
     std::cout << "keycast-keyd: " << role << " listening on port " << srv.port() << std::endl;
     int sig = 0;
-    sigwait(&set, &sig);
+    while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+      std::string err = srv.reload_tls();
+      std::cerr << "keycast-keyd: SIGHUP: " << (err.empty() ? "TLS files reloaded" : "reload failed: " + err)
+                << "\n";
+    }
     std::cerr << "keycast-keyd: signal " << sig << ", stopping\n";
     srv.stop();
   } catch (const std::exception& e) {

@@ -11,6 +11,7 @@
 #include <deque>
 #include <iomanip>
 #include <iostream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -405,11 +406,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   // ---------------------------------------------------------------- connections
   struct Conn : std::enable_shared_from_this<Conn> {
-    Conn(Impl& s, tcp::socket sock) : srv(s), s(std::move(sock), *s.ctx), timer(s.io) {}
+    Conn(Impl& s, tcp::socket sock) : srv(s), ctx(s.ctx), s(std::move(sock), *ctx), timer(s.io) {}
     ~Conn() {
       for (auto& f : wq) secure_zero(f.data(), f.size());
     }
     Impl& srv;
+    std::shared_ptr<ssl::context> ctx;  // accepted under this one, even after a reload
     ssl::stream<tcp::socket> s;
     asio::steady_timer timer;
     std::array<uint8_t, kHeaderLen> hdr{};
@@ -446,6 +448,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         if (!p || p->role == Role::None) {
           ++self->srv.handshakes_failed;
           return self->close("certificate carries no keycast role");
+        }
+        // Handshake begun before a TLS reload: the new CA/CRL decide too.
+        if (self->ctx != self->srv.ctx && !peer_still_valid(self->s.native_handle(), self->srv.ctx->native_handle())) {
+          ++self->srv.handshakes_failed;
+          return self->close("certificate not valid under the reloaded CA/CRL");
         }
         ++self->srv.handshakes_ok;
         self->peer = *p;
@@ -1361,6 +1368,32 @@ static void run_loop(Server::Impl& impl) {
       impl.log(std::string("unexpected error in event loop (continuing): ") + e.what());
     }
   }
+}
+
+std::string Server::reload_tls() {
+  auto impl = impl_;
+  auto done = std::make_shared<std::promise<std::string>>();
+  auto fut = done->get_future();
+  asio::post(impl->io, [impl, done] {
+    try {
+      impl->ctx = make_server_context(impl->cfg.tls);  // new connections
+      // Open sessions whose certificate the new files no longer accept (a
+      // revoked or expired peer) end now rather than at their idle timeout.
+      std::vector<Impl::Conn*> gone;
+      for (auto* c : impl->conns)
+        if (c->authed && !peer_still_valid(c->s.native_handle(), impl->ctx->native_handle())) gone.push_back(c);
+      for (auto* c : gone) c->close("certificate not valid under the reloaded CA/CRL");
+      impl->log("TLS files reloaded (certificate, key, CA" +
+                std::string(impl->cfg.tls.crl.empty() ? "" : ", CRL " + impl->cfg.tls.crl) + "); " +
+                std::to_string(gone.size()) + " open session(s) ended");
+      done->set_value("");
+    } catch (const std::exception& e) {
+      impl->log(std::string("TLS reload failed, previous files stay in force: ") + e.what());
+      done->set_value(e.what());
+    }
+  });
+  if (fut.wait_for(std::chrono::seconds(30)) != std::future_status::ready) return "server not running";
+  return fut.get();
 }
 
 void Server::stop() {

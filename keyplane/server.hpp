@@ -20,6 +20,11 @@ class Server {
   void run();    // serve on the calling thread until stop()
   void start();  // serve on a background thread
   void stop();   // thread-safe, idempotent; flushes pending billing first
+  // Re-reads --tls-cert/--tls-key/--tls-ca/--tls-crl (keyd: SIGHUP) for new
+  // connections; open ones keep the context they were accepted with. On error
+  // (message returned, naming the option) the old files stay in force.
+  // Thread-safe; empty string on success.
+  std::string reload_tls();
 
   uint16_t port() const;          // bound key-plane port (useful with port 0)
   uint16_t metrics_port() const;  // 0 without --metrics

@@ -91,6 +91,17 @@ std::optional<std::pair<bool, std::set<uint32_t>>> parse_channel_list(const std:
   return std::make_pair(false, out);
 }
 
+bool peer_still_valid(SSL* ssl, SSL_CTX* ctx) {
+  X509* peer = SSL_get0_peer_certificate(ssl);
+  if (peer == nullptr) return false;
+  X509_STORE_CTX* x = X509_STORE_CTX_new();
+  if (x == nullptr) return false;
+  bool ok = X509_STORE_CTX_init(x, SSL_CTX_get_cert_store(ctx), peer, SSL_get_peer_cert_chain(ssl)) == 1 &&
+            X509_verify_cert(x) == 1;
+  X509_STORE_CTX_free(x);
+  return ok;
+}
+
 std::optional<PeerInfo> peer_info(SSL* ssl) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (!cert || SSL_get_verify_result(ssl) != X509_V_OK) return std::nullopt;

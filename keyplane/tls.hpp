@@ -41,5 +41,9 @@ std::optional<std::pair<bool, std::set<uint32_t>>> parse_channel_list(const std:
 // Role and channels from the verified peer certificate of an established SSL.
 // nullopt when there is no certificate or it has no keycast role.
 std::optional<PeerInfo> peer_info(SSL* ssl);
+// Whether the peer certificate (and chain) an established connection presented
+// still verifies against CTX's trust store: CA, CRL when set, validity dates.
+// Used after the TLS files are reloaded (a new CRL must end open sessions too).
+bool peer_still_valid(SSL* ssl, SSL_CTX* ctx);
 
 }  // namespace keycast::kp

@@ -77,6 +77,52 @@ TEST(Access, RevokedCertificateRefusedWithCrl) {
   EXPECT_TRUE(fetch(c, 1, Which::Current).ok());
 }
 
+// A new CRL is taken in on SIGHUP without a restart: the revoked peer's open
+// session ends, its reconnects are refused, every other session carries on.
+// A broken CRL on reload is refused and the previous files stay in force.
+TEST(Access, CrlReloadedOnSighupEndsRevokedSessions) {
+  TempDir d;
+  std::filesystem::copy_file(pki() / "crl-empty.pem", d / "crl.pem");
+  Keyd m;
+  std::string why;
+  auto args = keyd_args(d, "master", "master", 0, channels());
+  args.push_back("--tls-crl");
+  args.push_back(d / "crl.pem");
+  ASSERT_TRUE(m.start(args, d / "master.log", &why)) << why;
+  ClientOptions ro = client_options("revoked", {m.port});
+  ro.request_timeout = std::chrono::milliseconds(3000);
+  ro.connect_timeout = std::chrono::milliseconds(3000);
+  Client rv(ro), ok(client_options("client", {m.port}));
+  ASSERT_TRUE(fetch(rv, 1, Which::Current).ok()) << "not yet revoked";
+  ASSERT_TRUE(fetch(ok, 1, Which::Current).ok());
+  const uint64_t ok_connects = ok.connects();
+
+  std::filesystem::copy_file(pki() / "crl.pem", d / "crl.pem", std::filesystem::copy_options::overwrite_existing);
+  ASSERT_EQ(kill(m.pid, SIGHUP), 0);
+  ASSERT_TRUE(wait_until([&] { return slurp(d / "master.log").find("TLS files reloaded") != std::string::npos; },
+                         20000))
+      << slurp(d / "master.log");
+  EXPECT_NE(slurp(d / "master.log").find("1 open session(s) ended"), std::string::npos) << slurp(d / "master.log");
+  Result r = fetch(rv, 1, Which::Current);
+  EXPECT_FALSE(r.ok()) << "revoked peer still served after the reload";
+  expect_refused(m.port, "revoked", "revoked certificate after SIGHUP");
+  ASSERT_TRUE(fetch(ok, 1, Which::Current).ok());
+  EXPECT_EQ(ok.connects(), ok_connects) << "a valid client's session was disturbed by the reload";
+
+  {
+    std::ofstream f(d / "crl.pem", std::ios::trunc);
+    f << "not a crl\n";
+  }
+  ASSERT_EQ(kill(m.pid, SIGHUP), 0);
+  ASSERT_TRUE(wait_until([&] { return slurp(d / "master.log").find("TLS reload failed") != std::string::npos; },
+                         20000));
+  EXPECT_NE(slurp(d / "master.log").find("--tls-crl"), std::string::npos);
+  expect_refused(m.port, "revoked", "revoked certificate after a failed reload");
+  Client ok2(client_options("client", {m.port}));
+  EXPECT_TRUE(fetch(ok2, 1, Which::Current).ok()) << "a failed reload must keep the previous files";
+  EXPECT_EQ(m.stop(SIGTERM), 0) << "SIGHUP must not stop keyd";
+}
+
 TEST(Access, UnreadableCrlIsAStartupError) {
   TempDir d;
   auto args = keyd_args(d, "master", "master", 0, channels());
