@@ -120,6 +120,12 @@ TEST(Access, CrlReloadedOnSighupEndsRevokedSessions) {
   expect_refused(m.port, "revoked", "revoked certificate after a failed reload");
   Client ok2(client_options("client", {m.port}));
   EXPECT_TRUE(fetch(ok2, 1, Which::Current).ok()) << "a failed reload must keep the previous files";
+  // keycast-ctl checks the server's certificate against a CRL too.
+  auto [rc, out] = run(ctl(m.port, "admin", "--tls-crl " + (pki() / "crl.pem") + " status"));
+  EXPECT_EQ(rc, 0) << out;
+  auto [rc2, out2] = run(ctl(m.port, "admin", "--tls-crl " + (d / "no-such.pem") + " status"));
+  EXPECT_NE(rc2, 0) << out2;
+  EXPECT_NE(out2.find("--tls-crl"), std::string::npos) << out2;
   EXPECT_EQ(m.stop(SIGTERM), 0) << "SIGHUP must not stop keyd";
 }
 
