@@ -2,9 +2,12 @@
 
 #include <arpa/inet.h>
 #include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
 #include <rte_lcore.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
@@ -112,5 +115,29 @@ std::vector<unsigned> worker_lcores() {
 }
 
 double tsc_seconds(uint64_t ticks) { return double(ticks) / double(rte_get_tsc_hz()); }
+
+int app_main(const char* name, int argc, char** argv, int (*run)(int, char**)) {
+  install_signal_handlers();
+  const int eal = rte_eal_init(argc, argv);
+  if (eal < 0) {
+    std::fprintf(stderr, "%s: EAL init failed: %s\n", name, rte_strerror(rte_errno));
+    return 1;
+  }
+  argc -= eal;
+  argv += eal;
+  argv[0] = const_cast<char*>(name);
+  int rc = 0;
+  try {
+    rc = run(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: %s\n", name, e.what());
+    rc = 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    rc = 1;
+  }
+  rte_eal_cleanup();
+  return rc;
+}
 
 }  // namespace keycast::dp

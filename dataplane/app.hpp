@@ -66,4 +66,10 @@ class IdleBackoff {
 
 double tsc_seconds(uint64_t ticks);
 
+// The whole of main() for keycast-send/-recv: signal handlers first (a stop
+// request during EAL init is not lost), EAL init, run(argc, argv) on the
+// application arguments with argv[0] = NAME, EAL cleanup. Exit status: run's,
+// 2 for a UsageError, 1 for any other error (message prefixed with NAME).
+int app_main(const char* name, int argc, char** argv, int (*run)(int, char**));
+
 }  // namespace keycast::dp

@@ -705,26 +705,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  install_signal_handlers();  // first: a stop request during EAL init is not lost
-  const int eal = rte_eal_init(argc, argv);
-  if (eal < 0) {
-    std::fprintf(stderr, "keycast-send: EAL init failed: %s\n", rte_strerror(rte_errno));
-    return 1;
-  }
-  argc -= eal;
-  argv += eal;
-  argv[0] = const_cast<char*>("keycast-send");
-  int rc = 0;
-  try {
-    rc = run(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "keycast-send: %s\n", e.what());
-    rc = 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "keycast-send: error: %s\n", e.what());
-    rc = 1;
-  }
-  rte_eal_cleanup();
-  return rc;
-}
+int main(int argc, char** argv) { return keycast::dp::app_main("keycast-send", argc, argv, run); }
