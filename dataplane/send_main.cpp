@@ -181,7 +181,7 @@ class SendWorker {
     want = pacer_.take(rte_get_tsc_cycles(), want);
     if (want == 0) return 0;
     rte_mbuf* pkts[kMaxBurst];
-    if (!alloc_raw_bulk(pkts, want)) {
+    if (rte_pktmbuf_alloc_bulk(sh_.pool, pkts, want) != 0) {
       st_.alloc_fail.add();
       return 0;
     }
@@ -230,24 +230,6 @@ class SendWorker {
     key->count_sent(id_, sent, uint64_t(sent) * plen);
     st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
     return n;
-  }
-
-  // Fresh mbufs for generated frames without rte_pktmbuf_reset: a pooled mbuf
-  // already has refcnt 1, nb_segs 1 and next NULL (the free path guarantees
-  // it, see rte_mbuf_raw_alloc), so only first-cache-line fields are set here
-  // and in generate_burst (lengths); the second line, evicted by the previous
-  // burst's ciphertext, is not written. As testpmd's txonly engine does.
-  bool alloc_raw_bulk(rte_mbuf** pkts, unsigned n) noexcept {
-    if (rte_mempool_get_bulk(sh_.pool, reinterpret_cast<void**>(pkts), n) != 0) return false;
-    for (unsigned i = 0; i < n; ++i) {
-      rte_mbuf* m = pkts[i];
-      rte_pktmbuf_reset_headroom(m);
-      m->ol_flags &= RTE_MBUF_F_EXTERNAL;  // no offload requested
-      m->packet_type = 0;
-      m->port = RTE_MBUF_PORT_INVALID;
-      m->vlan_tci = 0;
-    }
-    return true;
   }
 
   // The generator's packet indices are global (the receiver checks them for
