@@ -135,7 +135,10 @@ void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point /*start*/) {
   } else if (o_.sender) {
     client_->generate(o_.channel, kp::Which::Both, cb);
   } else {
-    client_->fetch(o_.channel, kp::Which::Both, cb);
+    // A receiver also takes the previous key while it is in its grace period:
+    // one that starts just after a switch still deciphers what the sender put
+    // on the wire under the old key.
+    client_->fetch(o_.channel, kp::Which::All, cb);
   }
   {
     std::unique_lock<std::mutex> lock(m);
@@ -156,13 +159,19 @@ void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point /*start*/) {
                              res.message);
   }
   bool changed = false;
-  for (const auto& k : res.keys) install(ctl, k, res.received_at, changed);
+  // Current and next first: install() takes the earliest unended key as
+  // current, and a previous key only once there is a current to retire it behind.
+  for (const auto& k : res.keys)
+    if (k.slot != kp::Slot::Previous) install(ctl, k, res.received_at, changed);
+  for (const auto& k : res.keys)
+    if (k.slot == kp::Slot::Previous) install(ctl, k, res.received_at, changed);
   if (o_.sender && ctl.current_spi() == 0)
     throw std::runtime_error("--kms: the key server returned no current key for channel " +
                              std::to_string(o_.channel));
-  std::fprintf(stderr, "%s: KMS %s: channel %u current SPI %u (%lld ms left), next SPI %u\n",
+  std::fprintf(stderr, "%s: KMS %s: channel %u current SPI %u (%lld ms left), next SPI %u, previous SPI %u\n",
                role_name(o_.sender), res.server.c_str(), o_.channel, ctl.current_spi(),
-               static_cast<long long>(ms_until(cur_end_, MonoClock::now())), ctl.next_spi());
+               static_cast<long long>(ms_until(cur_end_, MonoClock::now())), ctl.next_spi(),
+               retiring_.empty() ? 0u : retiring_.back().spi);
   ctl.publish();
 }
 
