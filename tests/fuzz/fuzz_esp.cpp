@@ -1,8 +1,11 @@
-// libFuzzer target: the receive path on arbitrary frames. The first input byte
-// picks how the fuzzer's frame is used: raw, or with a valid ESP header
-// prefix so the fuzzer reaches the AEAD and trailer checks quickly. The key is
-// fixed, so inputs built by esp_tool with the corpus key authenticate and
-// reach the padding and inner-UDP checks.
+// libFuzzer target: the receive path. The first input byte picks the mode:
+//  even: the rest is a whole frame, parsed and deciphered as received (the
+//        key is fixed, so corpus frames built by esp_tool authenticate);
+//  odd:  the rest is the plaintext of the enciphered region (inner packet,
+//        padding, pad length, next header, all fuzzed), sealed here under the
+//        corpus key, so every mutation authenticates and reaches the padding,
+//        next-header and inner-UDP checks that a forged tag never would.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -27,9 +30,34 @@ struct Ctx {
 };
 }  // namespace
 
+// Builds a sealed frame whose enciphered region is exactly `plain` (rounded
+// down to ESP's 4-byte alignment).
+std::vector<uint8_t> sealed_frame(Ctx& ctx, const uint8_t* plain, size_t avail) {
+  const size_t n = std::max<size_t>(4, avail - avail % 4);
+  static const esp::Template t = [] {
+    esp::Flow f;
+    f.src_ip = 0x0a000001;
+    f.group_ip = 0xef010101;
+    return esp::make_template(f);
+  }();
+  std::vector<uint8_t> frame(esp::kCipherOffset + n + kIcvLen + 8);
+  uint8_t aad[esp::kAadLen];
+  AeadOp op{};
+  // inner_len n - 2 needs no padding: the region is n bytes, then overwritten.
+  if (esp::prepare(t, 0x1000, 7, esp::kNextUdp, frame.data(), n - 2, frame.size(), aad, op) == 0) return {};
+  std::memset(op.data, 0, op.len);
+  std::memcpy(op.data, plain, std::min<size_t>(avail, op.len));
+  ctx.aead.seal(ctx.key, op);
+  frame.resize(esp::kCipherOffset + op.len + kIcvLen);  // exact size: overreads are caught
+  return frame;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Ctx ctx;
-  std::vector<uint8_t> frame(data, data + size);  // exact size: overreads are caught
+  if (size == 0) return 0;
+  std::vector<uint8_t> frame = (data[0] & 1) ? sealed_frame(ctx, data + 1, size - 1)
+                                             : std::vector<uint8_t>(data + 1, data + size);
+  if (frame.empty()) return 0;
   esp::Parsed p;
   if (esp::parse(frame.data(), frame.size(), p) != Drop::None) return 0;
   // Everything parse accepted must lie inside the frame.
