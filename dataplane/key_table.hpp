@@ -11,7 +11,7 @@
 // tables only; workers use raw pointers and never copy a shared_ptr), so the
 // per-key mutable state survives republishing:
 //  - sender: the 64-bit sequence counter. Workers reserve disjoint blocks with
-//    one fetch_add per burst, so an IV is never repeated under a key.
+//    one fetch_add per kSeqBlock numbers, so an IV is never repeated under a key.
 //  - receiver: one replay window per RX queue, each written only by the worker
 //    that polls that queue.
 // A slot is freed when the last table holding it is reclaimed.
