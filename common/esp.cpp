@@ -61,11 +61,9 @@ Template make_template(const Flow& f) noexcept {
   return t;
 }
 
-std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_header,
-                    uint8_t* frame, std::size_t inner_len, std::size_t cap, uint8_t* aad,
-                    AeadOp& op) noexcept {
-  const std::size_t pad = (4 - (inner_len + 2) % 4) % 4;
-  const std::size_t cipher_len = inner_len + pad + 2;
+std::size_t prepare_outer(const Template& t, uint32_t spi, uint64_t seq, uint8_t* frame,
+                          std::size_t cipher_len, std::size_t cap, uint8_t* aad,
+                          AeadOp& op) noexcept {
   const std::size_t total = kCipherOffset + cipher_len + kIcvLen;
   if (total > cap || total - kEthLen > 0xffff) return 0;
 
@@ -90,6 +88,24 @@ std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_
   std::memcpy(esp, &spi_seq, 8);
   std::memcpy(esp + 8, &iv, 8);
 
+  std::memcpy(aad, &spi_seq, 4);  // SPI
+  const uint32_t seq_hi = __builtin_bswap32(static_cast<uint32_t>(seq >> 32));
+  const uint32_t seq_lo = __builtin_bswap32(static_cast<uint32_t>(seq));
+  std::memcpy(aad + 4, &seq_hi, 4);
+  std::memcpy(aad + 8, &seq_lo, 4);
+  uint8_t* inner = frame + kCipherOffset;
+  op = AeadOp{inner, static_cast<uint32_t>(cipher_len), seq, aad, kAadLen, inner + cipher_len};
+  return total;
+}
+
+std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_header,
+                    uint8_t* frame, std::size_t inner_len, std::size_t cap, uint8_t* aad,
+                    AeadOp& op) noexcept {
+  const std::size_t pad = (4 - (inner_len + 2) % 4) % 4;
+  const std::size_t cipher_len = inner_len + pad + 2;
+  const std::size_t total = prepare_outer(t, spi, seq, frame, cipher_len, cap, aad, op);
+  if (total == 0) return 0;
+
   uint8_t* inner = frame + kCipherOffset;
   if (next_header == kNextUdp && inner_len >= kUdpLen) {
     // No UDP checksum: the ICV authenticates every byte.
@@ -103,14 +119,6 @@ std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_
   const uint64_t pad_bytes = 0x030201ull & ((uint64_t(1) << (8 * pad)) - 1);
   const uint64_t trailer = pad_bytes | uint64_t(pad) << (8 * pad) | uint64_t(next_header) << (8 * pad + 8);
   std::memcpy(inner + inner_len, &trailer, 8);
-
-  std::memcpy(aad, &spi_seq, 4);  // SPI
-  const uint32_t seq_hi = __builtin_bswap32(static_cast<uint32_t>(seq >> 32));
-  const uint32_t seq_lo = __builtin_bswap32(static_cast<uint32_t>(seq));
-  std::memcpy(aad + 4, &seq_hi, 4);
-  std::memcpy(aad + 8, &seq_lo, 4);
-  op = AeadOp{inner, static_cast<uint32_t>(cipher_len), seq, aad, kAadLen,
-              inner + cipher_len};
   return total;
 }
 

@@ -79,6 +79,14 @@ std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_
                     uint8_t* frame, std::size_t inner_len, std::size_t cap,
                     uint8_t* aad, AeadOp& op) noexcept;
 
+// Only the outer part of prepare (Ethernet, IPv4, ESP header and IV, AAD,
+// op) for an enciphered region of cipher_len bytes (a multiple of 4) whose
+// plaintext, trailer included, the caller supplies (e.g. sealed out of place
+// with Aead::seal_from). Returns the frame length, or 0 if cap is too small.
+std::size_t prepare_outer(const Template& t, uint32_t spi, uint64_t seq, uint8_t* frame,
+                          std::size_t cipher_len, std::size_t cap, uint8_t* aad,
+                          AeadOp& op) noexcept;
+
 // prepare + seal, for one packet.
 std::size_t encap(Aead& aead, const AeadKey& key, const Template& t, uint32_t spi,
                   uint64_t seq, uint8_t next_header, uint8_t* frame, std::size_t inner_len,

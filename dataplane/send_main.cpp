@@ -125,6 +125,7 @@ class SendWorker {
                        aad_[0], op) == 0 || op.len > sizeof plain_[0])
         throw std::runtime_error("payload size does not fit a frame");
       for (auto& pl : plain_) std::memcpy(pl, frame.data() + esp::kCipherOffset, op.len);
+      plain_len_ = op.len;
     }
   }
 
@@ -208,8 +209,9 @@ class SendWorker {
     for (uint32_t i = 0; i < n; ++i) {
       uint8_t* f = rte_pktmbuf_mtod(pkts[i], uint8_t*);
       const uint16_t cap = static_cast<uint16_t>(rte_pktmbuf_tailroom(pkts[i]));
-      const std::size_t len = esp::prepare(sh_.tmpl, key->spi, seq0 + i, esp::kNextUdp, f,
-                                           esp::kUdpLen + plen, cap, aad_[i], ops_[i]);
+      // Outer headers only: the UDP header and trailer are in plain_.
+      const std::size_t len = esp::prepare_outer(sh_.tmpl, key->spi, seq0 + i, f, plain_len_, cap,
+                                                 aad_[i], ops_[i]);
       pkts[i]->data_len = static_cast<uint16_t>(len);
       pkts[i]->pkt_len = static_cast<uint32_t>(len);
       wire += len;
@@ -374,7 +376,8 @@ class SendWorker {
   uint64_t notice_every_ = 0, last_notice_gen_ = 0, last_notice_tsc_ = 0;
   AeadOp ops_[kMaxBurst];
   uint8_t aad_[kMaxBurst][esp::kAadLen];
-  alignas(64) uint8_t plain_[2][RTE_MBUF_DEFAULT_DATAROOM];  // generator plaintext, see generate_burst
+  alignas(64) uint8_t plain_[2][RTE_MBUF_DEFAULT_DATAROOM];
+  std::size_t plain_len_ = 0;  // enciphered region of a generated frame, trailer included  // generator plaintext, see generate_burst
 };
 
 int worker_main(void* p) {

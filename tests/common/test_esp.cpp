@@ -70,6 +70,35 @@ TEST_F(EspFixture, RoundTripEveryPayloadSize) {
   }
 }
 
+// The sender's generator path: outer headers only, the enciphered region
+// (inner packet and trailer) sealed out of place from a plaintext copy. Same
+// bytes as prepare + seal in place.
+TEST_F(EspFixture, OuterHeadersPlusOutOfPlaceSealEqualsEncap) {
+  for (std::size_t len : {0u, 1u, 2u, 3u, 64u, 1400u}) {
+    auto want = build(len, 77 + len);
+    const std::size_t cipher_len = want.size() - kCipherOffset - kIcvLen;
+    // The plaintext region, as the generator keeps it: built once by prepare.
+    std::vector<uint8_t> scratch(want.size() + 8);
+    std::vector<uint8_t> payload(len);
+    for (std::size_t i = 0; i < len; ++i) payload[i] = static_cast<uint8_t>(i * 7);
+    std::memcpy(scratch.data() + kPayloadOffset, payload.data(), len);
+    uint8_t aad0[kAadLen];
+    AeadOp op0{};
+    ASSERT_EQ(prepare(tmpl, kSpi, 77 + len, kNextUdp, scratch.data(), kUdpLen + len, scratch.size(), aad0, op0),
+              want.size());
+    ASSERT_EQ(op0.len, cipher_len);
+    std::vector<uint8_t> plain(scratch.data() + kCipherOffset, scratch.data() + kCipherOffset + cipher_len);
+
+    std::vector<uint8_t> got(want.size(), 0xee);
+    uint8_t aad[kAadLen];
+    AeadOp op{};
+    ASSERT_EQ(prepare_outer(tmpl, kSpi, 77 + len, got.data(), cipher_len, got.size(), aad, op), want.size());
+    aead.seal_from(key, op, plain.data());
+    EXPECT_EQ(got, want) << len;
+    EXPECT_EQ(prepare_outer(tmpl, kSpi, 1, got.data(), cipher_len, got.size() - 1, aad, op), 0u);
+  }
+}
+
 TEST_F(EspFixture, HeadersAreStandardEspOverIpv4Multicast) {
   auto f = build(100, 0x1122334455667788ULL);
   // RFC 1112 group MAC, IPv4, DF, proto 50, dst = group, valid header checksum.
