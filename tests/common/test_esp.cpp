@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -81,7 +82,7 @@ TEST_F(EspFixture, OuterHeadersPlusOutOfPlaceSealEqualsEncap) {
     std::vector<uint8_t> scratch(want.size() + 8);
     std::vector<uint8_t> payload(len);
     for (std::size_t i = 0; i < len; ++i) payload[i] = static_cast<uint8_t>(i * 7);
-    std::memcpy(scratch.data() + kPayloadOffset, payload.data(), len);
+    std::copy(payload.begin(), payload.end(), scratch.begin() + kPayloadOffset);
     uint8_t aad0[kAadLen];
     AeadOp op0{};
     ASSERT_EQ(prepare(tmpl, kSpi, 77 + len, kNextUdp, scratch.data(), kUdpLen + len, scratch.size(), aad0, op0),
