@@ -376,8 +376,10 @@ class SendWorker {
   uint64_t notice_every_ = 0, last_notice_gen_ = 0, last_notice_tsc_ = 0;
   AeadOp ops_[kMaxBurst];
   uint8_t aad_[kMaxBurst][esp::kAadLen];
+  // Generator plaintext (two copies, see generate_burst) and its length: the
+  // enciphered region of a generated frame, UDP header and trailer included.
   alignas(64) uint8_t plain_[2][RTE_MBUF_DEFAULT_DATAROOM];
-  std::size_t plain_len_ = 0;  // enciphered region of a generated frame, trailer included  // generator plaintext, see generate_burst
+  std::size_t plain_len_ = 0;
 };
 
 int worker_main(void* p) {
