@@ -19,6 +19,14 @@
 #   --lcore    CPU used as the single (main = worker) lcore (default 1)
 #   --count    distinct frames in each input capture (default 1024)
 #   --no-verify  skip the correctness runs (Scapy checks secgw's ESP output and decipherment)
+#   --in-replay N  inbound runs read N distinct frames once each from the zero-copy replay port
+#              (bench/replay, LD_PRELOAD; the same input keycast-recv is measured on) instead of
+#              looping --count frames through net_pcap; timed by the replay port; replay window
+#              --window in the librte_ipsec modes (legacy has none); bypass is not run inbound
+#   --reps R   with --in-replay: passes per size and mode, the fastest is kept (default 3)
+#   --window W with --in-replay: secgw's -w (default 4096, as keycast-recv's default)
+#   --mem MB   EAL memory (default 512; with --in-replay at least N * 2.5 KB more is used)
+#   --huge     2 MiB hugepages (EAL --in-memory; the caller reserves them) instead of --no-huge
 #
 # Gbps = payload bits only (UDP payload = size). Packets/s = growth of secgw's own per-lcore
 # "Packets sent" counter (printed every second with -t 1) between the first and the last sample.
@@ -37,6 +45,12 @@ PMD=aesni_gcm
 LCORE=1
 COUNT=1024
 VERIFY=1
+REPLAY=0
+REPS=3
+WINDOW=4096
+MEM=512
+PAGES=--no-huge
+REPLAY_LIB=${KC_REPLAY_LIB:-${BUILD_DIR:-$REPO/build}/bench/libkeycast_replay.so}
 SPI=1001
 
 die() { echo "secgw run: error: $*" >&2; exit 1; }
@@ -53,6 +67,11 @@ while [ $# -gt 0 ]; do
         --lcore) LCORE=${2:?}; shift 2 ;;
         --count) COUNT=${2:?}; shift 2 ;;
         --no-verify) VERIFY=0; shift ;;
+        --in-replay) REPLAY=${2:?}; shift 2 ;;
+        --reps) REPS=${2:?}; shift 2 ;;
+        --window) WINDOW=${2:?}; shift 2 ;;
+        --mem) MEM=${2:?}; shift 2 ;;
+        --huge) PAGES=--in-memory; shift ;;
         -h|--help) usage ;;
         *) echo "unknown option: $1" >&2; usage ;;
     esac
@@ -60,6 +79,14 @@ done
 
 [[ $SECONDS_RUN =~ ^[0-9]+$ ]] && [ "$SECONDS_RUN" -ge 1 ] || die "--seconds must be a positive integer"
 [[ $COUNT =~ ^[0-9]+$ ]] && [ "$COUNT" -ge 1 ] && [ "$COUNT" -le 4096 ] || die "--count must be 1..4096"
+[[ $REPLAY =~ ^[0-9]+$ ]] || die "--in-replay must be a number of frames"
+[[ $REPS =~ ^[0-9]+$ ]] && [ "$REPS" -ge 1 ] || die "--reps must be a positive integer"
+[[ $WINDOW =~ ^[0-9]+$ ]] || die "--window must be a number"
+[[ $MEM =~ ^[0-9]+$ ]] && [ "$MEM" -ge 64 ] || die "--mem must be at least 64 (MB)"
+if [ "$REPLAY" -gt 0 ]; then
+    [ -f "$REPLAY_LIB" ] || die "--in-replay needs $REPLAY_LIB (ninja -C build keycast_replay; or set KC_REPLAY_LIB)"
+    MEM=$((MEM + REPLAY * 25 / 10000 + 64))
+fi
 for s in $SIZES; do [[ $s =~ ^[0-9]+$ ]] && [ "$s" -ge 8 ] && [ "$s" -le 1400 ] || die "size $s not in 8..1400"; done
 for m in $MODES; do case $m in cpu|lib|legacy|bypass) ;; *) die "unknown mode $m" ;; esac; done
 for a in $ALGOS; do case $a in aes128|aes256) ;; *) die "unknown algo $a" ;; esac; done
@@ -129,9 +156,12 @@ start_secgw() {
     : >"$LOG"
     # Port 0 = protected, port 1 = unprotected (-u 0x2). One lcore: it is both the main and the
     # only worker lcore, polling both ports; stats are printed by the EAL alarm (control) thread.
-    stdbuf -oL -eL "$BIN" -l "$LCORE" --no-huge -m 512 --file-prefix "$prefix" --no-pci \
+    # An empty PORT1_VDEV: port 1 is the replay port that the LD_PRELOAD shim adds (env set by caller).
+    local vdevs=(--vdev "$p0")
+    [ -z "$p1" ] || vdevs+=(--vdev "$p1")
+    stdbuf -oL -eL "$BIN" -l "$LCORE" "$PAGES" -m "$MEM" --file-prefix "$prefix" --no-pci \
         --no-telemetry --log-level=lib.eal:warning \
-        --vdev "$p0" --vdev "$p1" --vdev "$CDEV" -- \
+        "${vdevs[@]}" --vdev "$CDEV" -- \
         -p 0x3 -u 0x2 --config "(0,0,$LCORE),(1,0,$LCORE)" -f "$cfg" "$@" >"$LOG" 2>&1 &
     PID=$!
 }
@@ -158,6 +188,9 @@ for algo in $ALGOS; do
         "$PY" "$HERE/gen_pcap.py" esp "$WORK/esp-$algo-$size.pcap" "$size" "$COUNT" "$SPI" "$key"
     done
 done
+if [ "$REPLAY" -gt 0 ]; then
+    echo "# generating replay captures ($REPLAY distinct frames per size; sequence numbers 1..$REPLAY) ..."
+fi
 
 # ---------------------------------------------------------------- correctness
 if [ "$VERIFY" = 1 ]; then
@@ -217,11 +250,57 @@ echo "# worker lcore thread was actually on a CPU (the machine is shared); cyc/p
 echo "# at ${MHZ:-?} MHz; Mpps/cpu = Mpps per second the worker was on a CPU (what a whole core would do)."
 echo "# Gbps_pl = UDP payload bits, Gbps_l2 = output frame bits (Ethernet header, no FCS)."
 printf '%-6s %5s %-3s %-6s %8s %8s %5s %8s %8s %8s %7s\n' algo size dir mode Mpps best1s cpu% Mpps/cpu Gbps_pl Gbps_l2 cyc/pkt
+
+# run_in_replay ALGO SIZE MODE: inbound, one pass over $REPLAY distinct frames from the replay
+# port, $REPS times; appends the fastest pass to $RESULTS (best1s = wall Mpps of that pass).
+run_in_replay() {
+    local algo=$1 size=$2 mode=$3 cap=$WORK/rep-$1-$2.pcap cfg best="" bj="" r out pps sent
+    cfg=$(cfg_file in "$algo" "$mode")
+    [ -f "$cap" ] || "$PY" "$HERE/gen_pcap.py" espfast "$cap" "$size" "$REPLAY" "$SPI" \
+        "$(key_of "$(cfg_file out "$algo" cpu)")" || die "replay capture $algo $size failed"
+    local win=""; [ "$mode" = legacy ] || win="-w $WINDOW"
+    for r in $(seq "$REPS"); do
+        out=$WORK/replay-$algo-$size-$mode-$r.json
+        rm -f "$out"
+        KC_REPLAY_PCAP=$cap KC_REPLAY_OUT=$out LD_PRELOAD=$REPLAY_LIB \
+            start_secgw "in-$algo-$mode-$size-r$r" "net_null0,no-rx=1" "" "$cfg" $(mode_flags "$mode") $win -t 1
+        local deadline=$((SECONDS + 120))
+        until [ -s "$out" ]; do
+            kill -0 "$PID" 2>/dev/null || fail_run "$LOG" "secgw exited early (replay in $algo $mode $size)"
+            [ $SECONDS -lt $deadline ] || fail_run "$LOG" "the replay pass did not end (in $algo $mode $size)"
+            sleep 0.05
+        done
+        sleep 1.5  # one more statistics print, after the pass
+        stop_secgw
+        # Every frame must have gone out deciphered, or the figure is not worth printing.
+        sent=$(sent_samples "$LOG" | tail -n 1)
+        [ "${sent:-0}" = "$REPLAY" ] || fail_run "$LOG" "replay in $algo $mode $size: secgw sent ${sent:-0} of $REPLAY"
+        local c; c=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["cycles_per_pkt_cpu"])' "$out")
+        if [ -z "$best" ] || awk -v a="$c" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$c; bj=$out; fi
+    done
+    "$PY" - "$bj" "$size" "$mode" "$(label "$algo" "$mode")" "$REPS" >>"$RESULTS" <<'PYEOF'
+import json, sys
+j = json.load(open(sys.argv[1])); size = int(sys.argv[2])
+cyc = j["cycles_per_pkt_cpu"]; hz = j["tsc_hz"]; pps_cpu = hz / cyc
+wall_mpps = j["packets"] / j["wall_s"] / 1e6; share = min(1.0, j["cpu_s"] / j["wall_s"])
+l2 = 14 + 20 + 8 + size
+print("\t".join(str(x) for x in (sys.argv[4], size, "in", sys.argv[3], "%.4f" % wall_mpps, "%.4f" % wall_mpps,
+      "%.1f" % (share * 100), "%.4f" % (pps_cpu / 1e6), "%.4f" % (pps_cpu * size * 8 / 1e9),
+      "%.4f" % (pps_cpu * l2 * 8 / 1e9), "%.0f" % cyc, int(j["packets"] / j["wall_s"]), 0)))
+PYEOF
+    printf '%-6s %5d %-3s %-6s replay pass of %d frames, best of %d: %.0f cycles/pkt\n' "$(label "$algo" "$mode")" \
+        "$size" in "$mode" "$REPLAY" "$REPS" "$best"
+}
+
 for algo in $ALGOS; do
     for size in $SIZES; do
         for dir in out in; do
             for mode in $MODES; do
                 skip "$algo" "$mode" && continue
+                if [ $dir = in ] && [ "$REPLAY" -gt 0 ]; then
+                    [ "$mode" = bypass ] || run_in_replay "$algo" "$size" "$mode"
+                    continue
+                fi
                 cfg=$(cfg_file "$dir" "$algo" "$mode")
                 if [ $dir = out ]; then
                     in=$WORK/plain-$size.pcap
@@ -271,11 +350,12 @@ for algo in $ALGOS; do
                 printf '%s\n' "${drops:-0}" >>"$RESULTS"
             done
         done
+        rm -f "$WORK"/rep-*-"$size".pcap
     done
 done
 
 if [ -n "$JSON" ]; then
-    "$PY" - "$RESULTS" "$JSON" "$PMD" "$SECONDS_RUN" <<'EOF'
+    "$PY" - "$RESULTS" "$JSON" "$PMD" "$SECONDS_RUN" "$REPLAY" <<'EOF'
 import json, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out = []
@@ -285,7 +365,8 @@ for algo, size, d, mode, mpps, best, cpu, mcpu, gbps, gbl2, cyc, pps, drops in r
                 "mpps_per_cpu_s": round(float(mcpu), 4),
                 "gbps_l2": round(float(gbl2), 4), "pps": int(pps), "cycles_per_pkt": int(float(cyc)),
                 "mode": mode, "algo": algo, "pmd": sys.argv[3], "seconds": int(sys.argv[4]),
-                "dropped": int(drops), "best": False})
+                "dropped": int(drops), "best": False,
+                "input": "replay" if d == "in" and int(sys.argv[5]) > 0 else "net_pcap"})
 best = {}
 for r in out:  # mark the fastest crypto mode per (algo, size, dir)
     if r["mode"] == "bypass":

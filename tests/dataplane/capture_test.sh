@@ -22,6 +22,11 @@
 #                                          through a pcap, checked by Scapy too.
 #   capture_test.sh BIN_DIR full-size      30,000 frames of 1400 B flat out (mbufs
 #                                          reused): every one deciphers and verifies.
+#   capture_test.sh BIN_DIR replay-port LIB  the bench's zero-copy replay port (LIB =
+#                                          libkeycast_replay.so, LD_PRELOAD) hands a capture
+#                                          with key switches and notices to keycast-recv at
+#                                          once (every burst full, pipelined): all verify,
+#                                          and the port's own count and timing agree.
 set -euo pipefail
 BIN=${1:?usage: capture_test.sh BIN_DIR MODE}
 MODE=${2:?usage: capture_test.sh BIN_DIR MODE}
@@ -236,6 +241,25 @@ PYEOF
     recv_pcap "$WORK/keys.txt" "$WORK/tx.pcap" "$WORK/r.json" --deliver verify --expect 30000
     check "$WORK/r.json" 'd["packets_ok"] == 30000' 'd["bytes_ok"] == 30000 * 1400' 'd["lost"] == 0' \
       'd["corrupted"] == 0' 'd["malformed"] == 0' 'd["auth_fail"] == 0' 'd["replay"] == 0'
+    ;;
+  replay-port)
+    LIB=${3:?usage: capture_test.sh BIN_DIR replay-port LIBKEYCAST_REPLAY}
+    keys "$WORK/keys.txt" 8 16
+    # 20,003 frames: not a multiple of any burst size, so the last burst is a short one.
+    "$BIN/keycast-send" $EAL --file-prefix "kc_cap_s_$ID" --vdev "net_pcap0,tx_pcap=$WORK/tx.pcap" -- \
+      --key-file "$WORK/keys.txt" --count 20003 --rate 0 --payload-size 100 --rotate-ms 2 \
+      --notice-lead-ms 1 --notice-interval-ms 1 --stats-interval 0 --stats-json "$WORK/send.json" \
+      > "$WORK/send.log" 2>&1
+    check "$WORK/send.json" 'd["packets_sent"] == 20003' 'd["tx_dropped"] == 0' 'd["key_switches"] >= 1'
+    frames=$($PY -c 'import sys; from scapy.utils import PcapReader; print(sum(1 for _ in PcapReader(sys.argv[1])))' "$WORK/tx.pcap")
+    KC_REPLAY_PCAP=$WORK/tx.pcap KC_REPLAY_OUT=$WORK/replay.json LD_PRELOAD=$LIB \
+      "$BIN/keycast-recv" --no-huge -m 512 --no-pci --log-level=lib.eal:warning -l 0,1 \
+      --file-prefix "kc_cap_r_$ID" -- --key-file "$WORK/keys.txt" --deliver verify --expect 20003 \
+      --idle-exit 1 --stats-interval 0 --stats-json "$WORK/r.json" > "$WORK/recv.log" 2>&1
+    check "$WORK/r.json" 'd["packets_ok"] == 20003' 'd["lost"] == 0' 'd["duplicated"] == 0' \
+      'd["corrupted"] == 0' 'd["malformed"] == 0' 'd["auth_fail"] == 0' 'd["replay"] == 0' \
+      'd["unknown_spi"] == 0' "d[\"rx_packets\"] == $frames" 'd["key_switches"] >= 1'
+    check "$WORK/replay.json" "d[\"packets\"] == $frames" 'd["tsc_cycles"] > 0' 'd["cpu_s"] > 0'
     ;;
   *) echo "unknown mode $MODE"; exit 2 ;;
 esac
