@@ -4,8 +4,9 @@
 # usage: sudo bench/run.sh [--quick] [--seconds S] [--sizes "64 256 512 1024 1400"]
 #                          [--no-secgw] [--no-keyd] [--no-extras] [--no-update]
 #
-#   --seconds   measured seconds per keycast-send run (default 3)
-#   --quick     1-second runs, secgw in one mode, short key-server runs (about 3 minutes)
+#   --seconds   measured seconds per keycast-send run (default 2; one run per round)
+#   --quick     1-second runs, 2 rounds, 150,000-frame captures, secgw in one mode, short
+#               key-server runs (about 3 minutes; the full run takes about 9-10)
 #   --no-secgw  skip DPDK ipsec-secgw (bench/secgw/run.sh); keycast/secgw columns stay empty
 #   --no-keyd   skip the key-server bench (bench_keyd)
 #   --no-extras skip 2-worker scaling and key swap under load
@@ -13,19 +14,24 @@
 #
 # Measures, on one worker lcore (EAL -l 0,1: lcore 0 = control, lcore 1 = the worker):
 #   floor     Intel IPsec-MB AES-GCM seal/open, one call per packet (bench_crypto, Google Benchmark
-#             JSON, CPU time), AES-128 and AES-256, payloads 64..1400
+#             JSON, CPU time, pinned to CPU 1), AES-128 and AES-256, payloads 64..1400
 #   sender    keycast-send --rate 0 (generator, verify pattern) into net_null
 #   receiver  keycast-recv --deliver null, replay window on (4096), reading the zero-copy replay
-#             port (bench/replay, LD_PRELOAD): ONE pass over a capture of distinct packets that
-#             keycast-send wrote (no repeats), best of 3 passes; a pass with non-matching keys
-#             measures the input port + parse + drop alone
-#   secgw     bench/secgw/run.sh --json (DPDK's ipsec-secgw, AES-128-GCM; outbound from net_pcap,
-#             inbound from the same replay port over the same number of distinct frames)
+#             port (bench/replay, LD_PRELOAD): ONE pass over a capture of 400,000 distinct packets
+#             that keycast-send wrote (no repeats); a pass with non-matching keys measures the
+#             input port + parse + drop alone
+#   secgw     DPDK's ipsec-secgw (bench/secgw/run.sh), AES-128-GCM: outbound from net_pcap into
+#             net_null; inbound from the same replay port over the same number of distinct frames
 #   extras    sender with 2 worker lcores; key swap every 100 ms under full load (ratio) and a
 #             receiver check (lost = auth_fail = 0) over a capture with swaps; key server
-# Cycles per packet: each worker thread's on-CPU time (schedstat, sampled by bench/lib/oncpu.py)
-# times the TSC rate, divided by its packets. The machine is shared: wall-clock Mpps are printed
-# too, but the ratios use on-CPU figures on both sides (floor: Google Benchmark CPU time).
+# Rounds: the floor (AES-128), the sender, the receiver and secgw inbound are measured once per
+# size in each of 3 rounds, and each figure is its best round: this VM's host slows it down by up
+# to ~1.8x for minutes at a time, never speeds it up, so spreading the samples over the run keeps
+# one slow phase from spoiling a figure (the full floor runs at the start and the end as well).
+# Cycles per packet: each worker thread's on-CPU time (schedstat, sampled by bench/lib/oncpu.py;
+# receiver and secgw inbound: thread CPU time from the replay port) times the TSC rate, divided by
+# its packets; the ratios use on-CPU figures on both sides (floor: Google Benchmark CPU time).
+# Hugepages (EAL --in-memory) when the bench can reserve them, as in production; else --no-huge.
 # IMIX = payloads 64/512/1400 in 7:4:1, computed from the measured per-size costs.
 # Output: results/<UTC time>/ (results.json, table.txt, plot.png, raw/), results/latest -> it,
 # and bench/RESULTS.md (table + machine).
@@ -36,7 +42,7 @@ REPO=$(cd "$HERE/.." && pwd)
 BUILD=${BUILD_DIR:-$REPO/build}
 PY=/usr/bin/python3
 
-SECS=3
+SECS=2
 SIZES="64 256 512 1024 1400"
 QUICK=0
 SECGW=1
@@ -141,52 +147,41 @@ oncpu() {  # oncpu NAME CMD...: run with worker on-CPU sampling -> $RAW/NAME.onc
 
 # ------------------------------------------------------------------ floor
 log "floor: bench_crypto (IPsec-MB AES-GCM, one call per packet)"
-MIN_T=0.25; [ $QUICK = 1 ] && MIN_T=0.15
-# On the worker's CPU, 3 repetitions, once now and once at the end of the run: this VM's clock and
-# memory speed drift with its host's load, so each figure in the tables is the best one seen
-# (the floor's too), and the ratios compare best with best.
-floor_run() {
-    taskset -c 1 "$CRYPTO" --benchmark_filter='^BM_(FloorSeal|FloorOpen|EspEncap|EspDecap)' \
-        --benchmark_min_time=$MIN_T --benchmark_repetitions=3 --benchmark_format=json \
-        --benchmark_out="$RAW/$1.json" --benchmark_out_format=json >/dev/null 2>"$RAW/$1.log" \
-        || die "bench_crypto failed"
+MIN_T=0.2; [ $QUICK = 1 ] && MIN_T=0.1
+# On the worker's CPU. This VM's clock and memory speed drift with its host's load (the same
+# binary runs up to ~1.8x slower for minutes at a time), so every figure in the tables is the
+# best one seen - the floor's too - and the measurements are made in ROUNDS spread over the run,
+# so that one slow phase of the host cannot spoil every sample of one figure.
+floor_run() {  # floor_run NAME FILTER REPETITIONS
+    taskset -c 1 "$CRYPTO" --benchmark_filter="$2" --benchmark_min_time=$MIN_T \
+        --benchmark_repetitions="$3" --benchmark_format=json --benchmark_out="$RAW/$1.json" \
+        --benchmark_out_format=json >/dev/null 2>"$RAW/$1.log" || die "bench_crypto failed"
 }
-floor_run bench_crypto
+FLOOR_ALL='^BM_(FloorSeal|FloorOpen|EspEncap|EspDecap)'
+FLOOR_128='^BM_(FloorSeal|FloorOpen)/aes128gcm'
+floor_run bench_crypto "$FLOOR_ALL" 2
 
-# ------------------------------------------------------------------ sender
-SREPS=3; [ $QUICK = 1 ] && SREPS=2
-for s in $SIZES; do
-    log "sender: keycast-send --rate 0 --payload-size $s -> net_null, ${SECS} s, best of $SREPS"
-    for r in $(seq $SREPS); do
-        oncpu "send-$s-r$r" "$SEND" $(eal 0,1 net_null0) -- --key-file "$KEYS" --rate 0 --payload-size "$s" \
-            --duration "$SECS" --stats-interval 0 --stats-json "$RAW/send-$s-r$r.json"
-    done
-    # the run with the fewest on-CPU cycles per packet becomes send-$s.*
-    best=$("$PY" -c 'import json,sys
-r = []
-for a in sys.argv[1:]:
-    j, o = json.load(open(a + ".json")), json.load(open(a + ".oncpu.json"))
-    r.append((sum(o["workers"].values()) / max(1, j["packets_sent"]), a))
-print(min(r)[1])' $(for r in $(seq $SREPS); do echo "$RAW/send-$s-r$r"; done))
-    cp "$best.json" "$RAW/send-$s.json"; cp "$best.oncpu.json" "$RAW/send-$s.oncpu.json"
-done
-
-# ------------------------------------------------------------------ receiver
-# keycast-recv --deliver null, replay window on (4096), reading the zero-copy replay port
-# (bench/replay/replay_port.cpp, LD_PRELOAD): a capture of RN distinct frames that keycast-send
-# wrote is preloaded into mbufs and flushed from the caches before the worker starts (as a NIC
-# leaves frames in host memory), then each frame is handed to the worker once, without a copy. No
-# frame is seen twice, so nothing is dropped as a replay and every one is deciphered (checked).
-# The replay port times the pass on the worker thread (thread CPU time, first frame to the poll
-# after the last). secgw's inbound runs read the same port (bench/secgw/run.sh --in-replay).
-# Each figure is the best of REPS passes: the memory-bound pass is disturbed by the other load
-# of this VM's host, never helped by it. A pass with keys that do not match (every frame parsed
-# and dropped as unknown_spi) measures the input port + parse + drop alone ("device" column).
-RN=400000; REPS=3; [ $QUICK = 1 ] && { RN=150000; REPS=2; }
+# ------------------------------------------------------------------ sender, receiver, secgw inbound
+# sender    keycast-send --rate 0 (generator, verify pattern) into net_null for SECS s; per size, the
+#           round with the fewest on-CPU cycles per packet is kept.
+# receiver  keycast-recv --deliver null, replay window on (4096), reading the zero-copy replay port
+#           (bench/replay/replay_port.cpp, LD_PRELOAD): a capture of RN distinct frames that
+#           keycast-send wrote is preloaded into mbufs and flushed from the caches before the worker
+#           starts (as a NIC leaves frames in host memory), then each frame is handed to the worker
+#           once, without a copy. No frame is seen twice, so nothing is dropped as a replay and every
+#           one must be deciphered (checked). The replay port times the pass on the worker thread
+#           (thread CPU time, first frame to the poll after the last). A pass with keys that do not
+#           match (every frame parsed and dropped as unknown_spi) measures the input port + parse +
+#           drop alone ("device" column).
+# secgw in  DPDK ipsec-secgw inbound on the same replay port, the same number of distinct frames
+#           (bench/secgw/run.sh --dirs in --in-replay RN), in the same rounds.
+RN=400000; ROUNDS=3; [ $QUICK = 1 ] && { RN=150000; ROUNDS=2; }
 MEM=$((RN * 25 / 10000 + 800))
 KEYS_OTHER=$WORK/keys-other.txt
 for spi in $(seq 9000 9009); do echo "$spi $(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"; done >"$KEYS_OTHER"
-# replay_pass NAME KEYS EXTRA...: one pass -> $RAW/NAME.json (keycast) and $RAW/NAME.replay.json
+HFLAG=""; [ $HUGE = 1 ] && HFLAG=--huge
+SG_IN_MODES="cpu legacy"; [ $QUICK = 1 ] && SG_IN_MODES="legacy"
+# replay_pass NAME KEYS EXTRA...: one pass over $cap -> $RAW/NAME.json (keycast), NAME.replay.json
 replay_pass() {
     local name=$1 keys=$2; shift 2
     KC_REPLAY_PCAP=$cap KC_REPLAY_OUT=$RAW/$name.replay.json LD_PRELOAD=$REPLAY_LIB \
@@ -195,7 +190,7 @@ replay_pass() {
         || { tail -20 "$RAW/$name.log" >&2; die "$name failed"; }
     [ -s "$RAW/$name.replay.json" ] || die "$name: the replay pass did not complete (see $RAW/$name.log)"
 }
-# keep_best NAME: the fastest of NAME-r1..REPS becomes NAME.json / NAME.replay.json
+# keep_best NAME: the fastest of NAME-r* becomes NAME.json / NAME.replay.json
 keep_best() {
     local best
     best=$("$PY" -c 'import json,sys; r=[(json.load(open(f))["cycles_per_pkt_cpu"], f) for f in sys.argv[1:]]; print(min(r)[1][:-len(".replay.json")])' \
@@ -204,21 +199,45 @@ keep_best() {
     cp "$best.replay.json" "$RAW/$1.replay.json"
 }
 for s in $SIZES; do
-    cap=$WORK/esp-$s.pcap
-    log "receiver: capture $RN distinct packets of payload $s; keycast-recv on the replay port, best of $REPS passes"
-    "$SEND" $(eal 0,1 "net_pcap0,tx_pcap=$cap") -- --key-file "$KEYS" --rate 0 --payload-size "$s" \
-        --count "$RN" --stats-interval 0 >"$RAW/cap-$s.log" 2>&1 || die "capture $s failed"
-    for r in $(seq $REPS); do
+    log "receiver: capture $RN distinct packets of payload $s"
+    "$SEND" $(eal 0,1 "net_pcap0,tx_pcap=$WORK/esp-$s.pcap") -- --key-file "$KEYS" --rate 0 \
+        --payload-size "$s" --count "$RN" --stats-interval 0 >"$RAW/cap-$s.log" 2>&1 || die "capture $s failed"
+done
+SG_OK=$SECGW
+for r in $(seq $ROUNDS); do
+    log "round $r of $ROUNDS: floor (AES-128), sender, receiver$([ "$SG_OK" = 1 ] && echo ", secgw inbound") at each size"
+    floor_run "bench_crypto_round$r" "$FLOOR_128" 1
+    for s in $SIZES; do
+        oncpu "send-$s-r$r" "$SEND" $(eal 0,1 net_null0) -- --key-file "$KEYS" --rate 0 --payload-size "$s" \
+            --duration "$SECS" --stats-interval 0 --stats-json "$RAW/send-$s-r$r.json"
+        cap=$WORK/esp-$s.pcap
         replay_pass "recv-$s-r$r" "$KEYS" --replay-window 4096
         # A figure is only worth printing if the pass deciphered the whole capture.
         "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); n=int(sys.argv[2]); sys.exit(0 if d["packets_ok"] == n and d["lost"] == 0 and d["auth_fail"] == 0 and d["malformed"] == 0 and d["replay"] == 0 and d["drops"]["not_ipv4"] == 0 else 1)' \
             "$RAW/recv-$s-r$r.json" "$RN" || die "receiver pass at payload $s did not decipher all $RN packets: see $RAW/recv-$s-r$r.log"
+        [ $r -gt 2 ] || replay_pass "recvdev-$s-r$r" "$KEYS_OTHER"
+        if [ "$SG_OK" = 1 ]; then
+            "$HERE/secgw/run.sh" --sizes "$s" --modes "$SG_IN_MODES" --dirs in --no-verify $HFLAG \
+                --in-replay "$RN" --reps 1 --cache "$WORK/secgw-cache" --json "$RAW/secgw-in-$s-r$r.json" \
+                >"$RAW/secgw-in-$s-r$r.log" 2>&1 \
+                || { tail -20 "$RAW/secgw-in-$s-r$r.log" >&2; echo "bench: secgw inbound failed; continuing without it" >&2; SG_OK=0; }
+        fi
     done
-    keep_best "recv-$s"
-    for r in $(seq 2); do replay_pass "recvdev-$s-r$r" "$KEYS_OTHER"; done
-    keep_best "recvdev-$s"
-    rm -f "$cap"
 done
+for s in $SIZES; do
+    # the round with the fewest on-CPU cycles per packet becomes send-$s.*
+    best=$("$PY" -c 'import json,sys
+r = []
+for a in sys.argv[1:]:
+    j, o = json.load(open(a + ".json")), json.load(open(a + ".oncpu.json"))
+    r.append((sum(o["workers"].values()) / max(1, j["packets_sent"]), a))
+print(min(r)[1])' $(for r in $(seq $ROUNDS); do echo "$RAW/send-$s-r$r"; done))
+    cp "$best.json" "$RAW/send-$s.json"; cp "$best.oncpu.json" "$RAW/send-$s.oncpu.json"
+    keep_best "recv-$s"
+    keep_best "recvdev-$s"
+    rm -f "$WORK/esp-$s.pcap"
+done
+rm -rf "$WORK/secgw-cache"
 
 # ------------------------------------------------------------------ extras
 if [ $EXTRAS = 1 ]; then
@@ -249,16 +268,21 @@ if [ $EXTRAS = 1 ]; then
     rm -f "$cap"
 fi
 
-# ------------------------------------------------------------------ secgw
+# ------------------------------------------------------------------ secgw outbound
+# (and the correctness runs: Scapy checks secgw's ESP output and its decipherment, both ways)
 if [ $SECGW = 1 ]; then
     MODES="cpu legacy bypass"; [ $QUICK = 1 ] && MODES="legacy bypass"
-    log "secgw: bench/secgw/run.sh --modes \"$MODES\" --seconds $SECS"
-    log "secgw: inbound over the replay port, $RN distinct frames, best of $REPS passes per mode"
-    HFLAG=""; [ $HUGE = 1 ] && HFLAG=--huge
-    "$HERE/secgw/run.sh" --sizes "$SIZES" --seconds "$SECS" --modes "$MODES" $HFLAG \
-        --in-replay "$RN" --reps "$REPS" --json "$RAW/secgw.json" >"$RAW/secgw.log" 2>&1 \
+    log "secgw: bench/secgw/run.sh --dirs out --modes \"$MODES\" --seconds $SECS"
+    "$HERE/secgw/run.sh" --sizes "$SIZES" --seconds "$SECS" --modes "$MODES" --dirs out $HFLAG \
+        --json "$RAW/secgw-out.json" >"$RAW/secgw.log" 2>&1 \
         || { tail -20 "$RAW/secgw.log" >&2; echo "bench: secgw failed; continuing without it" >&2; }
 fi
+# One list for the report: outbound rows and every inbound round's rows.
+"$PY" -c 'import json,sys,os; out=[]
+for f in sys.argv[1:]:
+    if os.path.exists(f): out += json.load(open(f))
+json.dump(out, open(os.path.join(os.path.dirname(sys.argv[1]), "secgw.json"), "w"), indent=1)' \
+    "$RAW/secgw-out.json" "$RAW"/secgw-in-*.json 2>/dev/null || true
 
 # ------------------------------------------------------------------ key server
 if [ $KEYD = 1 ]; then
@@ -269,7 +293,7 @@ if [ $KEYD = 1 ]; then
 fi
 
 log "floor again (bench_crypto), for the best-of figures"
-floor_run bench_crypto_end
+floor_run bench_crypto_end "$FLOOR_ALL" 2
 echo "load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 echo "bench_seconds: $((SECONDS - T0))" >>"$OUT/machine.txt"
 UPD=""; [ $UPDATE = 1 ] && UPD="$HERE/RESULTS.md"

@@ -46,8 +46,8 @@ def plain_frame(size):
 WIRE_EXTRA = 24  # FCS + preamble/SFD + inter-frame gap
 
 # ---------------------------------------------------------------- floor
-floor = {}  # (name, suite, size) -> cycles: the fastest repetition of the start and end runs
-for fn in ("bench_crypto.json", "bench_crypto_end.json"):
+floor = {}  # (name, suite, size) -> cycles: the fastest of the start, per-round and end runs
+for fn in sorted(f for f in os.listdir(RAW) if f.startswith("bench_crypto") and f.endswith(".json")):
     bc = load(fn) or {"benchmarks": []}
     for b in bc["benchmarks"]:
         if b.get("run_type", "iteration") != "iteration":

@@ -27,6 +27,8 @@
 #   --window W with --in-replay: secgw's -w (default 4096, as keycast-recv's default)
 #   --mem MB   EAL memory (default 512; with --in-replay at least N * 2.5 KB more is used)
 #   --huge     2 MiB hugepages (EAL --in-memory; the caller reserves them) instead of --no-huge
+#   --dirs D   directions to measure: "out in" (default), "out" or "in"
+#   --cache DIR  with --in-replay: keep the replay captures in DIR and reuse them (several calls)
 #
 # Gbps = payload bits only (UDP payload = size). Packets/s = growth of secgw's own per-lcore
 # "Packets sent" counter (printed every second with -t 1) between the first and the last sample.
@@ -50,6 +52,8 @@ REPS=3
 WINDOW=4096
 MEM=512
 PAGES=--no-huge
+DIRS="out in"
+CACHE=""
 REPLAY_LIB=${KC_REPLAY_LIB:-${BUILD_DIR:-$REPO/build}/bench/libkeycast_replay.so}
 SPI=1001
 
@@ -72,6 +76,8 @@ while [ $# -gt 0 ]; do
         --window) WINDOW=${2:?}; shift 2 ;;
         --mem) MEM=${2:?}; shift 2 ;;
         --huge) PAGES=--in-memory; shift ;;
+        --dirs) DIRS=${2:?}; shift 2 ;;
+        --cache) CACHE=${2:?}; shift 2 ;;
         -h|--help) usage ;;
         *) echo "unknown option: $1" >&2; usage ;;
     esac
@@ -88,6 +94,9 @@ if [ "$REPLAY" -gt 0 ]; then
     MEM=$((MEM + REPLAY * 25 / 10000 + 64))
 fi
 for s in $SIZES; do [[ $s =~ ^[0-9]+$ ]] && [ "$s" -ge 8 ] && [ "$s" -le 1400 ] || die "size $s not in 8..1400"; done
+for d in $DIRS; do case $d in out|in) ;; *) die "unknown direction $d (out or in)" ;; esac; done
+has_dir() { case " $DIRS " in *" $1 "*) return 0 ;; esac; return 1; }
+[ -z "$CACHE" ] || mkdir -p "$CACHE" || die "--cache $CACHE: cannot create"
 for m in $MODES; do case $m in cpu|lib|legacy|bypass) ;; *) die "unknown mode $m" ;; esac; done
 for a in $ALGOS; do case $a in aes128|aes256) ;; *) die "unknown algo $a" ;; esac; done
 case $PMD in
@@ -184,8 +193,13 @@ for algo in $ALGOS; do
     key=$(key_of "$(cfg_file out "$algo" cpu)")
     [ -n "$key" ] || die "no aead_key in $(cfg_file out "$algo" cpu)"
     for size in $SIZES; do
-        [ -f "$WORK/plain-$size.pcap" ] || "$PY" "$HERE/gen_pcap.py" plain "$WORK/plain-$size.pcap" "$size" "$COUNT"
-        "$PY" "$HERE/gen_pcap.py" esp "$WORK/esp-$algo-$size.pcap" "$size" "$COUNT" "$SPI" "$key"
+        # Only what the throughput runs below read (the verification runs make their own).
+        if has_dir out || { has_dir in && [ "$REPLAY" = 0 ]; }; then
+            [ -f "$WORK/plain-$size.pcap" ] || "$PY" "$HERE/gen_pcap.py" plain "$WORK/plain-$size.pcap" "$size" "$COUNT"
+        fi
+        if has_dir in && [ "$REPLAY" = 0 ]; then
+            "$PY" "$HERE/gen_pcap.py" esp "$WORK/esp-$algo-$size.pcap" "$size" "$COUNT" "$SPI" "$key"
+        fi
     done
 done
 if [ "$REPLAY" -gt 0 ]; then
@@ -254,7 +268,7 @@ printf '%-6s %5s %-3s %-6s %8s %8s %5s %8s %8s %8s %7s\n' algo size dir mode Mpp
 # run_in_replay ALGO SIZE MODE: inbound, one pass over $REPLAY distinct frames from the replay
 # port, $REPS times; appends the fastest pass to $RESULTS (best1s = wall Mpps of that pass).
 run_in_replay() {
-    local algo=$1 size=$2 mode=$3 cap=$WORK/rep-$1-$2.pcap cfg best="" bj="" r out pps sent
+    local algo=$1 size=$2 mode=$3 cap=${CACHE:-$WORK}/rep-$1-$2-$REPLAY.pcap cfg best="" bj="" r out pps sent
     cfg=$(cfg_file in "$algo" "$mode")
     [ -f "$cap" ] || "$PY" "$HERE/gen_pcap.py" espfast "$cap" "$size" "$REPLAY" "$SPI" \
         "$(key_of "$(cfg_file out "$algo" cpu)")" || die "replay capture $algo $size failed"
@@ -295,6 +309,7 @@ PYEOF
 for algo in $ALGOS; do
     for size in $SIZES; do
         for dir in out in; do
+            has_dir "$dir" || continue
             for mode in $MODES; do
                 skip "$algo" "$mode" && continue
                 if [ $dir = in ] && [ "$REPLAY" -gt 0 ]; then
@@ -350,7 +365,7 @@ for algo in $ALGOS; do
                 printf '%s\n' "${drops:-0}" >>"$RESULTS"
             done
         done
-        rm -f "$WORK"/rep-*-"$size".pcap
+        [ -n "$CACHE" ] || rm -f "$WORK"/rep-*-"$size"-*.pcap
     done
 done
 
