@@ -231,7 +231,9 @@ class RecvWorker {
     nfree_ = 0;
     // The frames arrive in memory this core has not touched (a NIC's DMA leaves them in DRAM or,
     // with DDIO, in the LLC): without prefetching, each packet would wait for its misses in turn.
-    // Every mbuf header of the burst now, each frame kAhead packets before its turn (as l3fwd).
+    // Headers 2*kAhead and frames kAhead packets before their turn (as l3fwd). For a burst that
+    // run() had in hand these first requests were already made (re-requesting a line in flight
+    // costs an instruction); they matter for the first burst after idle and for the drain.
     for (uint16_t i = 0; i < n && i < 2 * kAhead; ++i) prefetch_header(pkts[i]);
     for (uint16_t i = 0; i < n && i < kAhead; ++i) prefetch_frame(pkts[i]);
     for (uint16_t i = 0; i < n; ++i) {

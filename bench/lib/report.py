@@ -159,9 +159,6 @@ for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out
         dc = r.get("device_cycles")
         r["excl_device_cycles"] = c - dc if c and dc else None
         r["ratio_floor_excl_device"] = (r["floor_cycles"] / (c - dc)) if c and dc and r["floor_cycles"] and c > dc else None
-        sb, sc = r.get("secgw_bypass_cycles"), r["secgw_cycles"]
-        r["secgw_excl_device_cycles"] = sc - sb if sc and sb else None
-        r["ratio_secgw_excl_device"] = ((sc - sb) / (c - dc)) if sc and sb and c and dc and c > dc else None
         pl = r.get("payload_bytes", r["size"] if isinstance(r["size"], int) else 0)
         r["gbps_payload"] = r["mpps"] * pl * 8 / 1e3 if r["mpps"] else None
         r["gbps_wire"] = r["mpps"] * (r["frame_bytes"] + WIRE_EXTRA) * 8 / 1e3 if r["mpps"] else None
