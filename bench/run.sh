@@ -18,8 +18,9 @@
 #   sender    keycast-send --rate 0 (generator, verify pattern) into net_null
 #   receiver  keycast-recv --deliver null, replay window on (4096), reading the zero-copy replay
 #             port (bench/replay, LD_PRELOAD): ONE pass over a capture of 400,000 distinct packets
-#             that keycast-send wrote (no repeats); a pass with non-matching keys measures the
-#             input port + parse + drop alone
+#             that keycast-send wrote (no repeats), frames cold in DRAM; mbufs recycled as a
+#             driver does, and once more with one cold mbuf per frame (the worst case, "all
+#             cold"); a pass with non-matching keys measures the input port + parse + drop alone
 #   secgw     DPDK's ipsec-secgw (bench/secgw/run.sh), AES-128-GCM: outbound from net_pcap into
 #             net_null; inbound from the same replay port over the same number of distinct frames
 #   extras    sender with 2 worker lcores; key swap every 100 ms under full load (ratio) and a
@@ -169,8 +170,11 @@ floor_run bench_crypto "$FLOOR_ALL" 2
 #           keycast-send wrote is preloaded into mbufs and flushed from the caches before the worker
 #           starts (as a NIC leaves frames in host memory), then each frame is handed to the worker
 #           once, without a copy. No frame is seen twice, so nothing is dropped as a replay and every
-#           one must be deciphered (checked). The replay port times the pass on the worker thread
-#           (thread CPU time, first frame to the poll after the last). A pass with keys that do not
+#           one must be deciphered (checked). Main figure: mbuf headers recycled from a driver-sized
+#           pool (KC_REPLAY_MBUF=recycle: what any PMD does; frames and descriptors stay cold);
+#           "all cold": one flushed mbuf per frame (distinct), header misses on top. The replay port
+#           times the pass on the worker thread (thread CPU time, first frame to the poll after the
+#           last). A pass with keys that do not
 #           match (every frame parsed and dropped as unknown_spi) measures the input port + parse +
 #           drop alone ("device" column).
 # secgw in  DPDK ipsec-secgw inbound on the same replay port, the same number of distinct frames
@@ -181,10 +185,11 @@ KEYS_OTHER=$WORK/keys-other.txt
 for spi in $(seq 9000 9009); do echo "$spi $(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"; done >"$KEYS_OTHER"
 HFLAG=""; [ $HUGE = 1 ] && HFLAG=--huge
 SG_IN_MODES="cpu legacy"; [ $QUICK = 1 ] && SG_IN_MODES="legacy"
-# replay_pass NAME KEYS EXTRA...: one pass over $cap -> $RAW/NAME.json (keycast), NAME.replay.json
+# [MBUF=distinct] replay_pass NAME KEYS EXTRA...: one pass over $cap -> $RAW/NAME.json (keycast),
+# NAME.replay.json; mbufs recycled unless MBUF says otherwise
 replay_pass() {
     local name=$1 keys=$2; shift 2
-    KC_REPLAY_PCAP=$cap KC_REPLAY_OUT=$RAW/$name.replay.json LD_PRELOAD=$REPLAY_LIB \
+    KC_REPLAY_MBUF=${MBUF:-recycle} KC_REPLAY_PCAP=$cap KC_REPLAY_OUT=$RAW/$name.replay.json LD_PRELOAD=$REPLAY_LIB \
         "$RECV" $(EAL_MEM=$MEM eal 0,1) -- --key-file "$keys" --deliver null --idle-exit 0.5 \
         --duration 120 --stats-interval 0 --stats-json "$RAW/$name.json" "$@" >"$RAW/$name.log" 2>&1 \
         || { tail -20 "$RAW/$name.log" >&2; die "$name failed"; }
@@ -226,13 +231,16 @@ for r in $(seq $ROUNDS); do
             --duration "$SECS" --stats-interval 0 --stats-json "$RAW/send-$s-r$r.json"
         cap=$WORK/esp-$s.pcap
         replay_pass "recv-$s-r$r" "$KEYS" --replay-window 4096
+        MBUF=distinct replay_pass "recvcold-$s-r$r" "$KEYS" --replay-window 4096
         # A figure is only worth printing if the pass deciphered the whole capture.
-        "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); n=int(sys.argv[2]); sys.exit(0 if d["packets_ok"] == n and d["lost"] == 0 and d["auth_fail"] == 0 and d["malformed"] == 0 and d["replay"] == 0 and d["drops"]["not_ipv4"] == 0 else 1)' \
-            "$RAW/recv-$s-r$r.json" "$RN" || die "receiver pass at payload $s did not decipher all $RN packets: see $RAW/recv-$s-r$r.log"
+        for p in recv recvcold; do
+            "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); n=int(sys.argv[2]); sys.exit(0 if d["packets_ok"] == n and d["lost"] == 0 and d["auth_fail"] == 0 and d["malformed"] == 0 and d["replay"] == 0 and d["drops"]["not_ipv4"] == 0 else 1)' \
+                "$RAW/$p-$s-r$r.json" "$RN" || die "receiver pass $p at payload $s did not decipher all $RN packets: see $RAW/$p-$s-r$r.log"
+        done
         [ $r -gt 2 ] || replay_pass "recvdev-$s-r$r" "$KEYS_OTHER"
         if [ "$SG_OK" = 1 ]; then
             "$HERE/secgw/run.sh" --sizes "$s" --modes "$SG_IN_MODES" --dirs in --no-verify $HFLAG \
-                --in-replay "$RN" --reps 1 --cache "$WORK/secgw-cache" --json "$RAW/secgw-in-$s-r$r.json" \
+                --in-replay "$RN" --mbuf recycle --reps 1 --cache "$WORK/secgw-cache" --json "$RAW/secgw-in-$s-r$r.json" \
                 >"$RAW/secgw-in-$s-r$r.log" 2>&1 \
                 || { tail -20 "$RAW/secgw-in-$s-r$r.log" >&2; echo "bench: secgw inbound failed; continuing without it" >&2; SG_OK=0; }
         fi
@@ -241,6 +249,7 @@ done
 for s in $SIZES; do
     keep_best_oncpu "send-$s"
     keep_best "recv-$s"
+    keep_best "recvcold-$s"
     keep_best "recvdev-$s"
     rm -f "$WORK/esp-$s.pcap"
 done

@@ -13,6 +13,14 @@
 //   KC_REPLAY_OUT   JSON written once the pass is over (packets, TSC cycles, thread CPU ns)
 //   KC_REPLAY_FLUSH 1 (default): flush the frames from the CPU caches after loading, so the
 //                   pass starts as after a DMA that bypassed them; 0: leave them
+//   KC_REPLAY_MBUF  distinct (default): every frame has its own mbuf, header and data both
+//                   cold - no driver recycles mbufs like that, so it is the worst case;
+//                   recycle: what a NIC driver does - the RX path takes mbufs from a small pool
+//                   (its per-lcore mempool cache: the mbufs the application freed a moment ago,
+//                   header still in cache), points each at the next frame's buffer (cold, as
+//                   DMA without DDIO leaves it) and fills in length and port from a per-frame
+//                   descriptor array (cold too, read in order, as a NIC's RX ring). That work
+//                   runs in the RX callback on the polling thread, so it is timed, as a PMD's is.
 // The new port gets the next free port id (after the --vdev ports), one RX and one TX queue
 // (TX goes to a sink ring nobody reads). The pass is timed on the polling thread, from its first
 // non-empty RX to its first empty RX after the last frame (the application has finished with
@@ -24,6 +32,7 @@
 #include <rte_eth_ring.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
+#include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <time.h>
@@ -33,6 +42,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <emmintrin.h>
+#include <vector>
 
 namespace {
 
@@ -43,8 +53,18 @@ struct Pass {
   uint64_t cpu0 = 0, cpu1 = 0;
   bool done = false;
   const char* out = nullptr;
+  const char* mode = "distinct";
 };
 Pass g_pass;
+
+// recycle mode: one descriptor per preloaded frame (its buffer), in capture order.
+struct Slot {
+  void* addr;
+  rte_iova_t iova;
+  uint16_t buf_len, data_off, len;
+};
+Slot* g_slots = nullptr;
+rte_mempool* g_hdrs = nullptr;  // the recycled mbuf headers
 
 uint64_t thread_cpu_ns() {
   timespec ts{};
@@ -66,13 +86,58 @@ void write_result() {
   }
   std::fprintf(f,
                "{\"packets\": %llu, \"tsc_cycles\": %.0f, \"tsc_hz\": %.0f, \"wall_s\": %.6f, "
-               "\"cpu_s\": %.6f, \"cycles_per_pkt_tsc\": %.2f, \"cycles_per_pkt_cpu\": %.2f}\n",
+               "\"cpu_s\": %.6f, \"cycles_per_pkt_tsc\": %.2f, \"cycles_per_pkt_cpu\": %.2f, "
+               "\"mbuf\": \"%s\"}\n",
                (unsigned long long)g_pass.total, cycles, hz, cycles / hz, cpu_s,
-               cycles / double(g_pass.total), cpu_s * hz / double(g_pass.total));
+               cycles / double(g_pass.total), cpu_s * hz / double(g_pass.total), g_pass.mode);
   std::fclose(f);
 }
 
-// Runs on the polling thread after every rx_burst of the replay port.
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "kc_replay: %s\n", what);
+  std::exit(1);
+}
+
+void pass_end() {
+  g_pass.tsc1 = rte_rdtsc();
+  g_pass.cpu1 = thread_cpu_ns();
+  g_pass.done = true;
+  write_result();  // once per run, after the pass: the only system calls this shim makes on the worker
+}
+
+// recycle mode, after every rx_burst of the replay port (whose ring stays empty): a driver's RX
+// with a full ring - refill from the mempool, then one descriptor per frame.
+uint16_t on_rx_recycle(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint16_t max, void*) {
+  if (g_pass.done) return 0;
+  const uint64_t left = g_pass.total - g_pass.handed;
+  if (left == 0) {
+    pass_end();
+    return 0;
+  }
+  const uint16_t k = uint16_t(std::min<uint64_t>(max, left));
+  if (g_pass.handed == 0) {
+    g_pass.tsc0 = rte_rdtsc();
+    g_pass.cpu0 = thread_cpu_ns();
+  }
+  // The pool holds far more than a driver's ring and the application's bursts in flight; running
+  // out means the application keeps mbufs, which would stall a real port as well.
+  if (rte_pktmbuf_alloc_bulk(g_hdrs, pkts, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
+  const Slot* s = g_slots + g_pass.handed;
+  for (uint16_t i = 0; i < k; ++i) {
+    rte_mbuf* m = pkts[i];
+    m->buf_addr = s[i].addr;
+    rte_mbuf_iova_set(m, s[i].iova);
+    m->buf_len = s[i].buf_len;
+    m->data_off = s[i].data_off;
+    m->data_len = s[i].len;
+    m->pkt_len = s[i].len;
+    m->port = port;
+  }
+  g_pass.handed += k;
+  return k;
+}
+
+// distinct mode: runs on the polling thread after every rx_burst of the replay port.
 uint16_t on_rx(uint16_t, uint16_t, rte_mbuf*[], uint16_t n, uint16_t, void*) {
   if (g_pass.done) return n;
   if (n) {
@@ -82,18 +147,11 @@ uint16_t on_rx(uint16_t, uint16_t, rte_mbuf*[], uint16_t n, uint16_t, void*) {
     }
     g_pass.handed += n;
   } else if (g_pass.handed == g_pass.total && g_pass.total) {
-    g_pass.tsc1 = rte_rdtsc();
-    g_pass.cpu1 = thread_cpu_ns();
-    g_pass.done = true;
-    write_result();  // once per run, after the pass: the only system calls this shim makes on the worker
+    pass_end();
   }
   return n;
 }
 
-[[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "kc_replay: %s\n", what);
-  std::exit(1);
-}
 
 void add_replay_port(const char* path) {
   char err[PCAP_ERRBUF_SIZE];
@@ -132,32 +190,50 @@ void add_replay_port(const char* path) {
   }
   pcap_close(p);
 
+  const char* mode = std::getenv("KC_REPLAY_MBUF");
+  const bool recycle = mode && std::strcmp(mode, "recycle") == 0;
+  if (mode && !recycle && std::strcmp(mode, "distinct") != 0) fail("KC_REPLAY_MBUF must be distinct or recycle");
+  std::vector<rte_mbuf*> frames(n);
+  if (rte_ring_dequeue_bulk(rx, reinterpret_cast<void**>(frames.data()), n, nullptr) != n) fail("ring short");
+  if (recycle) {
+    // The preloaded mbufs now only lend their buffers; their headers are never read again.
+    g_slots = static_cast<Slot*>(rte_malloc("kc_replay_slots", sizeof(Slot) * n, RTE_CACHE_LINE_SIZE));
+    if (!g_slots) fail("cannot allocate the descriptors (raise the EAL -m)");
+    for (unsigned i = 0; i < n; ++i)
+      g_slots[i] = Slot{frames[i]->buf_addr, rte_mbuf_iova_get(frames[i]), frames[i]->buf_len,
+                        frames[i]->data_off, frames[i]->data_len};
+    // Headers: a driver pool's size, so the per-lcore cache recycles them; the private area is
+    // what ipsec-secgw's own pools reserve for its per-packet metadata (it writes there).
+    g_hdrs = rte_pktmbuf_pool_create("kc_replay_hdrs", 16383, 256, 256, 0, int(rte_socket_id()));
+    if (!g_hdrs) fail("cannot create the header pool");
+    g_pass.mode = "recycle";
+  } else if (rte_ring_enqueue_bulk(rx, reinterpret_cast<void**>(frames.data()), n, nullptr) != n) {
+    fail("ring full");
+  }
+
   const char* flush = std::getenv("KC_REPLAY_FLUSH");
   if (!flush || std::strcmp(flush, "0") != 0) {
-    // Evict every frame (mbuf header and data) so the pass does not start with the last frames
-    // loaded still in the LLC.
-    void* objs[64];
-    unsigned left = rte_ring_count(rx);
-    for (unsigned i = 0; i < left; i += 64) {
-      const unsigned k = rte_ring_dequeue_bulk(rx, objs, std::min(64u, left - i), nullptr);
-      for (unsigned j = 0; j < k; ++j) {
-        auto* m = static_cast<rte_mbuf*>(objs[j]);
-        const auto* b = static_cast<const char*>(m->buf_addr);
-        for (unsigned o = 0; o < m->buf_len; o += 64) _mm_clflush(b + o);
-        _mm_clflush(m);
-        _mm_clflush(reinterpret_cast<const char*>(m) + 64);
-      }
-      rte_ring_enqueue_bulk(rx, objs, k, nullptr);
+    // Evict every frame (mbuf header and data) and the descriptors so the pass does not start
+    // with the last ones loaded still in the LLC.
+    for (rte_mbuf* m : frames) {
+      const auto* b = static_cast<const char*>(m->buf_addr);
+      for (unsigned o = 0; o < m->buf_len; o += 64) _mm_clflush(b + o);
+      _mm_clflush(m);
+      _mm_clflush(reinterpret_cast<const char*>(m) + 64);
     }
+    if (g_slots)
+      for (size_t o = 0; o < sizeof(Slot) * n; o += 64) _mm_clflush(reinterpret_cast<const char*>(g_slots) + o);
     _mm_mfence();
   }
 
   const int port = rte_eth_from_rings("kc_replay", &rx, 1, &tx, 1, rte_socket_id());
   if (port < 0) fail("rte_eth_from_rings failed");
-  if (!rte_eth_add_rx_callback(uint16_t(port), 0, on_rx, nullptr)) fail("cannot add the RX callback");
+  if (!rte_eth_add_rx_callback(uint16_t(port), 0, recycle ? on_rx_recycle : on_rx, nullptr))
+    fail("cannot add the RX callback");
   g_pass.total = n;
   g_pass.out = std::getenv("KC_REPLAY_OUT");
-  std::fprintf(stderr, "kc_replay: port %d holds %u frames of %s (up to %u bytes)\n", port, n, path, maxlen);
+  std::fprintf(stderr, "kc_replay: port %d holds %u frames of %s (up to %u bytes), %s mbufs\n", port, n, path,
+               maxlen, g_pass.mode);
 }
 
 }  // namespace

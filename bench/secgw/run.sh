@@ -29,6 +29,8 @@
 #   --huge     2 MiB hugepages (EAL --in-memory; the caller reserves them) instead of --no-huge
 #   --dirs D   directions to measure: "out in" (default), "out" or "in"
 #   --cache DIR  with --in-replay: keep the replay captures in DIR and reuse them (several calls)
+#   --mbuf M   with --in-replay: the replay port's mbufs, recycle (default: a driver's small
+#              recycled pool, frames cold) or distinct (one cold mbuf per frame, the worst case)
 #
 # Gbps = payload bits only (UDP payload = size). Packets/s = growth of secgw's own per-lcore
 # "Packets sent" counter (printed every second with -t 1) between the first and the last sample.
@@ -54,6 +56,7 @@ MEM=512
 PAGES=--no-huge
 DIRS="out in"
 CACHE=""
+MBUF=recycle
 REPLAY_LIB=${KC_REPLAY_LIB:-${BUILD_DIR:-$REPO/build}/bench/libkeycast_replay.so}
 SPI=1001
 
@@ -78,6 +81,7 @@ while [ $# -gt 0 ]; do
         --huge) PAGES=--in-memory; shift ;;
         --dirs) DIRS=${2:?}; shift 2 ;;
         --cache) CACHE=${2:?}; shift 2 ;;
+        --mbuf) MBUF=${2:?}; shift 2 ;;
         -h|--help) usage ;;
         *) echo "unknown option: $1" >&2; usage ;;
     esac
@@ -88,6 +92,7 @@ done
 [[ $REPLAY =~ ^[0-9]+$ ]] || die "--in-replay must be a number of frames"
 [[ $REPS =~ ^[0-9]+$ ]] && [ "$REPS" -ge 1 ] || die "--reps must be a positive integer"
 [[ $WINDOW =~ ^[0-9]+$ ]] || die "--window must be a number"
+case $MBUF in recycle|distinct) ;; *) die "--mbuf must be recycle or distinct" ;; esac
 [[ $MEM =~ ^[0-9]+$ ]] && [ "$MEM" -ge 64 ] || die "--mem must be at least 64 (MB)"
 if [ "$REPLAY" -gt 0 ]; then
     [ -f "$REPLAY_LIB" ] || die "--in-replay needs $REPLAY_LIB (ninja -C build keycast_replay; or set KC_REPLAY_LIB)"
@@ -276,7 +281,7 @@ run_in_replay() {
     for r in $(seq "$REPS"); do
         out=$WORK/replay-$algo-$size-$mode-$r.json
         rm -f "$out"
-        KC_REPLAY_PCAP=$cap KC_REPLAY_OUT=$out LD_PRELOAD=$REPLAY_LIB \
+        KC_REPLAY_MBUF=$MBUF KC_REPLAY_PCAP=$cap KC_REPLAY_OUT=$out LD_PRELOAD=$REPLAY_LIB \
             start_secgw "in-$algo-$mode-$size-r$r" "net_null0,no-rx=1" "" "$cfg" $(mode_flags "$mode") $win -t 1
         local deadline=$((SECONDS + 120))
         until [ -s "$out" ]; do

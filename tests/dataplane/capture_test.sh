@@ -25,7 +25,8 @@
 #   capture_test.sh BIN_DIR replay-port LIB  the bench's zero-copy replay port (LIB =
 #                                          libkeycast_replay.so, LD_PRELOAD) hands a capture
 #                                          with key switches and notices to keycast-recv at
-#                                          once (every burst full, pipelined): all verify,
+#                                          once (every burst full, pipelined), with one mbuf
+#                                          per frame and with recycled mbufs: all verify,
 #                                          and the port's own count and timing agree.
 set -euo pipefail
 BIN=${1:?usage: capture_test.sh BIN_DIR MODE}
@@ -252,14 +253,28 @@ PYEOF
       > "$WORK/send.log" 2>&1
     check "$WORK/send.json" 'd["packets_sent"] == 20003' 'd["tx_dropped"] == 0' 'd["key_switches"] >= 1'
     frames=$($PY -c 'import sys; from scapy.utils import PcapReader; print(sum(1 for _ in PcapReader(sys.argv[1])))' "$WORK/tx.pcap")
-    KC_REPLAY_PCAP=$WORK/tx.pcap KC_REPLAY_OUT=$WORK/replay.json LD_PRELOAD=$LIB \
-      "$BIN/keycast-recv" --no-huge -m 512 --no-pci --log-level=lib.eal:warning -l 0,1 \
-      --file-prefix "kc_cap_r_$ID" -- --key-file "$WORK/keys.txt" --deliver verify --expect 20003 \
-      --idle-exit 1 --stats-interval 0 --stats-json "$WORK/r.json" > "$WORK/recv.log" 2>&1
-    check "$WORK/r.json" 'd["packets_ok"] == 20003' 'd["lost"] == 0' 'd["duplicated"] == 0' \
-      'd["corrupted"] == 0' 'd["malformed"] == 0' 'd["auth_fail"] == 0' 'd["replay"] == 0' \
-      'd["unknown_spi"] == 0' "d[\"rx_packets\"] == $frames" 'd["key_switches"] >= 1'
-    check "$WORK/replay.json" "d[\"packets\"] == $frames" 'd["tsc_cycles"] > 0' 'd["cpu_s"] > 0'
+    # Both mbuf models: one cold mbuf per frame, and a driver's recycled headers pointed at the
+    # frames' buffers (the pool is far smaller than the capture, so headers are reused).
+    for mb in distinct recycle; do
+      KC_REPLAY_MBUF=$mb KC_REPLAY_PCAP=$WORK/tx.pcap KC_REPLAY_OUT=$WORK/replay-$mb.json LD_PRELOAD=$LIB \
+        "$BIN/keycast-recv" --no-huge -m 512 --no-pci --log-level=lib.eal:warning -l 0,1 \
+        --file-prefix "kc_cap_r_$ID" -- --key-file "$WORK/keys.txt" --deliver verify --expect 20003 \
+        --idle-exit 1 --stats-interval 0 --stats-json "$WORK/r-$mb.json" > "$WORK/recv-$mb.log" 2>&1
+      check "$WORK/r-$mb.json" 'd["packets_ok"] == 20003' 'd["lost"] == 0' 'd["duplicated"] == 0' \
+        'd["corrupted"] == 0' 'd["malformed"] == 0' 'd["auth_fail"] == 0' 'd["replay"] == 0' \
+        'd["unknown_spi"] == 0' "d[\"rx_packets\"] == $frames" 'd["key_switches"] >= 1'
+      check "$WORK/replay-$mb.json" "d[\"packets\"] == $frames" 'd["tsc_cycles"] > 0' 'd["cpu_s"] > 0' \
+        "d[\"mbuf\"] == \"$mb\""
+    done
+    # A mode the port does not know is refused by name, not silently replaced.
+    if KC_REPLAY_MBUF=bogus KC_REPLAY_PCAP=$WORK/tx.pcap LD_PRELOAD=$LIB \
+        "$BIN/keycast-recv" --no-huge -m 512 --no-pci --log-level=lib.eal:warning -l 0,1 \
+        --file-prefix "kc_cap_r_$ID" -- --key-file "$WORK/keys.txt" --idle-exit 1 \
+        --stats-interval 0 > "$WORK/bogus.log" 2>&1; then
+      echo "FAIL: KC_REPLAY_MBUF=bogus was accepted"; exit 1
+    fi
+    grep -q "KC_REPLAY_MBUF must be distinct or recycle" "$WORK/bogus.log" \
+      || { echo "FAIL: no error naming KC_REPLAY_MBUF"; cat "$WORK/bogus.log"; exit 1; }
     ;;
   *) echo "unknown mode $MODE"; exit 2 ;;
 esac
