@@ -19,8 +19,10 @@
 //                   (its per-lcore mempool cache: the mbufs the application freed a moment ago,
 //                   header still in cache), points each at the next frame's buffer (cold, as
 //                   DMA without DDIO leaves it) and fills in length and port from a per-frame
-//                   descriptor array (cold too, read in order, as a NIC's RX ring). That work
-//                   runs in the RX callback on the polling thread, so it is timed, as a PMD's is.
+//                   descriptor array (cold too, read in order, as a NIC's RX ring); each header
+//                   waits in a 1024-entry ring between refill and RX, as posted descriptors do.
+//                   That work runs in the RX callback on the polling thread, so it is timed, as a
+//                   PMD's is.
 // The new port gets the next free port id (after the --vdev ports), one RX and one TX queue
 // (TX goes to a sink ring nobody reads). The pass is timed on the polling thread, from its first
 // non-empty RX to its first empty RX after the last frame (the application has finished with
@@ -106,7 +108,14 @@ void pass_end() {
 }
 
 // recycle mode, after every rx_burst of the replay port (whose ring stays empty): a driver's RX
-// with a full ring - refill from the mempool, then one descriptor per frame.
+// with a full ring. The mbufs handed out are the oldest of the ring's posted ones, and as many
+// fresh ones are taken from the mempool (the per-lcore cache: what the application just freed) and
+// posted in their place, so a header waits a ring's worth of packets between refill and RX, as in
+// a real driver (in L2 by then, not L1).
+constexpr unsigned kRingSize = 1024;  // keycast-recv's and ipsec-secgw's RX descriptors per queue
+rte_mbuf* g_ring[kRingSize];
+unsigned g_ring_head = 0;  // oldest posted mbuf
+
 uint16_t on_rx_recycle(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint16_t max, void*) {
   if (g_pass.done) return 0;
   const uint64_t left = g_pass.total - g_pass.handed;
@@ -114,17 +123,14 @@ uint16_t on_rx_recycle(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint
     pass_end();
     return 0;
   }
-  const uint16_t k = uint16_t(std::min<uint64_t>(max, left));
+  const uint16_t k = uint16_t(std::min<uint64_t>({max, left, kRingSize}));
   if (g_pass.handed == 0) {
     g_pass.tsc0 = rte_rdtsc();
     g_pass.cpu0 = thread_cpu_ns();
   }
-  // The pool holds far more than a driver's ring and the application's bursts in flight; running
-  // out means the application keeps mbufs, which would stall a real port as well.
-  if (rte_pktmbuf_alloc_bulk(g_hdrs, pkts, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
   const Slot* s = g_slots + g_pass.handed;
   for (uint16_t i = 0; i < k; ++i) {
-    rte_mbuf* m = pkts[i];
+    rte_mbuf* m = g_ring[(g_ring_head + i) % kRingSize];
     m->buf_addr = s[i].addr;
     rte_mbuf_iova_set(m, s[i].iova);
     m->buf_len = s[i].buf_len;
@@ -132,7 +138,14 @@ uint16_t on_rx_recycle(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint
     m->data_len = s[i].len;
     m->pkt_len = s[i].len;
     m->port = port;
+    pkts[i] = m;
   }
+  // Refill. The pool holds far more than the ring and the application's bursts in flight; running
+  // out means the application keeps mbufs, which would stall a real port as well.
+  rte_mbuf* fresh[kRingSize];
+  if (rte_pktmbuf_alloc_bulk(g_hdrs, fresh, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
+  for (uint16_t i = 0; i < k; ++i) g_ring[(g_ring_head + i) % kRingSize] = fresh[i];
+  g_ring_head = (g_ring_head + k) % kRingSize;
   g_pass.handed += k;
   return k;
 }
@@ -206,6 +219,7 @@ void add_replay_port(const char* path) {
     // what ipsec-secgw's own pools reserve for its per-packet metadata (it writes there).
     g_hdrs = rte_pktmbuf_pool_create("kc_replay_hdrs", 16383, 256, 256, 0, int(rte_socket_id()));
     if (!g_hdrs) fail("cannot create the header pool");
+    if (rte_pktmbuf_alloc_bulk(g_hdrs, g_ring, kRingSize) != 0) fail("cannot fill the RX ring");
     g_pass.mode = "recycle";
   } else if (rte_ring_enqueue_bulk(rx, reinterpret_cast<void**>(frames.data()), n, nullptr) != n) {
     fail("ring full");
