@@ -15,12 +15,12 @@
 //                   pass starts as after a DMA that bypassed them; 0: leave them
 //   KC_REPLAY_MBUF  distinct (default): every frame has its own mbuf, header and data both
 //                   cold - no driver recycles mbufs like that, so it is the worst case;
-//                   recycle: what a NIC driver does - the RX path takes mbufs from a small pool
-//                   (its per-lcore mempool cache: the mbufs the application freed a moment ago,
-//                   header still in cache), points each at the next frame's buffer (cold, as
-//                   DMA without DDIO leaves it) and fills in length and port from a per-frame
-//                   descriptor array (cold too, read in order, as a NIC's RX ring); each header
-//                   waits in a 1024-entry ring between refill and RX, as posted descriptors do.
+//                   recycle: what a NIC driver does - the RX path hands out the oldest mbufs
+//                   of a 1024-entry posted ring and refills it from a small pool (its per-lcore
+//                   mempool cache: what the application freed, so a header comes back after a
+//                   ring's worth of packets, in L2), points each at the next frame's buffer
+//                   (cold, as DMA without DDIO leaves it) and fills in length and port from a
+//                   per-frame descriptor array (cold too, read in order, as a NIC's ring).
 //                   That work runs in the RX callback on the polling thread, so it is timed, as a
 //                   PMD's is.
 // The new port gets the next free port id (after the --vdev ports), one RX and one TX queue
@@ -164,7 +164,6 @@ uint16_t on_rx(uint16_t, uint16_t, rte_mbuf*[], uint16_t n, uint16_t, void*) {
   }
   return n;
 }
-
 
 void add_replay_port(const char* path) {
   char err[PCAP_ERRBUF_SIZE];
