@@ -20,7 +20,8 @@
 #             port (bench/replay, LD_PRELOAD): ONE pass over a capture of 400,000 distinct packets
 #             that keycast-send wrote (no repeats), frames cold in DRAM; mbufs recycled as a
 #             driver does, and once more with one cold mbuf per frame (the worst case, "all
-#             cold"); a pass with non-matching keys measures the input port + parse + drop alone
+#             cold") and with the frames in the LLC (DDIO-like); a pass with non-matching keys
+#             measures the input port + parse + drop alone
 #   secgw     DPDK's ipsec-secgw (bench/secgw/run.sh), AES-128-GCM: outbound from net_pcap into
 #             net_null; inbound from the same replay port over the same number of distinct frames
 #   extras    sender with 2 worker lcores; key swap every 100 ms under full load (ratio) and a
@@ -172,7 +173,9 @@ floor_run bench_crypto "$FLOOR_ALL" 2
 #           once, without a copy. No frame is seen twice, so nothing is dropped as a replay and every
 #           one must be deciphered (checked). Main figure: mbuf headers recycled from a driver-sized
 #           pool (KC_REPLAY_MBUF=recycle: what any PMD does; frames and descriptors stay cold);
-#           "all cold": one flushed mbuf per frame (distinct), header misses on top. The replay port
+#           "all cold": one flushed mbuf per frame (distinct), header misses on top; "frames in LLC"
+#           (rounds 1-2): recycled mbufs whose buffers a NIC thread on CPU 0 writes just before RX
+#           (KC_REPLAY_MBUF=llc, DDIO-like). The replay port
 #           times the pass on the worker thread (thread CPU time, first frame to the poll after the
 #           last). A pass with keys that do not
 #           match (every frame parsed and dropped as unknown_spi) measures the input port + parse +
@@ -232,12 +235,17 @@ for r in $(seq $ROUNDS); do
         cap=$WORK/esp-$s.pcap
         replay_pass "recv-$s-r$r" "$KEYS" --replay-window 4096
         MBUF=distinct replay_pass "recvcold-$s-r$r" "$KEYS" --replay-window 4096
+        passes="recv recvcold"
+        if [ $r -le 2 ]; then
+            MBUF=llc replay_pass "recvllc-$s-r$r" "$KEYS" --replay-window 4096
+            passes="$passes recvllc"
+        fi
         # A figure is only worth printing if the pass deciphered the whole capture.
-        for p in recv recvcold; do
+        for p in $passes; do
             "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); n=int(sys.argv[2]); sys.exit(0 if d["packets_ok"] == n and d["lost"] == 0 and d["auth_fail"] == 0 and d["malformed"] == 0 and d["replay"] == 0 and d["drops"]["not_ipv4"] == 0 else 1)' \
                 "$RAW/$p-$s-r$r.json" "$RN" || die "receiver pass $p at payload $s did not decipher all $RN packets: see $RAW/$p-$s-r$r.log"
         done
-        [ $r -gt 2 ] || replay_pass "recvdev-$s-r$r" "$KEYS_OTHER"
+        [ $r -gt 1 ] || replay_pass "recvdev-$s-r$r" "$KEYS_OTHER"
         if [ "$SG_OK" = 1 ]; then
             "$HERE/secgw/run.sh" --sizes "$s" --modes "$SG_IN_MODES" --dirs in --no-verify $HFLAG \
                 --in-replay "$RN" --mbuf recycle --reps 1 --cache "$WORK/secgw-cache" --json "$RAW/secgw-in-$s-r$r.json" \
@@ -250,6 +258,7 @@ for s in $SIZES; do
     keep_best_oncpu "send-$s"
     keep_best "recv-$s"
     keep_best "recvcold-$s"
+    keep_best "recvllc-$s"
     keep_best "recvdev-$s"
     rm -f "$WORK/esp-$s.pcap"
 done

@@ -125,6 +125,9 @@ for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out
             r["rx_packets"] = j.get("rx_packets")
             cold = load(f"recvcold-{size}.replay.json")  # one cold mbuf per frame: the worst case
             r["cold_cycles"] = cold["cycles_per_pkt_cpu"] if cold else None
+            llc = load(f"recvllc-{size}.replay.json")  # frames written just before RX (DDIO-like)
+            r["llc_cycles"] = llc["cycles_per_pkt_cpu"] if llc else None
+            r["llc_nic_waits"] = llc.get("nic_waits") if llc else None
             r["mbuf"] = rep.get("mbuf", "distinct") if rep else None
             d, drep = load(f"recvdev-{size}.json"), load(f"recvdev-{size}.replay.json")
             if drep:
@@ -148,6 +151,7 @@ for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out
         r = {"size": "IMIX", "cycles": mix("cycles"), "floor_cycles": mix("floor_cycles"),
              "device_cycles": mix("device_cycles"), "secgw_bypass_cycles": mix("secgw_bypass_cycles"),
              "cold_cycles": mix("cold_cycles") if role == "receiver" else None,
+             "llc_cycles": mix("llc_cycles") if role == "receiver" else None,
              "esp_cycles": mix("esp_cycles"), "secgw_cycles": mix("secgw_cycles"), "secgw_mode": "mix",
              "secgw_wall_mpps": None, "wall_mpps": None, "packets": None, "worker_cpu_s": None,
              "frame_bytes": sum(have[s]["frame_bytes"] * n for s, n in IMIX) / w,
@@ -160,8 +164,9 @@ for role, prefix, fl, sdir, cnt, byt in (("sender", "send", "BM_FloorSeal", "out
         r["secgw_mpps"] = MHZ / r["secgw_cycles"] if r["secgw_cycles"] else None
         r["ratio_floor"] = r["floor_cycles"] / c if c and r["floor_cycles"] else None
         r["ratio_secgw"] = r["secgw_cycles"] / c if c and r["secgw_cycles"] else None
-        cc = r.get("cold_cycles")
-        r["ratio_floor_cold"] = r["floor_cycles"] / cc if cc and r["floor_cycles"] else None
+        for m in ("cold", "llc"):
+            mc = r.get(m + "_cycles")
+            r["ratio_floor_" + m] = r["floor_cycles"] / mc if mc and r["floor_cycles"] else None
         dc = r.get("device_cycles")
         r["excl_device_cycles"] = c - dc if c and dc else None
         r["ratio_floor_excl_device"] = (r["floor_cycles"] / (c - dc)) if c and dc and r["floor_cycles"] and c > dc else None
@@ -176,21 +181,33 @@ def f(v, fmt):
 
 def table(role):
     rx = role == "receiver"
-    extra_h = (" input + parse + drop cyc (unknown-SPI pass) | keycast minus that cyc | floor / that |"
-               " all-cold cyc | all-cold keycast/floor |") if rx else ""
+    extra_h = " input + parse + drop cyc (unknown-SPI pass) | keycast minus that cyc | floor / that |" if rx else ""
     lines = ["| size | floor Mops | keycast Mpps | keycast/floor | secgw Mpps | keycast/secgw | "
              "cyc/pkt keycast | floor | secgw |" + extra_h + " keycast wall Mpps | Gbps payload | Gbps wire |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|---:|" if rx else "") + "---:|---:|---:|"]
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if rx else "") + "---:|---:|---:|"]
     for r in rows[role]:
-        extra = (" %s | %s | %s | %s | %s |" % (
+        extra = (" %s | %s | %s |" % (
             f(r["device_cycles"], ".0f"), f(r["excl_device_cycles"], ".0f"),
-            f(r["ratio_floor_excl_device"], ".2f"), f(r.get("cold_cycles"), ".0f"),
-            f(r.get("ratio_floor_cold"), ".2f"))) if rx else ""
+            f(r["ratio_floor_excl_device"], ".2f"))) if rx else ""
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |%s %s | %s | %s |" % (
             r["size"], f(r["floor_mops"], ".2f"), f(r["mpps"], ".2f"), f(r["ratio_floor"], ".2f"),
             f(r["secgw_mpps"], ".2f"), f(r["ratio_secgw"], ".2f"), f(r["cycles"], ".0f"),
             f(r["floor_cycles"], ".0f"), f(r["secgw_cycles"], ".0f"), extra, f(r["wall_mpps"], ".2f"),
             f(r["gbps_payload"], ".1f"), f(r["gbps_wire"], ".1f")))
+    return "\n".join(lines)
+
+
+def model_table():
+    """The receiver on the replay port's three input models (see bench/RESULTS.md)."""
+    lines = ["| size | floor cyc | recycled mbufs, frames in DRAM (main) cyc | keycast/floor | all cold cyc |"
+             " keycast/floor | frames in LLC cyc | keycast/floor |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows["receiver"]:
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["size"], f(r["floor_cycles"], ".0f"), f(r["cycles"], ".0f"), f(r["ratio_floor"], ".2f"),
+            f(r.get("cold_cycles"), ".0f"), f(r.get("ratio_floor_cold"), ".2f"),
+            f(r.get("llc_cycles"), ".0f") + (f" ({r['llc_nic_waits']} NIC-thread waits)" if r.get("llc_nic_waits") else ""),
+            f(r.get("ratio_floor_llc"), ".2f")))
     return "\n".join(lines)
 
 
@@ -313,7 +330,10 @@ text = "\n".join([
     " mbufs recycled as a driver does; all-cold: one flushed mbuf per frame) -> keycast-recv --deliver null, replay"
     " window 4096, best of the passes (secgw: inbound, the same port, mbufs and count of distinct frames ->"
     " plaintext -> null)",
-    table("receiver"), "", "FLOOR: Intel IPsec-MB, one call per packet (bench_crypto, CPU time), Mops per on-CPU core (payload Gbps)",
+    table("receiver"), "",
+    "RECEIVER BY INPUT MODEL (replay port): recycled mbufs with frames cold in DRAM (the table above); all cold"
+    " (one flushed mbuf per frame); frames in LLC (recycled mbufs whose buffers a NIC thread on the other CPU"
+    " writes just before RX, DDIO-like)", model_table(), "", "FLOOR: Intel IPsec-MB, one call per packet (bench_crypto, CPU time), Mops per on-CPU core (payload Gbps)",
     floor_table(), "", extras_text(), ""])
 with open(os.path.join(OUT, "table.txt"), "w") as fo:
     fo.write(text)
@@ -368,6 +388,10 @@ if MD:
                        " does (all-cold: one flushed mbuf per frame, the worst case), replay window on, best of"
                        " the passes; secgw inbound on the same port, mbufs and count of distinct frames)", "",
                        table("receiver"), "",
+                       "**Receiver by input model** (replay port; on-CPU cycles per packet, best round): recycled"
+                       " mbufs with frames cold in DRAM (the table above), all cold (one flushed mbuf per frame),"
+                       " frames in LLC (recycled mbufs whose buffers a NIC thread on the other CPU writes just"
+                       " before RX, DDIO-like)", "", model_table(), "",
                        "**Floor** (Intel IPsec-MB, one call per packet, bench_crypto CPU time; Mops per on-CPU core,"
                        " payload Gbps in brackets)", "", floor_table(), "", extras_text(), "", end])
     if begin in old and end in old:

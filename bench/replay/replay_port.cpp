@@ -23,6 +23,12 @@
 //                   per-frame descriptor array (cold too, read in order, as a NIC's ring).
 //                   That work runs in the RX callback on the polling thread, so it is timed, as a
 //                   PMD's is.
+//                   llc: recycle, with the frames written by a "NIC" thread on another CPU into
+//                   the posted mbufs' own buffers shortly before the RX path takes them (up to a
+//                   ring's worth ahead), as a NIC with DDIO leaves them: in the last-level cache,
+//                   not DRAM. The thread runs on CPU KC_REPLAY_NIC_CPU (default 0, the control
+//                   lcore's); polls that find nothing while frames remain are counted
+//                   (nic_waits) - a pass with many measured the NIC thread, not the application.
 // The new port gets the next free port id (after the --vdev ports), one RX and one TX queue
 // (TX goes to a sink ring nobody reads). The pass is timed on the polling thread, from its first
 // non-empty RX to its first empty RX after the last frame (the application has finished with
@@ -39,11 +45,16 @@
 #include <rte_ring.h>
 #include <time.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <emmintrin.h>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -56,6 +67,7 @@ struct Pass {
   bool done = false;
   const char* out = nullptr;
   const char* mode = "distinct";
+  uint64_t nic_waits = 0;  // llc: polls that found no frame written yet, mid-pass
 };
 Pass g_pass;
 
@@ -89,9 +101,10 @@ void write_result() {
   std::fprintf(f,
                "{\"packets\": %llu, \"tsc_cycles\": %.0f, \"tsc_hz\": %.0f, \"wall_s\": %.6f, "
                "\"cpu_s\": %.6f, \"cycles_per_pkt_tsc\": %.2f, \"cycles_per_pkt_cpu\": %.2f, "
-               "\"mbuf\": \"%s\"}\n",
+               "\"mbuf\": \"%s\", \"nic_waits\": %llu}\n",
                (unsigned long long)g_pass.total, cycles, hz, cycles / hz, cpu_s,
-               cycles / double(g_pass.total), cpu_s * hz / double(g_pass.total), g_pass.mode);
+               cycles / double(g_pass.total), cpu_s * hz / double(g_pass.total), g_pass.mode,
+               (unsigned long long)g_pass.nic_waits);
   std::fclose(f);
 }
 
@@ -145,6 +158,70 @@ uint16_t on_rx_recycle(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint
   rte_mbuf* fresh[kRingSize];
   if (rte_pktmbuf_alloc_bulk(g_hdrs, fresh, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
   for (uint16_t i = 0; i < k; ++i) g_ring[(g_ring_head + i) % kRingSize] = fresh[i];
+  g_ring_head = (g_ring_head + k) % kRingSize;
+  g_pass.handed += k;
+  return k;
+}
+
+// llc mode: the same ring, but each descriptor is posted to the NIC thread, which writes the next
+// frame into the mbuf's own buffer and marks it done; RX takes done descriptors in order.
+struct Desc {
+  rte_mbuf* m;
+  uint16_t len;
+  std::atomic<uint32_t> done;  // 0 posted, 1 written (release by the NIC thread)
+};
+Desc g_desc[kRingSize];
+std::vector<rte_mbuf*> g_src;  // the preloaded frames, in capture order (the NIC's source)
+
+void nic_thread(unsigned cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  for (size_t j = 0; j < g_src.size(); ++j) {
+    Desc& d = g_desc[j % kRingSize];
+    while (d.done.load(std::memory_order_acquire)) _mm_pause();  // the RX path has not reposted it yet
+    const rte_mbuf* f = g_src[j];
+    std::memcpy(rte_pktmbuf_mtod(d.m, char*), rte_pktmbuf_mtod(f, const char*), f->data_len);
+    d.len = f->data_len;
+    d.done.store(1, std::memory_order_release);
+  }
+}
+
+uint16_t on_rx_llc(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint16_t max, void*) {
+  if (g_pass.done) return 0;
+  const uint64_t left = g_pass.total - g_pass.handed;
+  if (left == 0) {
+    pass_end();
+    return 0;
+  }
+  if (g_pass.handed == 0) {
+    g_pass.tsc0 = rte_rdtsc();
+    g_pass.cpu0 = thread_cpu_ns();
+  }
+  const uint16_t want = uint16_t(std::min<uint64_t>({max, left, kRingSize}));
+  uint16_t k = 0;
+  while (k < want) {
+    Desc& d = g_desc[(g_ring_head + k) % kRingSize];
+    if (!d.done.load(std::memory_order_acquire)) break;
+    rte_mbuf* m = d.m;
+    m->data_off = RTE_PKTMBUF_HEADROOM;
+    m->data_len = d.len;
+    m->pkt_len = d.len;
+    m->port = port;
+    pkts[k++] = m;
+  }
+  if (k == 0) {
+    ++g_pass.nic_waits;
+    return 0;
+  }
+  rte_mbuf* fresh[kRingSize];
+  if (rte_pktmbuf_alloc_bulk(g_hdrs, fresh, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
+  for (uint16_t i = 0; i < k; ++i) {
+    Desc& d = g_desc[(g_ring_head + i) % kRingSize];
+    d.m = fresh[i];
+    d.done.store(0, std::memory_order_release);
+  }
   g_ring_head = (g_ring_head + k) % kRingSize;
   g_pass.handed += k;
   return k;
@@ -204,7 +281,9 @@ void add_replay_port(const char* path) {
 
   const char* mode = std::getenv("KC_REPLAY_MBUF");
   const bool recycle = mode && std::strcmp(mode, "recycle") == 0;
-  if (mode && !recycle && std::strcmp(mode, "distinct") != 0) fail("KC_REPLAY_MBUF must be distinct or recycle");
+  const bool llc = mode && std::strcmp(mode, "llc") == 0;
+  if (mode && !recycle && !llc && std::strcmp(mode, "distinct") != 0)
+    fail("KC_REPLAY_MBUF must be distinct, recycle or llc");
   std::vector<rte_mbuf*> frames(n);
   if (rte_ring_dequeue_bulk(rx, reinterpret_cast<void**>(frames.data()), n, nullptr) != n) fail("ring short");
   if (recycle) {
@@ -220,6 +299,17 @@ void add_replay_port(const char* path) {
     if (!g_hdrs) fail("cannot create the header pool");
     if (rte_pktmbuf_alloc_bulk(g_hdrs, g_ring, kRingSize) != 0) fail("cannot fill the RX ring");
     g_pass.mode = "recycle";
+  } else if (llc) {
+    // The NIC writes into the posted mbufs' own 2 KiB buffers, so these headers carry data rooms.
+    g_hdrs = rte_pktmbuf_pool_create("kc_replay_hdrs", 16383, 256, 256, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                     int(rte_socket_id()));
+    if (!g_hdrs) fail("cannot create the llc pool (raise the EAL -m)");
+    for (Desc& d : g_desc) {
+      d.m = rte_pktmbuf_alloc(g_hdrs);
+      if (!d.m) fail("cannot fill the RX ring");
+    }
+    g_src = frames;
+    g_pass.mode = "llc";
   } else if (rte_ring_enqueue_bulk(rx, reinterpret_cast<void**>(frames.data()), n, nullptr) != n) {
     fail("ring full");
   }
@@ -241,8 +331,12 @@ void add_replay_port(const char* path) {
 
   const int port = rte_eth_from_rings("kc_replay", &rx, 1, &tx, 1, rte_socket_id());
   if (port < 0) fail("rte_eth_from_rings failed");
-  if (!rte_eth_add_rx_callback(uint16_t(port), 0, recycle ? on_rx_recycle : on_rx, nullptr))
+  if (!rte_eth_add_rx_callback(uint16_t(port), 0, recycle ? on_rx_recycle : llc ? on_rx_llc : on_rx, nullptr))
     fail("cannot add the RX callback");
+  if (llc) {
+    const char* c = std::getenv("KC_REPLAY_NIC_CPU");
+    std::thread(nic_thread, c ? unsigned(std::atoi(c)) : 0u).detach();
+  }
   g_pass.total = n;
   g_pass.out = std::getenv("KC_REPLAY_OUT");
   std::fprintf(stderr, "kc_replay: port %d holds %u frames of %s (up to %u bytes), %s mbufs\n", port, n, path,

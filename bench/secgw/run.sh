@@ -30,7 +30,8 @@
 #   --dirs D   directions to measure: "out in" (default), "out" or "in"
 #   --cache DIR  with --in-replay: keep the replay captures in DIR and reuse them (several calls)
 #   --mbuf M   with --in-replay: the replay port's mbufs, recycle (default: a driver's small
-#              recycled pool, frames cold) or distinct (one cold mbuf per frame, the worst case)
+#              recycled pool, frames cold), distinct (one cold mbuf per frame, the worst case) or
+#              llc (recycled, frames written by a NIC thread on CPU 0 just before RX)
 #
 # Gbps = payload bits only (UDP payload = size). Packets/s = growth of secgw's own per-lcore
 # "Packets sent" counter (printed every second with -t 1) between the first and the last sample.
@@ -92,7 +93,7 @@ done
 [[ $REPLAY =~ ^[0-9]+$ ]] || die "--in-replay must be a number of frames"
 [[ $REPS =~ ^[0-9]+$ ]] && [ "$REPS" -ge 1 ] || die "--reps must be a positive integer"
 [[ $WINDOW =~ ^[0-9]+$ ]] || die "--window must be a number"
-case $MBUF in recycle|distinct) ;; *) die "--mbuf must be recycle or distinct" ;; esac
+case $MBUF in recycle|distinct|llc) ;; *) die "--mbuf must be recycle, distinct or llc" ;; esac
 [[ $MEM =~ ^[0-9]+$ ]] && [ "$MEM" -ge 64 ] || die "--mem must be at least 64 (MB)"
 if [ "$REPLAY" -gt 0 ]; then
     [ -f "$REPLAY_LIB" ] || die "--in-replay needs $REPLAY_LIB (ninja -C build keycast_replay; or set KC_REPLAY_LIB)"

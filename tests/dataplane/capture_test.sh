@@ -26,7 +26,8 @@
 #                                          libkeycast_replay.so, LD_PRELOAD) hands a capture
 #                                          with key switches and notices to keycast-recv at
 #                                          once (every burst full, pipelined), with one mbuf
-#                                          per frame and with recycled mbufs: all verify,
+#                                          per frame, with recycled mbufs and with frames a
+#                                          NIC thread writes just before RX: all verify,
 #                                          and the port's own count and timing agree.
 set -euo pipefail
 BIN=${1:?usage: capture_test.sh BIN_DIR MODE}
@@ -253,9 +254,10 @@ PYEOF
       > "$WORK/send.log" 2>&1
     check "$WORK/send.json" 'd["packets_sent"] == 20003' 'd["tx_dropped"] == 0' 'd["key_switches"] >= 1'
     frames=$($PY -c 'import sys; from scapy.utils import PcapReader; print(sum(1 for _ in PcapReader(sys.argv[1])))' "$WORK/tx.pcap")
-    # Both mbuf models: one cold mbuf per frame, and a driver's recycled headers pointed at the
-    # frames' buffers (the pool is far smaller than the capture, so headers are reused).
-    for mb in distinct recycle; do
+    # The three models: one cold mbuf per frame; a driver's recycled headers pointed at the
+    # frames' buffers (the pool is far smaller than the capture, so headers are reused); and
+    # recycled mbufs whose buffers a NIC thread writes just before RX (lock-free handover).
+    for mb in distinct recycle llc; do
       KC_REPLAY_MBUF=$mb KC_REPLAY_PCAP=$WORK/tx.pcap KC_REPLAY_OUT=$WORK/replay-$mb.json LD_PRELOAD=$LIB \
         "$BIN/keycast-recv" --no-huge -m 512 --no-pci --log-level=lib.eal:warning -l 0,1 \
         --file-prefix "kc_cap_r_$ID" -- --key-file "$WORK/keys.txt" --deliver verify --expect 20003 \
@@ -273,7 +275,7 @@ PYEOF
         --stats-interval 0 > "$WORK/bogus.log" 2>&1; then
       echo "FAIL: KC_REPLAY_MBUF=bogus was accepted"; exit 1
     fi
-    grep -q "KC_REPLAY_MBUF must be distinct or recycle" "$WORK/bogus.log" \
+    grep -q "KC_REPLAY_MBUF must be distinct, recycle or llc" "$WORK/bogus.log" \
       || { echo "FAIL: no error naming KC_REPLAY_MBUF"; cat "$WORK/bogus.log"; exit 1; }
     ;;
   *) echo "unknown mode $MODE"; exit 2 ;;
