@@ -6,7 +6,7 @@
 #
 #   --seconds   measured seconds per keycast-send run (default 2; one run per round)
 #   --quick     1-second runs, 2 rounds, 150,000-frame captures, secgw in one mode, short
-#               key-server runs (about 3 minutes; the full run takes about 9-10)
+#               key-server runs (about 4.5 minutes; the full run takes about 9)
 #   --no-secgw  skip DPDK ipsec-secgw (bench/secgw/run.sh); keycast/secgw columns stay empty
 #   --no-keyd   skip the key-server bench (bench_keyd)
 #   --no-extras skip 2-worker scaling and key swap under load
