@@ -120,6 +120,29 @@ void pass_end() {
   write_result();  // once per run, after the pass: the only system calls this shim makes on the worker
 }
 
+// recycle and llc modes, at the start of every RX: starts the clock on the first, ends the pass
+// once every frame has been handed out. Returns how many frames are left to hand out.
+uint64_t pass_left() {
+  if (g_pass.done) return 0;
+  const uint64_t left = g_pass.total - g_pass.handed;
+  if (left == 0) {
+    pass_end();
+    return 0;
+  }
+  if (g_pass.handed == 0) {
+    g_pass.tsc0 = rte_rdtsc();
+    g_pass.cpu0 = thread_cpu_ns();
+  }
+  return left;
+}
+
+// Fresh mbufs to post in place of the k handed out. The pool holds far more than the ring and the
+// application's bursts in flight; running out means the application keeps mbufs, which would
+// stall a real port as well.
+void refill(rte_mbuf** fresh, uint16_t k) {
+  if (rte_pktmbuf_alloc_bulk(g_hdrs, fresh, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
+}
+
 // recycle mode, after every rx_burst of the replay port (whose ring stays empty): a driver's RX
 // with a full ring. The mbufs handed out are the oldest of the ring's posted ones, and as many
 // fresh ones are taken from the mempool (the per-lcore cache: what the application just freed) and
@@ -130,17 +153,9 @@ rte_mbuf* g_ring[kRingSize];
 unsigned g_ring_head = 0;  // oldest posted mbuf
 
 uint16_t on_rx_recycle(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint16_t max, void*) {
-  if (g_pass.done) return 0;
-  const uint64_t left = g_pass.total - g_pass.handed;
-  if (left == 0) {
-    pass_end();
-    return 0;
-  }
+  const uint64_t left = pass_left();
+  if (left == 0) return 0;
   const uint16_t k = uint16_t(std::min<uint64_t>({max, left, kRingSize}));
-  if (g_pass.handed == 0) {
-    g_pass.tsc0 = rte_rdtsc();
-    g_pass.cpu0 = thread_cpu_ns();
-  }
   const Slot* s = g_slots + g_pass.handed;
   for (uint16_t i = 0; i < k; ++i) {
     rte_mbuf* m = g_ring[(g_ring_head + i) % kRingSize];
@@ -153,10 +168,8 @@ uint16_t on_rx_recycle(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint
     m->port = port;
     pkts[i] = m;
   }
-  // Refill. The pool holds far more than the ring and the application's bursts in flight; running
-  // out means the application keeps mbufs, which would stall a real port as well.
   rte_mbuf* fresh[kRingSize];
-  if (rte_pktmbuf_alloc_bulk(g_hdrs, fresh, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
+  refill(fresh, k);
   for (uint16_t i = 0; i < k; ++i) g_ring[(g_ring_head + i) % kRingSize] = fresh[i];
   g_ring_head = (g_ring_head + k) % kRingSize;
   g_pass.handed += k;
@@ -189,16 +202,8 @@ void nic_thread(unsigned cpu) {
 }
 
 uint16_t on_rx_llc(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint16_t max, void*) {
-  if (g_pass.done) return 0;
-  const uint64_t left = g_pass.total - g_pass.handed;
-  if (left == 0) {
-    pass_end();
-    return 0;
-  }
-  if (g_pass.handed == 0) {
-    g_pass.tsc0 = rte_rdtsc();
-    g_pass.cpu0 = thread_cpu_ns();
-  }
+  const uint64_t left = pass_left();
+  if (left == 0) return 0;
   const uint16_t want = uint16_t(std::min<uint64_t>({max, left, kRingSize}));
   uint16_t k = 0;
   while (k < want) {
@@ -216,7 +221,7 @@ uint16_t on_rx_llc(uint16_t port, uint16_t, rte_mbuf* pkts[], uint16_t, uint16_t
     return 0;
   }
   rte_mbuf* fresh[kRingSize];
-  if (rte_pktmbuf_alloc_bulk(g_hdrs, fresh, k) != 0) fail("recycle pool exhausted: the application holds its mbufs");
+  refill(fresh, k);
   for (uint16_t i = 0; i < k; ++i) {
     Desc& d = g_desc[(g_ring_head + i) % kRingSize];
     d.m = fresh[i];
