@@ -175,11 +175,10 @@ floor_run bench_crypto "$FLOOR_ALL" 2
 #           pool (KC_REPLAY_MBUF=recycle: what any PMD does; frames and descriptors stay cold);
 #           "all cold": one flushed mbuf per frame (distinct), header misses on top; "frames in LLC"
 #           (rounds 1-2): recycled mbufs whose buffers a NIC thread on CPU 0 writes just before RX
-#           (KC_REPLAY_MBUF=llc, DDIO-like). The replay port
-#           times the pass on the worker thread (thread CPU time, first frame to the poll after the
-#           last). A pass with keys that do not
-#           match (every frame parsed and dropped as unknown_spi) measures the input port + parse +
-#           drop alone ("device" column).
+#           (KC_REPLAY_MBUF=llc, DDIO-like). The replay port times the pass on the worker thread
+#           (thread CPU time, first frame to the poll after the last). A pass with keys that do not
+#           match (every frame parsed and dropped as unknown_spi, round 1) measures the input port +
+#           parse + drop alone ("device" column).
 # secgw in  DPDK ipsec-secgw inbound on the same replay port, the same number of distinct frames
 #           (bench/secgw/run.sh --dirs in --in-replay RN), in the same rounds.
 RN=400000; ROUNDS=3; [ $QUICK = 1 ] && { RN=150000; ROUNDS=2; }
