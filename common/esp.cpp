@@ -1,11 +1,8 @@
 #include "common/esp.hpp"
 
-#include <bit>
 #include <cstring>
 
 namespace keycast::esp {
-
-static_assert(std::endian::native == std::endian::little, "prepare() stores little-endian words");
 
 namespace {
 
@@ -18,10 +15,6 @@ inline void put32(uint8_t* p, uint32_t v) noexcept {
   p[1] = static_cast<uint8_t>(v >> 16);
   p[2] = static_cast<uint8_t>(v >> 8);
   p[3] = static_cast<uint8_t>(v);
-}
-inline uint16_t get16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-inline uint32_t get32(const uint8_t* p) noexcept {
-  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
 }
 
 constexpr std::size_t kIpOff = kEthLen;
@@ -57,7 +50,7 @@ Template make_template(const Flow& f) noexcept {
   t.src_port_be = static_cast<uint16_t>((f.src_port >> 8) | (f.src_port << 8));
   t.dst_port_be = static_cast<uint16_t>((f.dst_port >> 8) | (f.dst_port << 8));
   t.ip_sum = 0;
-  for (std::size_t i = 0; i < kIpv4Len; i += 2) t.ip_sum += get16(ip + i);
+  for (std::size_t i = 0; i < kIpv4Len; i += 2) t.ip_sum += detail::get16(ip + i);
   return t;
 }
 
@@ -138,67 +131,6 @@ std::size_t encap_udp(Aead& aead, const AeadKey& key, const Template& t, uint32_
   if (frame_len(len) > cap) return 0;
   if (len) std::memmove(frame + kPayloadOffset, payload, len);  // payload may be null when len is 0
   return encap(aead, key, t, spi, seq, kNextUdp, frame, kUdpLen + len, cap);
-}
-
-Drop parse(uint8_t* frame, std::size_t len, Parsed& p) noexcept {
-  if (len < kEthLen + kIpv4Len || get16(frame + 12) != kEtherIpv4) return Drop::NotIpv4;
-  const uint8_t* ip = frame + kIpOff;
-  if ((ip[0] >> 4) != 4) return Drop::NotIpv4;
-  const std::size_t ihl = (ip[0] & 0x0f) * 4u;
-  const std::size_t ip_total = get16(ip + 2);
-  if (ihl < kIpv4Len || ip_total < ihl || kEthLen + ihl > len) return Drop::BadIpHeader;
-  if (kEthLen + ip_total > len) return Drop::Truncated;  // frame cut short in flight
-  if (ip[9] != kProtoEsp) return Drop::NotEsp;
-  if ((get16(ip + 6) & 0x3fff) != 0) return Drop::Fragment;  // MF set or offset != 0
-  // Ethernet pads short frames: trust the IP total length, not the frame length.
-  const std::size_t esp_len = ip_total - ihl;
-  if (esp_len < kEspHdrLen + kIvLen) return Drop::Truncated;
-  if (esp_len < kEspHdrLen + kIvLen + 4 + kIcvLen) return Drop::ShortIcv;
-  uint8_t* esp = frame + kEthLen + ihl;
-  const std::size_t cipher_len = esp_len - kEspHdrLen - kIvLen - kIcvLen;
-  if (cipher_len % 4 != 0) return Drop::BadLength;
-
-  p.spi = get32(esp);
-  const uint32_t seq_lo = get32(esp + 4);
-  const uint32_t iv_hi = get32(esp + 8), iv_lo = get32(esp + 12);
-  if (iv_lo != seq_lo) return Drop::IvMismatch;
-  p.seq = uint64_t(iv_hi) << 32 | iv_lo;
-  p.dst_ip = get32(ip + 16);
-  p.cipher = esp + kEspHdrLen + kIvLen;
-  p.cipher_len = static_cast<uint32_t>(cipher_len);
-  p.icv = p.cipher + cipher_len;
-  p.ip_offset = kIpOff;
-  put32(p.aad, p.spi);
-  put32(p.aad + 4, iv_hi);
-  put32(p.aad + 8, iv_lo);
-  return Drop::None;
-}
-
-AeadOp open_op(Parsed& p) noexcept {
-  return AeadOp{p.cipher, p.cipher_len, p.seq, p.aad, kAadLen, p.icv};
-}
-
-Drop finish(const Parsed& p, Opened& o) noexcept {
-  const uint8_t pad = p.cipher[p.cipher_len - 2];
-  const uint8_t nh = p.cipher[p.cipher_len - 1];
-  if (pad + 2u > p.cipher_len) return Drop::BadPad;
-  const uint8_t* padp = p.cipher + p.cipher_len - 2 - pad;
-  for (unsigned i = 0; i < pad; ++i)
-    if (padp[i] != i + 1) return Drop::BadPad;
-  o.inner = p.cipher;
-  o.inner_len = p.cipher_len - 2 - pad;
-  o.next_header = nh;
-  o.payload = nullptr;
-  o.payload_len = 0;
-  o.src_port = o.dst_port = 0;
-  if (nh == kNextControl) return Drop::None;
-  if (nh != kNextUdp) return Drop::BadNextHeader;
-  if (o.inner_len < kUdpLen || get16(o.inner + 4) != o.inner_len) return Drop::BadInner;
-  o.src_port = get16(o.inner);
-  o.dst_port = get16(o.inner + 2);
-  o.payload = o.inner + kUdpLen;
-  o.payload_len = o.inner_len - kUdpLen;
-  return Drop::None;
 }
 
 Drop decap(Aead& aead, const AeadKey& key, Parsed& p, Opened& o) noexcept {

@@ -11,13 +11,18 @@
 // knows the high word without inferring it; the IV low word must equal the
 // wire sequence number, and the ICV covers both through the AAD and nonce.
 #pragma once
+#include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "common/aead.hpp"
 #include "common/drop_reason.hpp"
 
 namespace keycast::esp {
+
+static_assert(std::endian::native == std::endian::little,
+              "prepare() stores and finish() compares little-endian words");
 
 constexpr std::size_t kEthLen = 14;
 constexpr std::size_t kIpv4Len = 20;
@@ -110,7 +115,7 @@ struct Parsed {
 };
 
 // Bounds-checked; never reads outside [frame, frame + len).
-Drop parse(uint8_t* frame, std::size_t len, Parsed& p) noexcept;
+inline Drop parse(uint8_t* frame, std::size_t len, Parsed& p) noexcept;
 
 // After parse: inner data deciphered in place.
 struct Opened {
@@ -124,10 +129,92 @@ struct Opened {
 };
 
 // The AEAD operation that deciphers p in place (for burst opening).
-AeadOp open_op(Parsed& p) noexcept;
+inline AeadOp open_op(Parsed& p) noexcept {
+  return AeadOp{p.cipher, p.cipher_len, p.seq, p.aad, kAadLen, p.icv};
+}
 // Checks padding and next header after a successful ICV check.
-Drop finish(const Parsed& p, Opened& o) noexcept;
+inline Drop finish(const Parsed& p, Opened& o) noexcept;
 // open_op + open + finish, for one packet.
 Drop decap(Aead& aead, const AeadKey& key, Parsed& p, Opened& o) noexcept;
+
+// parse and finish run once per received packet: defined here so that the receiver's loop
+// inlines them and keeps most of Parsed and Opened in registers (the two calls, and the stores and
+// reloads of both structs, were about 45 instructions a packet, measured with callgrind). GCC's
+// heuristics leave parse out of line in a loop that size, hence always_inline.
+namespace detail {
+inline uint16_t get16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+inline uint32_t get32(const uint8_t* p) noexcept {
+  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
+}  // namespace detail
+
+[[gnu::always_inline]] inline Drop parse(uint8_t* frame, std::size_t len, Parsed& p) noexcept {
+  if (len < kEthLen + kIpv4Len || detail::get16(frame + 12) != kEtherIpv4) return Drop::NotIpv4;
+  const uint8_t* ip = frame + kEthLen;
+  if ((ip[0] >> 4) != 4) return Drop::NotIpv4;
+  const std::size_t ihl = (ip[0] & 0x0f) * 4u;
+  const std::size_t ip_total = detail::get16(ip + 2);
+  if (ihl < kIpv4Len || ip_total < ihl || kEthLen + ihl > len) return Drop::BadIpHeader;
+  if (kEthLen + ip_total > len) return Drop::Truncated;  // frame cut short in flight
+  if (ip[9] != kProtoEsp) return Drop::NotEsp;
+  if ((detail::get16(ip + 6) & 0x3fff) != 0) return Drop::Fragment;  // MF set or offset != 0
+  // Ethernet pads short frames: trust the IP total length, not the frame length.
+  const std::size_t esp_len = ip_total - ihl;
+  if (esp_len < kEspHdrLen + kIvLen) return Drop::Truncated;
+  if (esp_len < kEspHdrLen + kIvLen + 4 + kIcvLen) return Drop::ShortIcv;
+  uint8_t* esp = frame + kEthLen + ihl;
+  const std::size_t cipher_len = esp_len - kEspHdrLen - kIvLen - kIcvLen;
+  if (cipher_len % 4 != 0) return Drop::BadLength;
+
+  p.spi = detail::get32(esp);
+  const uint32_t seq_lo = detail::get32(esp + 4);
+  const uint32_t iv_hi = detail::get32(esp + 8), iv_lo = detail::get32(esp + 12);
+  if (iv_lo != seq_lo) return Drop::IvMismatch;
+  p.seq = uint64_t(iv_hi) << 32 | iv_lo;
+  p.dst_ip = detail::get32(ip + 16);
+  p.cipher = esp + kEspHdrLen + kIvLen;
+  p.cipher_len = static_cast<uint32_t>(cipher_len);
+  p.icv = p.cipher + cipher_len;
+  p.ip_offset = kEthLen;
+  // AAD = SPI || seq high || seq low: the wire's SPI, then its IV (high || low, the low word
+  // checked equal to the ESP header's). Copied as it lies: one 4- and one 8-byte move, where
+  // byte-wise big-endian stores cost the receiver ~35 instructions per packet.
+  std::memcpy(p.aad, esp, 4);
+  std::memcpy(p.aad + 4, esp + 8, 8);
+  return Drop::None;
+}
+
+inline Drop finish(const Parsed& p, Opened& o) noexcept {
+  const uint8_t pad = p.cipher[p.cipher_len - 2];
+  const uint8_t nh = p.cipher[p.cipher_len - 1];
+  if (pad + 2u > p.cipher_len) return Drop::BadPad;
+  const uint8_t* padp = p.cipher + p.cipher_len - 2 - pad;
+  if (pad < 8) {
+    // The pad bytes must read 1, 2, 3, ... (RFC 4303 §2.4): senders pad to 4 bytes, so this
+    // compares them in one masked word instead of a loop. The 8 bytes read stay in the frame:
+    // pad length, next header and the 16-byte ICV follow the pad.
+    uint64_t got;
+    std::memcpy(&got, padp, 8);
+    const uint64_t mask = (uint64_t(1) << (8 * pad)) - 1;
+    if ((got ^ 0x0807060504030201ull) & mask) return Drop::BadPad;
+  } else {
+    for (unsigned i = 0; i < pad; ++i)
+      if (padp[i] != i + 1) return Drop::BadPad;
+  }
+  o.inner = p.cipher;
+  o.inner_len = p.cipher_len - 2 - pad;
+  o.next_header = nh;
+  o.payload = nullptr;
+  o.payload_len = 0;
+  o.src_port = o.dst_port = 0;
+  if (nh == kNextControl) return Drop::None;
+  if (nh != kNextUdp) return Drop::BadNextHeader;
+  if (o.inner_len < kUdpLen || detail::get16(o.inner + 4) != o.inner_len) return Drop::BadInner;
+  o.src_port = detail::get16(o.inner);
+  o.dst_port = detail::get16(o.inner + 2);
+  o.payload = o.inner + kUdpLen;
+  o.payload_len = o.inner_len - kUdpLen;
+  return Drop::None;
+}
 
 }  // namespace keycast::esp

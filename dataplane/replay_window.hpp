@@ -18,7 +18,7 @@ class ReplayWindow {
   explicit ReplayWindow(uint32_t size = 4096) {
     uint32_t bits = 64;
     while (bits < size) bits <<= 1;
-    words_ = bits / 64;
+    mask_ = bits / 64 * 2 - 1;
     size_ = size < 1 ? 1 : size;
     bitmap_ = std::make_unique<uint64_t[]>(ring_words());
   }
@@ -52,7 +52,8 @@ class ReplayWindow {
       if (diff >= uint64_t(ring_words()) * 64) {
         clear_all();
       } else {
-        for (uint64_t w = cur_word + 1; w <= new_word; ++w) bitmap_[w & (ring_words() - 1)] = 0;
+        uint64_t* const ring = bitmap_.get();
+        for (uint64_t w = cur_word + 1; w <= new_word; ++w) ring[w & mask_] = 0;
       }
       top_ = seq;
       word(seq) |= bit(seq);
@@ -69,9 +70,10 @@ class ReplayWindow {
   // Twice the window's words: a window not aligned to 64 never shares a word
   // between its newest and oldest positions (one spare word would do), and a
   // power-of-two ring turns the per-packet word index into a mask, not a
-  // 64-bit division (~15% of the receiver's own per-packet cycles at 64 B).
-  uint32_t ring_words() const noexcept { return words_ * 2; }
-  uint64_t& word(uint64_t seq) const noexcept { return bitmap_[(seq >> 6) & (ring_words() - 1)]; }
+  // 64-bit division (~15% of the receiver's own per-packet cycles at 64 B). The mask is kept,
+  // not the word count: it is all the per-packet path needs.
+  uint32_t ring_words() const noexcept { return mask_ + 1; }
+  uint64_t& word(uint64_t seq) const noexcept { return bitmap_[(seq >> 6) & mask_]; }
   static uint64_t bit(uint64_t seq) noexcept { return uint64_t(1) << (seq & 63); }
   void clear_all() noexcept {
     for (uint32_t i = 0; i < ring_words(); ++i) bitmap_[i] = 0;
@@ -79,7 +81,7 @@ class ReplayWindow {
 
   std::unique_ptr<uint64_t[]> bitmap_;
   uint64_t top_ = 0;
-  uint32_t words_ = 1;
+  uint32_t mask_ = 1;  // ring words - 1
   uint32_t size_ = 64;
   bool any_ = false;
 };

@@ -261,6 +261,43 @@ TEST_F(EspFixture, MalformedFramesGetTheirReason) {
   EXPECT_EQ(receive(f, o), Drop::BadNextHeader);
 }
 
+// RFC 4303 allows up to 255 pad bytes, reading 1, 2, 3, ...: every length is accepted (pads
+// under 8 bytes are compared as one word, longer ones byte by byte), and one wrong pad byte at
+// any position is refused. Authenticated frames, so only the pad check can reject them.
+TEST_F(EspFixture, EveryPadLengthAndEveryWrongPadByte) {
+  auto forge = [&](unsigned pad, int bad_at) {
+    const std::size_t payload = 3 + (4 - (kUdpLen + 3 + pad + 2) % 4) % 4;  // aligns the cipher
+    const std::size_t inner = kUdpLen + payload;
+    std::vector<uint8_t> fr(600);
+    uint8_t aad[kAadLen];
+    AeadOp op;
+    // prepare() sees inner + pad as the inner data (no pad of its own); the UDP length and the
+    // trailer are then rewritten for the real inner length and pad.
+    std::size_t n = prepare(tmpl, kSpi, 11, kNextUdp, fr.data(), inner + pad, fr.size(), aad, op);
+    EXPECT_EQ(op.len, inner + pad + 2);
+    fr.resize(n);
+    uint8_t* in = fr.data() + kCipherOffset;
+    in[4] = uint8_t(inner >> 8);
+    in[5] = uint8_t(inner);
+    for (unsigned i = 0; i < pad; ++i) in[inner + i] = uint8_t(i + 1);
+    if (bad_at >= 0) in[inner + bad_at] ^= 0x40;
+    in[inner + pad] = uint8_t(pad);
+    in[inner + pad + 1] = kNextUdp;
+    aead.seal(key, op);
+    return std::make_pair(fr, payload);
+  };
+  for (unsigned pad : {0u, 1u, 2u, 3u, 5u, 7u, 8u, 9u, 12u, 64u, 255u}) {
+    auto [f, payload] = forge(pad, -1);
+    Opened o;
+    ASSERT_EQ(receive(f, o), Drop::None) << "pad " << pad;
+    EXPECT_EQ(o.payload_len, payload) << "pad " << pad;
+    for (unsigned j = 0; j < pad; ++j) {
+      auto [g, unused] = forge(pad, int(j));
+      EXPECT_EQ(receive(g, o), Drop::BadPad) << "pad " << pad << ", wrong byte " << j;
+    }
+  }
+}
+
 TEST_F(EspFixture, GroupMacFollowsRfc1112) {
   uint8_t mac[6];
   group_mac(0xe0ff0001, mac);  // 224.255.0.1: bit 23 dropped
