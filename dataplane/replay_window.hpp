@@ -52,8 +52,7 @@ class ReplayWindow {
       if (diff >= uint64_t(ring_words()) * 64) {
         clear_all();
       } else {
-        uint64_t* const ring = bitmap_.get();
-        for (uint64_t w = cur_word + 1; w <= new_word; ++w) ring[w & mask_] = 0;
+        for (uint64_t w = cur_word + 1; w <= new_word; ++w) bitmap_[w & mask_] = 0;
       }
       top_ = seq;
       word(seq) |= bit(seq);
