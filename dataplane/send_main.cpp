@@ -666,6 +666,17 @@ int run(int argc, char** argv) {
   const double duration = t_end > t_start ? tsc_seconds(t_end - t_start) : 0;
   holder.synchronize();
   report_finished(true);
+  // The control thread may switch keys after the last packet left (it
+  // notices the end of --count only on its next round): that key carried
+  // nothing, so key_switches and spi_list, which describe the stream, leave
+  // it out (spi_current still names it).
+  if (spis.size() > 1 && spis.back() == spi_now) {
+    const auto cur = ctl.slot(spi_now);
+    if (cur && cur->sent_packets() == 0) {
+      spis.pop_back();
+      --switches;
+    }
+  }
 
   auto figs = sender_figures(sh, duration, switches, spis, spi_now);
   if (kms) {
