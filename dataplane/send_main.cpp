@@ -667,7 +667,7 @@ int run(int argc, char** argv) {
   holder.synchronize();
   report_finished(true);
   // The control thread may switch keys after the last packet left (it
-  // notices the end of --count only on its next round): that key carried
+  // sees that the stream ended only on its next round): that key carried
   // nothing, so key_switches and spi_list, which describe the stream, leave
   // it out (spi_current still names it).
   if (spis.size() > 1 && spis.back() == spi_now) {
