@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/aead.hpp"
@@ -65,8 +66,18 @@ struct SendOptions {
   KmsOptions kms;
 };
 
+// Keys a worker's data packets went out under, in the order it first used
+// them (an SPI is never reused); at most this many are kept.
+constexpr unsigned kMaxSpisUsed = 1024;
+
 struct alignas(64) SendWorkerStats {
   Counter packets, bytes, wire_bytes, notices, tx_dropped, alloc_fail, ingest_rx, ingest_bad;
+  // Written by the worker only, read after it stopped: the final spi_list is
+  // what was sent, not what the control thread saw (it may see a switch after
+  // the last packet, or miss one in the first moments of sending).
+  uint32_t spis = 0;
+  uint32_t spi_used[kMaxSpisUsed];
+  uint64_t spi_first_tsc[kMaxSpisUsed];
 };
 
 struct Shared {
@@ -231,6 +242,7 @@ class SendWorker {
     st_.bytes.add(uint64_t(sent) * plen);
     key->count_sent(id_, sent, uint64_t(sent) * plen);
     st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
+    if (key->spi != last_spi_ && sent) note_key(key->spi);
     return n;
   }
 
@@ -328,7 +340,18 @@ class SendWorker {
     st_.bytes.add(sent_bytes);
     key->count_sent(id_, sent, sent_bytes);
     st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
+    if (key->spi != last_spi_ && sent) note_key(key->spi);
     return got;
+  }
+
+  // Once per key, not per packet: the bursts' key changes only at a switch.
+  void note_key(uint32_t spi) noexcept {
+    last_spi_ = spi;
+    if (st_.spis < kMaxSpisUsed) {
+      st_.spi_used[st_.spis] = spi;
+      st_.spi_first_tsc[st_.spis] = rte_get_tsc_cycles();
+      ++st_.spis;
+    }
   }
 
   // Worker 0 multicasts the pending key change previous notice when it first
@@ -374,6 +397,7 @@ class SendWorker {
   Pacer pacer_;
   Aead aead_;
   uint64_t notice_every_ = 0, last_notice_gen_ = 0, last_notice_tsc_ = 0;
+  uint32_t last_spi_ = 0;  // the key of this worker's last data burst
   AeadOp ops_[kMaxBurst];
   uint8_t aad_[kMaxBurst][esp::kAadLen];
   // Generator plaintext (two copies, see generate_burst) and its length: the
@@ -666,16 +690,18 @@ int run(int argc, char** argv) {
   const double duration = t_end > t_start ? tsc_seconds(t_end - t_start) : 0;
   holder.synchronize();
   report_finished(true);
-  // The control thread may switch keys after the last packet left (it
-  // sees that the stream ended only on its next round): that key carried
-  // nothing, so key_switches and spi_list, which describe the stream, leave
-  // it out (spi_current still names it).
-  if (spis.size() > 1 && spis.back() == spi_now) {
-    const auto cur = ctl.slot(spi_now);
-    if (cur && cur->sent_packets() == 0) {
-      spis.pop_back();
-      --switches;
-    }
+  // The final key_switches and spi_list describe the stream: the keys the
+  // workers' data packets went out under, merged in order of first use.
+  {
+    std::lock_guard<std::mutex> lock(fig_mu);
+    std::vector<std::pair<uint64_t, uint32_t>> used;
+    for (auto& s : sh.stats)
+      for (uint32_t i = 0; i < s->spis; ++i) used.emplace_back(s->spi_first_tsc[i], s->spi_used[i]);
+    std::sort(used.begin(), used.end());
+    spis.clear();
+    for (auto& [tsc, spi] : used)
+      if (std::find(spis.begin(), spis.end(), spi) == spis.end()) spis.push_back(spi);
+    switches = spis.empty() ? 0 : spis.size() - 1;
   }
 
   auto figs = sender_figures(sh, duration, switches, spis, spi_now);

@@ -226,8 +226,12 @@ print(f"sent={s['packets_sent']} switches={s['key_switches']} ok={r['packets_ok'
 ok = (r["packets_ok"] == 200000 and r["lost"] == 0 and r["duplicated"] == 0 and r["corrupted"] == 0
       and r["late"] == 0
       and r["auth_fail"] == 0 and r["replay"] == 0 and r["unknown_spi"] == 0
-      # A key can carry no data if both workers were descheduled for its 2 ms.
-      and set(r["spi_list"]) <= set(s["spi_list"]) and r["spis_seen"] >= 5)
+      # The sender lists the keys its workers' data went out under (a key
+      # can carry none if both were descheduled for its 2 ms): exactly the
+      # keys the receiver deciphered data with, in the same order.
+      and r["spi_list"] == s["spi_list"] and r["spis_seen"] >= 5)
+if r["spi_list"] != s["spi_list"]:
+    print(f"receiver SPIs {r['spi_list']} != sender's {s['spi_list']}")
 sys.exit(0 if ok else 1)
 PYEOF
     ;;
