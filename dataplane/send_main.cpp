@@ -76,6 +76,7 @@ struct alignas(64) SendWorkerStats {
   // what was sent, not what the control thread saw (it may see a switch after
   // the last packet, or miss one in the first moments of sending).
   uint32_t spis = 0;
+  bool spis_full = false;  // more keys than kMaxSpisUsed: the control's view is used
   uint32_t spi_used[kMaxSpisUsed];
   uint64_t spi_first_tsc[kMaxSpisUsed];
 };
@@ -351,6 +352,8 @@ class SendWorker {
       st_.spi_used[st_.spis] = spi;
       st_.spi_first_tsc[st_.spis] = rte_get_tsc_cycles();
       ++st_.spis;
+    } else {
+      st_.spis_full = true;
     }
   }
 
@@ -691,8 +694,10 @@ int run(int argc, char** argv) {
   holder.synchronize();
   report_finished(true);
   // The final key_switches and spi_list describe the stream: the keys the
-  // workers' data packets went out under, merged in order of first use.
-  {
+  // workers' data packets went out under, merged in order of first use (a
+  // run through more keys than the workers keep falls back to the control's
+  // view, exact but for the first and last moments of sending).
+  if (std::none_of(sh.stats.begin(), sh.stats.end(), [](auto& s) { return s->spis_full; })) {
     std::lock_guard<std::mutex> lock(fig_mu);
     std::vector<std::pair<uint64_t, uint32_t>> used;
     for (auto& s : sh.stats)
