@@ -158,6 +158,7 @@ void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point /*start*/) {
     throw std::runtime_error("--kms: " + std::string(kp::error_name(res.error)) + ": " +
                              res.message);
   }
+  ++fetch_ok;
   bool changed = false;
   // Current and next first: install() takes the earliest unended key as
   // current, and a previous key only once there is a current to retire it behind.
@@ -242,19 +243,29 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
                    std::string(kp::error_name(r.error)).c_str(), r.message.c_str());
     return;
   }
+  ++fetch_ok;
   bool changed = false;
   for (const auto& k : r.keys) install(ctl, k, r.received_at, changed);
   (void)now;
   if (changed) ctl.publish();
 }
 
-void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
+std::deque<KmsKeySource::Reply> KmsKeySource::take_replies() {
   std::deque<Reply> got;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    got.swap(replies_);
-  }
-  for (auto& rep : got) handle(ctl, rep, now);
+  std::lock_guard<std::mutex> lock(mu_);
+  got.swap(replies_);
+  return got;
+}
+
+void KmsKeySource::count_only(const Reply& rep) {
+  if (rep.tag == kUsage)
+    ++(rep.r.ok() ? usage_acked : usage_failed);
+  else
+    ++(rep.r.ok() ? fetch_ok : fetch_errors);
+}
+
+void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
+  for (auto& rep : take_replies()) handle(ctl, rep, now);
 
   bool changed = false;
   if (ctl.current_spi() == 0) {
@@ -325,16 +336,19 @@ bool KmsKeySource::report_final(const EpochUsage& u, std::chrono::milliseconds t
   if (u.packets) report_usage(u);
   const auto until = MonoClock::now() + timeout;
   while (usage_acked + usage_failed < usage_reports && MonoClock::now() < until) {
-    std::deque<Reply> got;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      got.swap(replies_);
-    }
-    for (auto& rep : got)
-      if (rep.tag == kUsage) ++(rep.r.ok() ? usage_acked : usage_failed);
+    for (const auto& rep : take_replies()) count_only(rep);
     std::this_thread::sleep_for(milliseconds(5));
   }
   return usage_acked == usage_reports;
+}
+
+void KmsKeySource::settle(std::chrono::milliseconds timeout) {
+  const auto until = MonoClock::now() + timeout;
+  for (;;) {
+    for (const auto& rep : take_replies()) count_only(rep);
+    if (unanswered() == 0 || MonoClock::now() >= until) return;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
 }
 
 std::vector<std::shared_ptr<KeySlot>> KmsKeySource::take_finished_epochs() {

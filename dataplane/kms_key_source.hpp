@@ -83,12 +83,20 @@ class KmsKeySource : public KeySource {
   // for the acknowledgements so nothing is lost at exit.
   void report_usage(const EpochUsage& u);
   bool report_final(const EpochUsage& u, std::chrono::milliseconds timeout);
+  // At exit, after the workers stopped: wait (bounded) for the answers to
+  // key requests still in flight and count them, installing nothing, so that
+  // fetch_ok is what the key server billed. Whatever is still unanswered at
+  // the deadline is unanswered(); the server may or may not have billed it.
+  void settle(std::chrono::milliseconds timeout);
+  uint64_t unanswered() const { return fetches - fetch_ok - fetch_errors; }
   // Sender: key slots whose epoch ended since the last call. Their counters
   // are final once the caller has waited out an RCU grace period.
   std::vector<std::shared_ptr<KeySlot>> take_finished_epochs();
 
   // Figures for stats.
-  uint64_t fetches = 0, fetch_errors = 0, event_fetches = 0, usage_reports = 0,
+  // fetches = fetch_ok + fetch_errors + unanswered(): requests sent, answered
+  // with keys, answered with an error.
+  uint64_t fetches = 0, fetch_ok = 0, fetch_errors = 0, event_fetches = 0, usage_reports = 0,
            usage_acked = 0, usage_failed = 0, late_switches = 0;
 
  private:
@@ -101,6 +109,8 @@ class KmsKeySource : public KeySource {
   void install(KeyControl& ctl, const kp::WireKey& k, MonoClock::time_point received_at,
                bool& changed);
   void handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now);
+  void count_only(const Reply& rep);  // at exit: the counters, no keys installed
+  std::deque<Reply> take_replies();
   void switch_to_next(KeyControl& ctl, MonoClock::time_point now);
   kp::Callback enqueue(int tag);
   int64_t p1() const;

@@ -609,6 +609,7 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "keycast-send: WARNING: %lu of %lu usage reports not acknowledged\n",
                      static_cast<unsigned long>(kms->usage_reports - kms->usage_acked),
                      static_cast<unsigned long>(kms->usage_reports));
+      kms->settle(std::chrono::milliseconds(1000));  // so kms_ok/kms_errors are final
     }
   };
   const uint64_t hz = rte_get_tsc_hz();
@@ -716,7 +717,9 @@ int run(int argc, char** argv) {
     figs.push_back(Figure::integer("usage_packets", usage_packets));
     figs.push_back(Figure::integer("usage_bytes", usage_bytes));
     figs.push_back(Figure::integer("kms_requests", kms->fetches));
+    figs.push_back(Figure::integer("kms_ok", kms->fetch_ok));
     figs.push_back(Figure::integer("kms_errors", kms->fetch_errors));
+    figs.push_back(Figure::integer("kms_unanswered", kms->unanswered()));
     figs.push_back(Figure::integer("late_switches", kms->late_switches));
   }
   std::fprintf(stderr,
