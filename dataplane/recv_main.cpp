@@ -706,11 +706,15 @@ int run(int argc, char** argv) {
   g_stop.store(true);
   telemetry_detach("/keycast/stats");
   rte_eal_mp_wait_lcore();
-  for (unsigned n; (n = events.drain(ev, 64)) > 0;)
-    for (unsigned i = 0; i < n; ++i) source.on_event(ctl, ev[i]);
-  // Answers still on their way decide what the key server billed; wait a
-  // little for them so kms_ok matches the bill.
-  if (kms_source) kms_source->settle(std::chrono::milliseconds(1000));
+  // The workers' last events: the static source counts them; a KMS source is
+  // not given them, as they could only make billed requests for keys that no
+  // packet will use now. Answers to requests still on their way decide what
+  // the key server billed: wait a little for them so kms_ok matches the bill.
+  if (kms_source)
+    kms_source->settle(std::chrono::milliseconds(1000));
+  else
+    for (unsigned n; (n = events.drain(ev, 64)) > 0;)
+      for (unsigned i = 0; i < n; ++i) source.on_event(ctl, ev[i]);
   const double duration = tsc_seconds(rte_get_tsc_cycles() - t_start);
   holder.synchronize();
   // --expect applies to the queue that carried the stream (the first one
