@@ -88,7 +88,10 @@ class KmsKeySource : public KeySource {
   // fetch_ok is what the key server billed. Whatever is still unanswered at
   // the deadline is unanswered(); the server may or may not have billed it.
   void settle(std::chrono::milliseconds timeout);
-  uint64_t unanswered() const { return fetches - fetch_ok - fetch_errors; }
+  uint64_t unanswered() const {
+    // Saturates so that an answer counted twice shows as ok + errors > requests.
+    return fetches > fetch_ok + fetch_errors ? fetches - fetch_ok - fetch_errors : 0;
+  }
   // Sender: key slots whose epoch ended since the last call. Their counters
   // are final once the caller has waited out an RCU grace period.
   std::vector<std::shared_ptr<KeySlot>> take_finished_epochs();
