@@ -138,4 +138,26 @@ Drop decap(Aead& aead, const AeadKey& key, Parsed& p, Opened& o) noexcept {
   return finish(p, o);
 }
 
+std::size_t to_plain(uint8_t* f, const Parsed& p, const Opened& o, std::size_t& len) noexcept {
+  const std::size_t l23 = static_cast<std::size_t>(o.inner - f) - kEspHdrLen - kIvLen;
+  const std::size_t shift = kEspHdrLen + kIvLen;
+  std::memmove(f + shift, f, l23);
+  f += shift;
+  uint8_t* ip = f + p.ip_offset;
+  const std::size_t ihl = (ip[0] & 0x0f) * 4u;
+  const uint16_t total = static_cast<uint16_t>(ihl + o.inner_len);
+  ip[2] = static_cast<uint8_t>(total >> 8);
+  ip[3] = static_cast<uint8_t>(total);
+  ip[9] = kNextUdp;
+  ip[10] = ip[11] = 0;
+  uint32_t sum = 0;
+  for (std::size_t k = 0; k < ihl; k += 2) sum += uint32_t(ip[k]) << 8 | ip[k + 1];
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  sum = ~sum & 0xffff;
+  ip[10] = static_cast<uint8_t>(sum >> 8);
+  ip[11] = static_cast<uint8_t>(sum);
+  len = p.ip_offset + total;
+  return shift;
+}
+
 }  // namespace keycast::esp

@@ -137,6 +137,13 @@ inline Drop finish(const Parsed& p, Opened& o) noexcept;
 // open_op + open + finish, for one packet.
 Drop decap(Aead& aead, const AeadKey& key, Parsed& p, Opened& o) noexcept;
 
+// After a successful finish() of a UDP packet: turns the frame into the
+// plaintext Ethernet/IPv4/UDP frame in place. The L2/L3 headers move forward
+// over the ESP header and IV; the IPv4 header gets protocol UDP, the new total
+// length and its checksum. Returns how many bytes the frame now starts after
+// `frame`; len is set to the plaintext frame's length.
+std::size_t to_plain(uint8_t* frame, const Parsed& p, const Opened& o, std::size_t& len) noexcept;
+
 // parse and finish run once per received packet: defined here so that the receiver's loop
 // inlines them and keeps most of Parsed and Opened in registers (the two calls, and the stores and
 // reloads of both structs, were about 45 instructions a packet, measured with callgrind). GCC's

@@ -64,25 +64,35 @@ std::vector<KeyRecord> parse_key_file(std::string_view text, const std::string& 
     ++lineno;
     if (auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
     std::istringstream in{std::string(line)};
-    std::string spi_s, hex, extra;
-    if (!(in >> spi_s)) continue;  // blank or comment
+    std::string f1, f2, f3, extra;
+    if (!(in >> f1)) continue;  // blank or comment
     auto fail = [&](const char* why) {
       throw std::runtime_error(name + ":" + std::to_string(lineno) + ": " + why);
     };
-    if (!(in >> hex)) fail("expected 'SPI HEXKEY'");
+    if (!(in >> f2)) fail("expected 'SPI HEXKEY' or 'CHANNEL SPI HEXKEY'");
+    const bool with_channel = static_cast<bool>(in >> f3);
     if (in >> extra) fail("trailing text after HEXKEY");
-    char* end = nullptr;
-    unsigned long long spi = std::strtoull(spi_s.c_str(), &end, 0);
-    if (*end != '\0' || spi == 0 || spi > 0xffffffffULL)
-      fail("SPI must be an integer in 1..4294967295");
+    auto number = [&](const std::string& t, unsigned long long& v) {
+      char* end = nullptr;
+      v = std::strtoull(t.c_str(), &end, 0);
+      return !t.empty() && *end == '\0' && t[0] != '-' && v <= 0xffffffffULL;
+    };
+    unsigned long long chan = channel, spi = 0;
+    if (with_channel && (!number(f1, chan) || chan == 0))
+      fail("CHANNEL must be an integer in 1..4294967295");
+    const std::string& spi_s = with_channel ? f2 : f1;
+    const std::string& hex = with_channel ? f3 : f2;
+    if (!number(spi_s, spi) || spi == 0) fail("SPI must be an integer in 1..4294967295");
     if (spi < 256) fail("SPI values 1..255 are reserved by RFC 4303");
     KeyRecord r;
-    r.channel = channel;
+    r.channel = static_cast<uint32_t>(chan);
     r.spi = static_cast<uint32_t>(spi);
     if (!KeyMaterial::from_keymat(hex, r.material))
       fail("HEXKEY must be 40 (AES-128-GCM) or 72 (AES-256-GCM) hex digits: key || 4-byte salt");
     for (const auto& k : out)
-      if (k.spi == r.spi) fail("SPI repeated: a key identifier is never reused");
+      if (k.spi == r.spi)
+        fail(k.channel == r.channel ? "SPI repeated: a key identifier is never reused"
+                                    : "SPI already used by another channel: give each channel its own SPIs");
     out.push_back(std::move(r));
   }
   if (out.empty()) throw std::runtime_error(name + ": no keys");

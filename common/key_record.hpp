@@ -53,9 +53,12 @@ struct KeyRecord {
   }
 };
 
-// Static key file (labs and tests): one key per line, "SPI HEXKEY" where HEXKEY
-// is key || 4-byte salt (40 hex digits for AES-128-GCM, 72 for AES-256-GCM).
-// '#' starts a comment. Throws std::runtime_error naming the file and line.
+// Static key file (labs and tests): one key per line, "SPI HEXKEY" (a key of
+// `channel`) or "CHANNEL SPI HEXKEY", where HEXKEY is key || 4-byte salt (40
+// hex digits for AES-128-GCM, 72 for AES-256-GCM). An SPI appears once in a
+// file, whatever its channel: a capture's keys then never need the channel to
+// be told apart. '#' starts a comment. Throws std::runtime_error naming the
+// file and line.
 std::vector<KeyRecord> load_key_file(const std::string& path, uint32_t channel = 0);
 std::vector<KeyRecord> parse_key_file(std::string_view text, const std::string& name,
                                       uint32_t channel = 0);

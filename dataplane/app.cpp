@@ -27,23 +27,23 @@ void install_signal_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-uint32_t parse_ipv4(const std::string& s, const char* opt) {
+uint32_t parse_ipv4(const std::string& s, const std::string& opt) {
   in_addr a{};
   if (inet_pton(AF_INET, s.c_str(), &a) != 1)
-    throw UsageError(std::string(opt) + ": '" + s + "' is not an IPv4 address");
+    throw UsageError(opt + ": '" + s + "' is not an IPv4 address");
   return ntohl(a.s_addr);
 }
 
-GroupAddr parse_group(const std::string& s) {
+GroupAddr parse_group(const std::string& s, const std::string& where) {
   auto colon = s.rfind(':');
-  if (colon == std::string::npos) throw UsageError("--group: expected A.B.C.D:PORT, got '" + s + "'");
+  if (colon == std::string::npos) throw UsageError(where + ": expected A.B.C.D:PORT, got '" + s + "'");
   GroupAddr g{};
-  g.ip = parse_ipv4(s.substr(0, colon), "--group");
-  if ((g.ip >> 28) != 0xe) throw UsageError("--group: " + s.substr(0, colon) + " is not multicast (224.0.0.0/4)");
+  g.ip = parse_ipv4(s.substr(0, colon), where);
+  if ((g.ip >> 28) != 0xe) throw UsageError(where + ": " + s.substr(0, colon) + " is not multicast (224.0.0.0/4)");
   char* end = nullptr;
   const std::string ps = s.substr(colon + 1);
   unsigned long p = std::strtoul(ps.c_str(), &end, 10);
-  if (ps.empty() || *end || p == 0 || p > 65535) throw UsageError("--group: bad port '" + ps + "'");
+  if (ps.empty() || *end || p == 0 || p > 65535) throw UsageError(where + ": bad port '" + ps + "'");
   g.port = static_cast<uint16_t>(p);
   return g;
 }

@@ -12,6 +12,8 @@
 
 namespace keycast::dp {
 
+constexpr unsigned kMaxBurst = 64;  // --burst upper bound: packets per RX/TX burst
+
 // Set by SIGINT/SIGTERM (and by control when --count/--duration is reached).
 extern std::atomic<bool> g_stop;
 void install_signal_handlers();
@@ -21,12 +23,13 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-uint32_t parse_ipv4(const std::string& s, const char* opt);  // host byte order
+uint32_t parse_ipv4(const std::string& s, const std::string& opt);  // host byte order
 struct GroupAddr {
   uint32_t ip;
   uint16_t port;
 };
-GroupAddr parse_group(const std::string& s);  // A.B.C.D:PORT, multicast only
+// A.B.C.D:PORT, multicast only; `where` (the option or FILE:LINE) leads the message.
+GroupAddr parse_group(const std::string& s, const std::string& where = "--group");
 std::string ipv4_str(uint32_t ip);
 
 rte_mempool* make_pool(const char* name, unsigned n_mbufs);

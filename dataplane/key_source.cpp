@@ -1,6 +1,7 @@
 #include "dataplane/key_source.hpp"
 
 #include "dataplane/app.hpp"
+#include "dataplane/channel.hpp"
 
 #include <rte_cycles.h>
 
@@ -26,6 +27,31 @@ std::vector<KeyRecord> load_static_keys(const std::string& path, uint32_t channe
   std::fprintf(stderr, "%s: WARNING: static keys from %s are for labs and tests only; "
                "use --kms in production\n", prog, path.c_str());
   return keys;
+}
+
+std::vector<std::vector<KeyRecord>> static_keys_by_channel(const std::string& path,
+                                                           const std::vector<ChannelConfig>& chans,
+                                                           const std::string& suite,
+                                                           const char* prog) {
+  const uint32_t two_field_channel = chans.size() == 1 ? chans[0].id : 1;
+  std::vector<KeyRecord> all = load_static_keys(path, two_field_channel, suite, prog);
+  std::vector<std::vector<KeyRecord>> out(chans.size());
+  for (std::size_t i = 0; i < chans.size(); ++i) {
+    const ChannelConfig& c = chans[i];
+    for (auto& k : all)
+      if (k.channel == c.id) {
+        if (c.suite && k.material.suite != *c.suite)
+          throw UsageError(c.where + ": suite=" + std::string(suite_name(*c.suite)) +
+                           ", but --key-file SPI " + std::to_string(k.spi) + " of channel " +
+                           std::to_string(c.id) + " holds a " +
+                           std::string(suite_name(k.material.suite)) + " key");
+        out[i].push_back(k);
+      }
+    if (out[i].empty())
+      throw UsageError("--key-file " + path + ": no key for channel " + std::to_string(c.id) +
+                       " (" + c.where + "); lines are 'SPI HEXKEY' or 'CHANNEL SPI HEXKEY'");
+  }
+  return out;
 }
 
 StaticKeySource::StaticKeySource(std::vector<KeyRecord> keys, Role role, uint32_t rotate_ms,

@@ -46,6 +46,17 @@ class KeySource {
 std::vector<KeyRecord> load_static_keys(const std::string& path, uint32_t channel,
                                         const std::string& suite, const char* prog);
 
+struct ChannelConfig;
+// --key-file for the channels of a process: the keys of each channel, in
+// channel order. "SPI HEXKEY" lines belong to the process's channel when it
+// has one, else to channel 1. Every channel needs a key; each key must be of
+// its channel's suite= (else --suite, if given). Keys of channels the process
+// does not carry are ignored. Throws UsageError naming the option or channel.
+std::vector<std::vector<KeyRecord>> static_keys_by_channel(const std::string& path,
+                                                           const std::vector<ChannelConfig>& chans,
+                                                           const std::string& suite,
+                                                           const char* prog);
+
 class StaticKeySource : public KeySource {
  public:
   enum class Role { Sender, Receiver };

@@ -40,17 +40,19 @@ uint64_t KeySlot::sent_bytes() const noexcept {
   return n;
 }
 
-void KeyTable::add(std::shared_ptr<KeySlot> s) {
-  auto it = std::lower_bound(spis_.begin(), spis_.end(), s->spi);
-  const std::size_t i = static_cast<std::size_t>(it - spis_.begin());
-  if (it != spis_.end() && *it == s->spi) {
-    raw_[i] = s.get();
-    owned_[i] = std::move(s);
-    return;
+void KeyTable::add(std::shared_ptr<KeySlot> s) { owned_.push_back(std::move(s)); }
+
+void KeyTable::build_index() {
+  std::size_t cap = 16;
+  while (cap < 2 * owned_.size()) cap <<= 1;
+  index_.assign(cap, Entry{});
+  mask_ = cap - 1;
+  for (auto& s : owned_) {
+    const uint64_t k = key_of(s->tag, s->spi);
+    std::size_t i = hash(k) & mask_;
+    while (index_[i].slot != nullptr && index_[i].key != k) i = (i + 1) & mask_;
+    index_[i] = Entry{k, s.get()};
   }
-  spis_.insert(it, s->spi);
-  raw_.insert(raw_.begin() + static_cast<std::ptrdiff_t>(i), s.get());
-  owned_.insert(owned_.begin() + static_cast<std::ptrdiff_t>(i), std::move(s));
 }
 
 KeyTableHolder::KeyTableHolder(unsigned max_readers) {
@@ -121,11 +123,31 @@ void KeyTableHolder::synchronize() {
   retired_.clear();
 }
 
+KeyControl::KeyControl(KeyTableHolder& holder, uint32_t channel, SlotParams params)
+    : own_pub_(std::make_unique<KeyPublisher>(holder)),
+      pub_(own_pub_.get()),
+      index_(0),
+      channel_(channel),
+      tag_(channel),
+      params_(params) {
+  pub_->attach(this);
+}
+
+KeyControl::KeyControl(KeyPublisher& pub, uint32_t index, uint32_t channel, uint32_t tag,
+                       SlotParams params)
+    : pub_(&pub), index_(index), channel_(channel), tag_(tag), params_(params) {}
+
+KeyControl::~KeyControl() = default;
+
+KeyTableHolder& KeyControl::holder() { return pub_->holder(); }
+
 bool KeyControl::add(const KeyRecord& r) {
   if (holds(r.spi)) return false;
-  slots_.push_back(std::shared_ptr<KeySlot>(
-      new KeySlot(r, params_.first_seq, params_.replay_queues, params_.replay_size,
-                  params_.send_workers)));
+  auto s = std::shared_ptr<KeySlot>(new KeySlot(r, params_.first_seq, params_.replay_queues,
+                                                params_.replay_size, params_.send_workers));
+  s->tag = tag_;
+  s->chan_index = index_;
+  slots_.push_back(std::move(s));
   return true;
 }
 
@@ -168,17 +190,40 @@ void KeyControl::set_notice(uint32_t next_spi, uint64_t switch_tsc) {
   notice_.generation = ++notice_gen_;
 }
 
-void KeyControl::publish() {
+void KeyControl::publish() { pub_->publish(); }
+
+KeyControl& KeyPublisher::add_channel(uint32_t channel, uint32_t tag, SlotParams params) {
+  owned_.push_back(std::make_unique<KeyControl>(*this, static_cast<uint32_t>(chans_.size()),
+                                                channel, tag, params));
+  attach(owned_.back().get());
+  return *owned_.back();
+}
+
+// The whole table is rebuilt for any change: a few thousand slots at most
+// (1,024 channels, 2-3 keys each), tens of microseconds, at key-switch rate.
+void KeyPublisher::publish() {
+  if (batch_depth_) {
+    stale_ = true;
+    return;
+  }
+  stale_ = false;
   auto t = std::make_unique<KeyTable>();
   t->generation = holder_.next_generation();
-  t->channel = channel_;
-  for (auto& s : slots_) {
-    t->add(s);
-    if (s->spi == previous_) t->previous = s.get();
-    if (s->spi == current_) t->current = s.get();
-    if (s->spi == next_) t->next = s.get();
+  t->channels.resize(chans_.size());
+  for (std::size_t i = 0; i < chans_.size(); ++i) {
+    const KeyControl& c = *chans_[i];
+    ChannelKeys& ck = t->channels[i];
+    ck.channel = c.channel_;
+    for (auto& s : c.slots_) {
+      if (s->spi == c.previous_) ck.previous = s.get();
+      if (s->spi == c.current_) ck.current = s.get();
+      if (s->spi == c.next_) ck.next = s.get();
+      t->add(s);
+    }
+    ck.notice = c.notice_;
+    if (ck.notice.generation) t->noticing.push_back(static_cast<uint32_t>(i));
   }
-  t->notice = notice_;
+  t->build_index();
   holder_.publish(std::move(t));
 }
 

@@ -38,6 +38,8 @@ struct alignas(64) KeySlot {
 
   uint32_t channel;
   uint32_t spi;
+  uint32_t tag = 0;         // lookup tag of its channel (see KeyTable)
+  uint32_t chan_index = 0;  // its channel's index in the process
   AeadKey key;                       // precomputed GCM schedule
   MonoClock::time_point expires_at;  // remaining effective time reaches 0 (sender switches)
   alignas(64) std::atomic<uint64_t> next_seq;  // sender: next unreserved sequence number
@@ -97,56 +99,78 @@ struct PendingNotice {
   uint64_t generation = 0;   // changes for every new notice
 };
 
-class KeyTable {
- public:
-  uint64_t generation = 0;
-  uint32_t channel = 0;
+// One channel's key roles in a snapshot.
+struct ChannelKeys {
+  uint32_t channel = 0;  // channel id
   KeySlot* previous = nullptr;
   KeySlot* current = nullptr;
   KeySlot* next = nullptr;
   PendingNotice notice;
+};
 
-  // Lookup by SPI (binary search over a sorted flat array).
-  KeySlot* find(uint32_t spi) const noexcept {
-    std::size_t lo = 0, hi = spis_.size();
-    while (lo < hi) {
-      const std::size_t mid = (lo + hi) / 2;
-      if (spis_[mid] < spi)
-        lo = mid + 1;
-      else
-        hi = mid;
+// A snapshot of every channel a process carries. Channels are addressed by
+// index (their order in the configuration, dense from 0), keys by (tag, SPI):
+// the tag is what a packet names its channel by, the group address on a
+// receiver (SPIs are only unique within a channel), the channel id elsewhere.
+// The lookup is one probe sequence in an open-addressed hash kept at most half
+// full, so its cost does not grow with the number of channels.
+class KeyTable {
+ public:
+  uint64_t generation = 0;
+  std::vector<ChannelKeys> channels;  // index = channel index
+  std::vector<uint32_t> noticing;     // indexes of channels with a pending notice
+
+  const ChannelKeys& at(std::size_t index) const noexcept { return channels[index]; }
+
+  KeySlot* find(uint32_t tag, uint32_t spi) const noexcept {
+    const uint64_t k = key_of(tag, spi);
+    for (std::size_t i = hash(k) & mask_;; i = (i + 1) & mask_) {
+      const Entry& e = index_[i];
+      if (e.slot == nullptr) return nullptr;  // the index is never full: a probe ends
+      if (e.key == k) return e.slot;
     }
-    return lo < spis_.size() && spis_[lo] == spi ? raw_[lo] : nullptr;
   }
-  std::size_t size() const noexcept { return spis_.size(); }
-  const std::vector<uint32_t>& spis() const noexcept { return spis_; }
+  std::size_t size() const noexcept { return owned_.size(); }
 
-  // Writer side.
-  void add(std::shared_ptr<KeySlot> s);  // keeps the array sorted; replaces an equal SPI
+  // Writer side: add every key, then build_index() once, before publishing.
+  void add(std::shared_ptr<KeySlot> s);  // under s->tag; a later equal (tag, SPI) wins
+  void build_index();
 
  private:
-  std::vector<uint32_t> spis_;
-  std::vector<KeySlot*> raw_;
+  struct Entry {
+    uint64_t key = 0;
+    KeySlot* slot = nullptr;
+  };
+  static uint64_t key_of(uint32_t tag, uint32_t spi) noexcept { return uint64_t(tag) << 32 | spi; }
+  // Fibonacci hashing: the high bits of key * 2^64/phi, folded down; SPIs are
+  // often consecutive and tags share prefixes, which a plain mask would cluster.
+  static std::size_t hash(uint64_t k) noexcept {
+    const uint64_t h = k * 0x9e3779b97f4a7c15ull;
+    return static_cast<std::size_t>(h ^ (h >> 29) ^ (h >> 41));
+  }
+  std::vector<Entry> index_ = std::vector<Entry>(1);  // an empty table finds nothing
+  std::size_t mask_ = 0;
   std::vector<std::shared_ptr<KeySlot>> owned_;
 };
 
-// Per-worker cache of the last SPI lookup. Keyed on the table generation,
-// never on the table's address: a retired table's memory can be reused by a
-// newer table at the same address (ABA), and a stale slot pointer would then
-// be used after free.
+// Per-worker cache of the last (tag, SPI) lookup. Keyed on the table
+// generation, never on the table's address: a retired table's memory can be
+// reused by a newer table at the same address (ABA), and a stale slot pointer
+// would then be used after free.
 class SpiCache {
  public:
-  KeySlot* lookup(const KeyTable& t, uint32_t spi) noexcept {
-    if (t.generation == gen_ && spi == spi_) return slot_;
-    slot_ = t.find(spi);
+  KeySlot* lookup(const KeyTable& t, uint32_t tag, uint32_t spi) noexcept {
+    if (t.generation == gen_ && spi == spi_ && tag == tag_) return slot_;
+    slot_ = t.find(tag, spi);
     gen_ = t.generation;
+    tag_ = tag;
     spi_ = spi;
     return slot_;
   }
 
  private:
   uint64_t gen_ = 0;  // table generations start at 1
-  uint32_t spi_ = 0;
+  uint32_t tag_ = 0, spi_ = 0;
   KeySlot* slot_ = nullptr;
 };
 
@@ -195,9 +219,9 @@ class KeyTableHolder {
   uint64_t generation_ = 0;
 };
 
-// Control-side key state for one channel; builds and publishes tables.
-// This is the API the control thread (static key file today, KMS client in
-// issue 5) uses. Not thread-safe: call from the control thread only.
+// Control-side key state for one channel. Every change goes through here;
+// publish() hands the whole process's state to its KeyPublisher, which builds
+// one table for all channels. Not thread-safe: call from the control thread.
 struct SlotParams {
   unsigned replay_queues = 0;   // receiver: RX queues (one window each)
   uint32_t replay_size = 4096;  // receiver: --replay-window
@@ -205,10 +229,17 @@ struct SlotParams {
   unsigned send_workers = 0;    // sender: workers (per-worker sequence blocks and counters)
 };
 
+class KeyPublisher;
+
 class KeyControl {
  public:
-  KeyControl(KeyTableHolder& holder, uint32_t channel, SlotParams params)
-      : holder_(holder), channel_(channel), params_(params) {}
+  // A process with this one channel (tag = channel id, index 0).
+  KeyControl(KeyTableHolder& holder, uint32_t channel, SlotParams params);
+  // Channel number `index` of pub's process (KeyPublisher::add_channel).
+  KeyControl(KeyPublisher& pub, uint32_t index, uint32_t channel, uint32_t tag, SlotParams params);
+  ~KeyControl();
+  KeyControl(const KeyControl&) = delete;
+  KeyControl& operator=(const KeyControl&) = delete;
 
   // Installs a key (e.g. fetched from the KMS, or a key-file line). Returns
   // false if the SPI is already held (an SPI is never reused).
@@ -226,24 +257,70 @@ class KeyControl {
   void clear_notice() { notice_ = {}; }
   void set_first_seq(uint64_t s) { params_.first_seq = s; }
 
-  // Builds a table from the state above and publishes it. Call after a set of
-  // changes; then call holder.reclaim() periodically.
+  // Publishes this change (one table for every channel of the process; inside
+  // a KeyPublisher::Batch, once at the batch's end). Then call
+  // holder.reclaim() periodically.
   void publish();
 
   uint32_t current_spi() const { return current_; }
   uint32_t next_spi() const { return next_; }
   uint32_t previous_spi() const { return previous_; }
   std::size_t size() const { return slots_.size(); }
-  KeyTableHolder& holder() { return holder_; }
+  uint32_t channel() const { return channel_; }
+  uint32_t index() const { return index_; }
+  KeyTableHolder& holder();
 
  private:
-  KeyTableHolder& holder_;
-  uint32_t channel_;
+  friend class KeyPublisher;
+  std::unique_ptr<KeyPublisher> own_pub_;  // the one-channel form
+  KeyPublisher* pub_;
+  uint32_t index_, channel_, tag_;
   SlotParams params_;
   std::vector<std::shared_ptr<KeySlot>> slots_;
   uint32_t previous_ = 0, current_ = 0, next_ = 0;
   PendingNotice notice_;
   uint64_t notice_gen_ = 0;
+};
+
+// Every channel of a process: builds and publishes their one table.
+class KeyPublisher {
+ public:
+  explicit KeyPublisher(KeyTableHolder& holder) : holder_(holder) {}
+  KeyPublisher(const KeyPublisher&) = delete;
+  KeyPublisher& operator=(const KeyPublisher&) = delete;
+
+  // The next channel index; tag: what packets name the channel by (see KeyTable).
+  KeyControl& add_channel(uint32_t channel, uint32_t tag, SlotParams params);
+  KeyControl& at(std::size_t index) { return *chans_[index]; }
+  std::size_t size() const { return chans_.size(); }
+
+  // Builds a table from every channel's state and publishes it.
+  void publish();
+  KeyTableHolder& holder() { return holder_; }
+
+  // Within a batch, publish() only marks the table stale; the batch's end
+  // publishes once (e.g. the first keys of 1,024 channels at start).
+  class Batch {
+   public:
+    explicit Batch(KeyPublisher& p) : p_(p) { ++p_.batch_depth_; }
+    ~Batch() {
+      if (--p_.batch_depth_ == 0 && p_.stale_) p_.publish();
+    }
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
+   private:
+    KeyPublisher& p_;
+  };
+
+ private:
+  friend class KeyControl;
+  void attach(KeyControl* c) { chans_.push_back(c); }
+  KeyTableHolder& holder_;
+  std::vector<KeyControl*> chans_;
+  std::vector<std::unique_ptr<KeyControl>> owned_;
+  unsigned batch_depth_ = 0;
+  bool stale_ = false;
 };
 
 // Sequence start for static keys: nanoseconds since the epoch (CLOCK_REALTIME)

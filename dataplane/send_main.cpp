@@ -188,7 +188,7 @@ class SendWorker {
   }
 
   unsigned generate_burst(const KeyTable* t, bool& done) {
-    KeySlot* key = t->current;
+    KeySlot* key = t->at(0).current;
     if (!key) return 0;
     uint32_t want = sh_.opt.burst;
     want = pacer_.take(rte_get_tsc_cycles(), want);
@@ -280,7 +280,7 @@ class SendWorker {
     if (got < want && !pacer_.unpaced()) pacer_.refund(want - got);
     if (got == 0) return 0;
     st_.ingest_rx.add(got);
-    KeySlot* key = t->current;
+    KeySlot* key = t->at(0).current;
     rte_mbuf* out[kMaxBurst];
     uint16_t n = 0;
     uint64_t payload_bytes = 0, wire = 0;
@@ -360,11 +360,12 @@ class SendWorker {
   // Worker 0 multicasts the pending key change previous notice when it first
   // sees it, then every --notice-interval-ms until the switch.
   void maybe_notice(const KeyTable* t) {
-    if (!t->notice.generation || !t->current) return;
+    const ChannelKeys& ck = t->at(0);
+    if (!ck.notice.generation || !ck.current) return;
     const uint64_t now = rte_get_tsc_cycles();
-    if (now >= t->notice.switch_tsc) return;
-    if (t->notice.generation == last_notice_gen_ && now - last_notice_tsc_ < notice_every_) return;
-    last_notice_gen_ = t->notice.generation;
+    if (now >= ck.notice.switch_tsc) return;
+    if (ck.notice.generation == last_notice_gen_ && now - last_notice_tsc_ < notice_every_) return;
+    last_notice_gen_ = ck.notice.generation;
     last_notice_tsc_ = now;
     rte_mbuf* m = rte_pktmbuf_alloc(sh_.pool);
     if (!m) {
@@ -372,13 +373,13 @@ class SendWorker {
       return;
     }
     KeyChangeNotice nt;
-    nt.channel = t->channel;
-    nt.next_spi = t->notice.next_spi;
-    nt.ms_to_switch = static_cast<uint32_t>((t->notice.switch_tsc - now) / (rte_get_tsc_hz() / 1000));
+    nt.channel = ck.channel;
+    nt.next_spi = ck.notice.next_spi;
+    nt.ms_to_switch = static_cast<uint32_t>((ck.notice.switch_tsc - now) / (rte_get_tsc_hz() / 1000));
     uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
     const std::size_t cap = rte_pktmbuf_tailroom(m);
     const std::size_t inner = encode_notice(nt, f + esp::kCipherOffset, cap - esp::kCipherOffset);
-    KeySlot* key = t->current;
+    KeySlot* key = ck.current;
     const std::size_t len = esp::prepare(sh_.tmpl, key->spi, key->reserve(id_, 1), esp::kNextControl, f,
                                          inner, cap, aad_[0], ops_[0]);
     if (!len) {

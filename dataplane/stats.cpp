@@ -13,8 +13,27 @@ namespace keycast::dp {
 
 namespace {
 
+void put_value(std::ostringstream& o, const Figure& f);
+
+void put_object(std::ostringstream& o, const Figures& figs) {
+  o << '{';
+  for (std::size_t k = 0; k < figs.size(); ++k) {
+    o << (k ? ", " : "") << '"' << figs[k].name << "\": ";
+    put_value(o, figs[k]);
+  }
+  o << '}';
+}
+
 void put_value(std::ostringstream& o, const Figure& f) {
   switch (f.kind) {
+    case Figure::Records:
+      o << '[';
+      for (std::size_t k = 0; k < f.records.size(); ++k) {
+        o << (k ? ",\n    " : "\n    ");
+        put_object(o, f.records[k]);
+      }
+      o << (f.records.empty() ? "]" : "\n  ]");
+      break;
     case Figure::Int: o << f.i; break;
     case Figure::Real: {
       char buf[64];
@@ -34,12 +53,14 @@ std::mutex& tel_mutex() {
   static std::mutex m;
   return m;
 }
-std::map<std::string, std::function<Figures()>>& tel_commands() {
-  static std::map<std::string, std::function<Figures()>> m;
+std::map<std::string, std::function<Figures(const std::string&)>>& tel_commands() {
+  static std::map<std::string, std::function<Figures(const std::string&)>> m;
   return m;
 }
 
-int tel_cb(const char* cmd, const char*, struct rte_tel_data* d) {
+void tel_dict(struct rte_tel_data* d, Figures& figs);
+
+int tel_cb(const char* cmd, const char* param, struct rte_tel_data* d) {
   Figures figs;
   {
     // Held while the figures are gathered, so telemetry_detach() waits for a
@@ -47,8 +68,14 @@ int tel_cb(const char* cmd, const char*, struct rte_tel_data* d) {
     std::lock_guard<std::mutex> lock(tel_mutex());
     auto it = tel_commands().find(cmd);
     if (it == tel_commands().end() || !it->second) return -1;
-    figs = it->second();
+    figs = it->second(param ? param : "");
   }
+  if (figs.empty()) return -1;
+  tel_dict(d, figs);
+  return 0;
+}
+
+void tel_dict(struct rte_tel_data* d, Figures& figs) {
   rte_tel_data_start_dict(d);
   for (auto& f : figs) {
     // Telemetry names allow letters, digits, '_' and '/': "drops.x" -> "drops_x".
@@ -68,9 +95,12 @@ int tel_cb(const char* cmd, const char*, struct rte_tel_data* d) {
         rte_tel_data_add_dict_container(d, f.name.c_str(), arr, 0);
         break;
       }
+      case Figure::Records:
+        // Too deep for one telemetry answer: each record has a command of its own.
+        rte_tel_data_add_dict_u64(d, (f.name + "_count").c_str(), f.records.size());
+        break;
     }
   }
-  return 0;
 }
 
 }  // namespace
@@ -124,11 +154,28 @@ void write_file(const std::string& path, const std::string& text) {
 }
 
 void telemetry_register(const char* cmd, std::function<Figures()> fn, const char* help) {
+  telemetry_register_param(cmd, [fn = std::move(fn)](const std::string&) { return fn(); }, help);
+}
+
+void telemetry_register_param(const char* cmd, std::function<Figures(const std::string&)> fn,
+                              const char* help) {
   {
     std::lock_guard<std::mutex> lock(tel_mutex());
     tel_commands()[cmd] = std::move(fn);
   }
   rte_telemetry_register_cmd(cmd, tel_cb, help);
+}
+
+const Figure* find_figure(const Figures& f, const std::string& name) {
+  for (auto& x : f)
+    if (x.name == name) return &x;
+  return nullptr;
+}
+
+uint64_t figure_int(const Figures& f, const std::string& name) {
+  const Figure* x = find_figure(f, name);
+  if (!x || x->kind != Figure::Int) throw std::logic_error("no integer figure " + name);
+  return x->i;
 }
 
 void telemetry_detach(const char* cmd) {

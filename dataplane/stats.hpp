@@ -25,17 +25,27 @@ struct Counter {
 // One figure: either an integer, a real, or a list of integers.
 struct Figure {
   std::string name;
-  enum Kind { Int, Real, List } kind = Int;
+  enum Kind { Int, Real, List, Records } kind = Int;
   uint64_t i = 0;
   double d = 0;
   std::vector<uint64_t> list;
-  static Figure integer(std::string n, uint64_t v) { return Figure{std::move(n), Int, v, 0, {}}; }
-  static Figure real(std::string n, double v) { return Figure{std::move(n), Real, 0, v, {}}; }
+  std::vector<std::vector<Figure>> records;  // Records: a list of objects (e.g. one per channel)
+  static Figure integer(std::string n, uint64_t v) { return Figure{std::move(n), Int, v, 0, {}, {}}; }
+  static Figure real(std::string n, double v) { return Figure{std::move(n), Real, 0, v, {}, {}}; }
   static Figure ints(std::string n, std::vector<uint64_t> v) {
-    return Figure{std::move(n), List, 0, 0, std::move(v)};
+    return Figure{std::move(n), List, 0, 0, std::move(v), {}};
+  }
+  static Figure objects(std::string n, std::vector<std::vector<Figure>> v) {
+    return Figure{std::move(n), Records, 0, 0, {}, std::move(v)};
   }
 };
 using Figures = std::vector<Figure>;
+
+// The figure called name (the first one), or nullptr.
+const Figure* find_figure(const Figures& f, const std::string& name);
+// Its integer value; throws std::logic_error if there is no such integer
+// figure (a renamed figure is a bug, not a zero).
+uint64_t figure_int(const Figures& f, const std::string& name);
 
 // {"a": 1, "drops": {"x": 2}, ...}: figures whose name is "group.key" are
 // nested one level under "group".
@@ -46,6 +56,10 @@ void write_file(const std::string& path, const std::string& text);
 // Registers a DPDK telemetry command returning the figures as a dict (lists
 // as arrays, nested names flattened with '.'). Safe to call once per command.
 void telemetry_register(const char* cmd, std::function<Figures()> fn, const char* help);
+// The same for a command with a parameter ("/keycast/channel,7"): fn gets it
+// ("" if none) and returns no figures for a bad one (the command answers an error).
+void telemetry_register_param(const char* cmd, std::function<Figures(const std::string&)> fn,
+                              const char* help);
 // DPDK cannot unregister a command: this detaches the function (the command
 // then answers null), so nothing runs against state that is being destroyed.
 void telemetry_detach(const char* cmd);

@@ -50,19 +50,19 @@ TEST(KeyTable, FindSortedAndRoles) {
   const KeyTable* t = h.acquire();
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size(), 3u);
-  EXPECT_EQ(t->current->spi, 300u);
-  EXPECT_EQ(t->next->spi, 600u);
-  EXPECT_EQ(t->previous, nullptr);
-  EXPECT_EQ(t->find(900)->spi, 900u);
-  EXPECT_EQ(t->find(899), nullptr);
-  EXPECT_EQ(t->find(0), nullptr);
-  EXPECT_EQ(t->find(0xffffffff), nullptr);
+  EXPECT_EQ(t->at(0).current->spi, 300u);
+  EXPECT_EQ(t->at(0).next->spi, 600u);
+  EXPECT_EQ(t->at(0).previous, nullptr);
+  EXPECT_EQ(t->find(7, 900)->spi, 900u);
+  EXPECT_EQ(t->find(7, 899), nullptr);
+  EXPECT_EQ(t->find(7, 0), nullptr);
+  EXPECT_EQ(t->find(7, 0xffffffff), nullptr);
   ctl.set_current(600);
   ctl.publish();
   t = h.acquire();
-  EXPECT_EQ(t->previous->spi, 300u);
-  EXPECT_EQ(t->current->spi, 600u);
-  EXPECT_EQ(t->next, nullptr);
+  EXPECT_EQ(t->at(0).previous->spi, 300u);
+  EXPECT_EQ(t->at(0).current->spi, 600u);
+  EXPECT_EQ(t->at(0).next, nullptr);
   EXPECT_EQ(h.retired(), 1u);
   EXPECT_EQ(h.reclaim(), 1u);  // no registered readers: grace period is immediate
 }
@@ -73,13 +73,13 @@ TEST(KeyTable, SlotStateSurvivesRepublish) {
   ctl.add(make_key(256));
   ctl.set_current(256);
   ctl.publish();
-  KeySlot* s = h.acquire()->current;
+  KeySlot* s = h.acquire()->at(0).current;
   EXPECT_EQ(s->reserve(10), 1000u);
   ctl.add(make_key(257));
   ctl.set_next(257);
   ctl.publish();
   // Same slot (same counter) in the new table: no IV can repeat.
-  EXPECT_EQ(h.acquire()->current, s);
+  EXPECT_EQ(h.acquire()->at(0).current, s);
   EXPECT_EQ(s->reserve(1), 1010u);
 }
 
@@ -96,7 +96,7 @@ TEST(KeyTable, RetiredTableWaitsForReaders) {
   ctl.publish();
   // Reader 0 still may hold `old`: it must not be freed.
   EXPECT_EQ(h.reclaim(), 0u);
-  EXPECT_EQ(old->current->spi, 256u);
+  EXPECT_EQ(old->at(0).current->spi, 256u);
   h.quiescent(0);
   EXPECT_EQ(h.reclaim(), 1u);
   // An offline reader does not hold up reclamation.
@@ -134,10 +134,10 @@ TEST(KeyTable, ConcurrentReadersWhileWriterSwaps) {
         // Generations only move forward.
         if (t->generation < last_gen) ++b;
         last_gen = t->generation;
-        KeySlot* cur = t->current;
-        if (!cur || t->find(cur->spi) != cur || salt_spi(cur) != cur->spi) ++b;
-        if (t->previous && (t->find(t->previous->spi) != t->previous ||
-                            salt_spi(t->previous) != t->previous->spi))
+        KeySlot* cur = t->at(0).current;
+        if (!cur || t->find(7, cur->spi) != cur || salt_spi(cur) != cur->spi) ++b;
+        if (t->at(0).previous && (t->find(7, t->at(0).previous->spi) != t->at(0).previous ||
+                            salt_spi(t->at(0).previous) != t->at(0).previous->spi))
           ++b;
         // Touch per-queue mutable state as a worker would (own queue only).
         cur->replay[id].window.update(n);
@@ -166,7 +166,7 @@ TEST(KeyTable, ConcurrentReadersWhileWriterSwaps) {
   EXPECT_EQ(bad.load(), 0u);
   EXPECT_GT(lookups.load(), 0u);
   EXPECT_EQ(h.retired(), 0u);
-  EXPECT_EQ(h.acquire()->current->spi, spi);
+  EXPECT_EQ(h.acquire()->at(0).current->spi, spi);
   EXPECT_LE(h.acquire()->size(), 2u);
 }
 
@@ -182,7 +182,7 @@ TEST(KeyTable, PerWorkerSequenceBlocksNeverOverlap) {
   ctl.add(make_key(256));
   ctl.set_current(256);
   ctl.publish();
-  KeySlot* s = h.acquire()->current;
+  KeySlot* s = h.acquire()->at(0).current;
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> got(kWorkers + 1);
   std::vector<std::thread> ts;
   for (unsigned w = 0; w <= kWorkers; ++w)
@@ -257,20 +257,20 @@ TEST(StaticKeySource, SenderRotatesWithoutReusingSpis) {
   StaticKeySource src(keys, StaticKeySource::Role::Sender, 100, 0);
   auto t0 = MonoClock::now();
   src.start(ctl, t0);
-  EXPECT_EQ(h.acquire()->current->spi, 300u);
-  EXPECT_EQ(h.acquire()->next->spi, 301u);
-  const uint64_t seq300 = h.acquire()->current->reserve(0);
+  EXPECT_EQ(h.acquire()->at(0).current->spi, 300u);
+  EXPECT_EQ(h.acquire()->at(0).next->spi, 301u);
+  const uint64_t seq300 = h.acquire()->at(0).current->reserve(0);
   EXPECT_GT(seq300, uint64_t(1) << 60);  // wall-clock origin (ns since 1970)
   src.poll(ctl, t0 + std::chrono::milliseconds(50));
-  EXPECT_EQ(h.acquire()->current->spi, 300u);
+  EXPECT_EQ(h.acquire()->at(0).current->spi, 300u);
   src.poll(ctl, t0 + std::chrono::milliseconds(100));
-  EXPECT_EQ(h.acquire()->current->spi, 301u);
-  EXPECT_EQ(h.acquire()->next->spi, 302u);
+  EXPECT_EQ(h.acquire()->at(0).current->spi, 301u);
+  EXPECT_EQ(h.acquire()->at(0).next->spi, 302u);
   src.poll(ctl, t0 + std::chrono::milliseconds(200));
-  EXPECT_EQ(h.acquire()->current->spi, 302u);
-  EXPECT_EQ(h.acquire()->next, nullptr);
+  EXPECT_EQ(h.acquire()->at(0).current->spi, 302u);
+  EXPECT_EQ(h.acquire()->at(0).next, nullptr);
   src.poll(ctl, t0 + std::chrono::milliseconds(400));  // exhausted: stays, never wraps
-  EXPECT_EQ(h.acquire()->current->spi, 302u);
+  EXPECT_EQ(h.acquire()->at(0).current->spi, 302u);
 }
 
 TEST(SpiCache, KeyedOnGenerationNotAddress) {
@@ -282,17 +282,85 @@ TEST(SpiCache, KeyedOnGenerationNotAddress) {
   ctl.publish();
   const KeyTable* t = h.acquire();
   SpiCache c;
-  EXPECT_EQ(c.lookup(*t, 502), nullptr);
-  KeySlot* s500 = c.lookup(*t, 500);
+  EXPECT_EQ(c.lookup(*t, 7, 502), nullptr);
+  KeySlot* s500 = c.lookup(*t, 7, 500);
   ASSERT_NE(s500, nullptr);
-  EXPECT_EQ(c.lookup(*t, 500), s500);
+  EXPECT_EQ(c.lookup(*t, 7, 500), s500);
   // A table at the very same address with other contents (what memory reuse
   // after retirement produces) must not be served from the cache.
   KeyTable reused;
   reused.generation = 1;
   auto other = std::shared_ptr<KeySlot>(new KeySlot(make_key(500), 1, 0, 64));
+  other->tag = 7;
   reused.add(other);
-  EXPECT_EQ(c.lookup(reused, 500), s500);  // same generation: same table by contract
+  reused.build_index();
+  EXPECT_EQ(c.lookup(reused, 7, 500), s500);  // same generation: same table by contract
   reused.generation = 99;
-  EXPECT_EQ(c.lookup(reused, 500), other.get());
+  EXPECT_EQ(c.lookup(reused, 7, 500), other.get());
+}
+
+// 1,024 channels whose SPIs coincide (each channel has its own SPI space): the
+// (tag, SPI) lookup finds each channel's own slot and nothing under a tag no
+// channel has; one batch publishes one table.
+TEST(KeyPublisher, ManyChannelsSameSpis) {
+  KeyTableHolder h(1);
+  KeyPublisher pub(h);
+  constexpr uint32_t kChannels = 1024;
+  const uint32_t tag0 = 0xef000000;  // e.g. groups 239.0.0.0 + i
+  {
+    KeyPublisher::Batch batch(pub);
+    for (uint32_t i = 0; i < kChannels; ++i) {
+      KeyControl& c = pub.add_channel(100 + i, tag0 + i, SlotParams{});
+      for (uint32_t spi : {256u, 257u}) {
+        KeyRecord r = make_key(spi);
+        r.channel = 100 + i;
+        ASSERT_TRUE(c.add(r));
+      }
+      c.set_current(256);
+      c.set_next(257);
+      if (i % 100 == 0) c.set_notice(257, 12345);
+      c.publish();
+    }
+    EXPECT_EQ(h.latest(), nullptr);  // nothing published inside the batch
+  }
+  const KeyTable* t = h.acquire();
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->generation, 1u);
+  ASSERT_EQ(t->channels.size(), kChannels);
+  EXPECT_EQ(t->size(), 2 * kChannels);
+  for (uint32_t i = 0; i < kChannels; ++i) {
+    KeySlot* s = t->find(tag0 + i, 257);
+    ASSERT_NE(s, nullptr) << i;
+    EXPECT_EQ(s->chan_index, i);
+    EXPECT_EQ(s->channel, 100 + i);
+    EXPECT_EQ(t->at(i).next, s);
+    EXPECT_EQ(t->at(i).current, t->find(tag0 + i, 256));
+    EXPECT_EQ(t->find(tag0 + i, 258), nullptr);
+  }
+  EXPECT_EQ(t->find(tag0 + kChannels, 256), nullptr);
+  EXPECT_EQ(t->find(0, 256), nullptr);
+  ASSERT_EQ(t->noticing.size(), 11u);
+  EXPECT_EQ(t->noticing[1], 100u);
+  EXPECT_EQ(t->at(100).notice.next_spi, 257u);
+
+  // One channel's switch changes only that channel.
+  KeyControl& c5 = pub.at(5);
+  c5.set_current(257);
+  c5.remove(256);
+  c5.publish();
+  t = h.acquire();
+  EXPECT_EQ(t->generation, 2u);
+  EXPECT_EQ(t->at(5).current->spi, 257u);
+  EXPECT_EQ(t->at(5).previous, nullptr);
+  EXPECT_EQ(t->find(tag0 + 5, 256), nullptr);
+  EXPECT_EQ(t->at(6).current->spi, 256u);
+  h.synchronize();
+}
+
+TEST(KeyTable, EmptyTableFindsNothing) {
+  KeyTable t;
+  EXPECT_EQ(t.find(0, 0), nullptr);
+  EXPECT_EQ(t.find(7, 1), nullptr);
+  t.build_index();
+  EXPECT_EQ(t.find(7, 1), nullptr);
 }

@@ -71,7 +71,7 @@ TEST(KeySlotHygiene, RetiredSlotIsZeroisedBeforeItsMemoryIsFreed) {
   ctl.publish();
   // A reader holds the table with the key while it is being removed.
   const KeyTable* t = holder.acquire();
-  ASSERT_NE(t->find(a.spi), nullptr);
+  ASSERT_NE(t->find(3, a.spi), nullptr);
   {
     auto s = ctl.slot(a.spi);
     ASSERT_TRUE(s);
@@ -85,7 +85,7 @@ TEST(KeySlotHygiene, RetiredSlotIsZeroisedBeforeItsMemoryIsFreed) {
   ctl.publish();
   holder.reclaim();  // the reader has not passed a quiescent point: nothing may be freed
   EXPECT_EQ(g_watched_frees.load(), 0) << "slot freed while a reader could still use it";
-  EXPECT_NE(t->find(a.spi), nullptr);
+  EXPECT_NE(t->find(3, a.spi), nullptr);
   holder.quiescent(0);
   holder.synchronize();
   holder.reclaim();

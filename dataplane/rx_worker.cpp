@@ -1,0 +1,319 @@
+#include "dataplane/rx_worker.hpp"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_prefetch.h>
+#include <sys/time.h>
+
+#include <cstdio>
+#include <stdexcept>
+
+#include "common/control_msg.hpp"
+
+namespace keycast::dp {
+
+namespace {
+
+// How many packets ahead of its decipherment a frame is fetched: enough to cover a DRAM miss
+// (~100 ns) with small packets, few enough that the burst's frames still fit in L1/L2.
+constexpr uint16_t kAhead = 4;
+
+// Mbuf fast free, as a PMD does under RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE: what a worker consumes
+// came from its RX queue direct, unshared and in one segment, so the burst goes back to its
+// pool's lcore cache in one put. rte_pktmbuf_free_bulk re-derives that per mbuf (41 instructions
+// a packet, against about 22 here with the put). Checked, not assumed: any other mbuf takes the general path.
+// Only first-line fields are read: a one-segment mbuf's next is NULL by the mbuf invariant.
+void free_burst(rte_mbuf** ms, uint16_t n) {
+  rte_mempool* const mp = ms[0]->pool;
+  bool fast = true;
+  for (uint16_t i = 0; i < n; ++i) {
+    const rte_mbuf* m = ms[i];
+    fast &= (m->pool == mp) & (rte_mbuf_refcnt_read(m) == 1) & RTE_MBUF_DIRECT(m) &
+            (m->nb_segs == 1);
+  }
+  if (fast)
+    rte_mempool_put_bulk(mp, reinterpret_cast<void**>(ms), n);
+  else
+    rte_pktmbuf_free_bulk(ms, n);
+}
+
+// The mbuf header's first cache line: all the receiver reads (buffer, lengths, segments,
+// refcount, pool). The second holds next and TX fields; next is NULL in a one-segment mbuf
+// (an mbuf invariant), so neither the parse nor free_burst needs that line, and not fetching
+// it leaves one more miss buffer for the frames.
+void prefetch_header(const rte_mbuf* m) { rte_prefetch0(m); }
+// Every line of the frame: GCM reads all of it, the ICV last.
+void prefetch_frame(const rte_mbuf* m) {
+  const char* f = rte_pktmbuf_mtod(m, const char*);
+  const char* end = f + m->data_len;
+  for (const char* l = RTE_PTR_ALIGN_FLOOR(f, RTE_CACHE_LINE_SIZE); l < end; l += RTE_CACHE_LINE_SIZE)
+    rte_prefetch0(l);
+}
+
+void to_plain(rte_mbuf* m, const esp::Parsed& p, const esp::Opened& o) {
+  std::size_t len = 0;
+  const std::size_t shift = esp::to_plain(rte_pktmbuf_mtod(m, uint8_t*), p, o, len);
+  rte_pktmbuf_adj(m, static_cast<uint16_t>(shift));
+  rte_pktmbuf_trim(m, static_cast<uint16_t>(m->data_len - len));
+}
+
+}  // namespace
+
+RecvWorker::RecvWorker(RxShared& sh, unsigned id)
+    : sh_(sh), id_(id), q_(static_cast<uint16_t>(id)), st_(*sh.stats[id]),
+      backoff_(sh.cfg.idle_sleep_us) {
+  report_every_ = rte_get_tsc_hz() / 100;  // unknown-SPI events: at most 100/s per worker
+  if (sh.cfg.deliver == Deliver::Pcap) {
+    std::string path = sh.cfg.deliver_pcap;
+    if (id_ > 0) path += ".w" + std::to_string(id_);
+    pcap_ = pcap_open_dead(DLT_EN10MB, 65535);
+    dumper_ = pcap_ ? pcap_dump_open(pcap_, path.c_str()) : nullptr;
+    if (!dumper_) throw std::runtime_error("--deliver pcap:" + path + ": cannot open");
+  }
+}
+
+RecvWorker::~RecvWorker() {
+  if (dumper_) pcap_dump_close(dumper_);
+  if (pcap_) pcap_close(pcap_);
+}
+
+// One burst is kept in hand while the next is received: the next burst's mbuf headers and first
+// frames are fetched while this one is deciphered, so no burst starts by waiting on memory.
+// When the queue is empty the burst in hand is processed at once (no added latency when idle).
+void RecvWorker::run() {
+  KeyTableHolder& h = *sh_.holder;  // registered by control before launch
+  const uint16_t port = sh_.cfg.port;
+  const uint16_t burst = static_cast<uint16_t>(sh_.cfg.burst);
+  rte_mbuf* bufs[2][kMaxBurst];
+  rte_mbuf** cur = bufs[0];
+  rte_mbuf** nxt = bufs[1];
+  uint16_t ncur = 0;
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    h.quiescent(id_);
+    const uint64_t t0 = rte_get_tsc_cycles();
+    const uint16_t n = rte_eth_rx_burst(port, q_, nxt, burst);
+    if (n == 0 && ncur == 0) {
+      if (backoff_.should_sleep()) {
+        h.offline(id_);
+        rte_delay_us_sleep(backoff_.sleep_us());
+        h.online(id_);
+      } else {
+        rte_pause();
+      }
+      continue;
+    }
+    backoff_.reset();
+    if (n) {
+      for (uint16_t i = 0; i < n && i < 2 * kAhead; ++i) prefetch_header(nxt[i]);
+      st_.rx.add(n);
+      if (!st_.first_rx_tsc.get()) st_.first_rx_tsc.set(t0);
+      st_.last_rx_tsc.set(t0);
+    }
+    if (ncur) process(h.acquire(), cur, ncur, nxt, n);
+    std::swap(cur, nxt);
+    ncur = n;
+    st_.busy_tsc.add(rte_get_tsc_cycles() - t0);
+  }
+  // Drain what is in hand and already queued so the final figures include it.
+  if (ncur) process(h.acquire(), cur, ncur, nullptr, 0);
+  for (int i = 0; i < 8; ++i) {
+    h.quiescent(id_);
+    const uint16_t n = rte_eth_rx_burst(port, q_, cur, burst);
+    if (!n) break;
+    st_.rx.add(n);
+    process(h.acquire(), cur, n, nullptr, 0);
+  }
+  if (dumper_) pcap_dump_flush(dumper_);
+  h.unregister_reader(id_);
+}
+
+void RecvWorker::post_unknown(uint32_t ci, uint32_t spi) {
+  const uint64_t now = rte_get_tsc_cycles();
+  if (spi == last_unknown_ && ci == last_unknown_chan_ && now - last_unknown_tsc_ < report_every_)
+    return;
+  last_unknown_ = spi;
+  last_unknown_chan_ = ci;
+  last_unknown_tsc_ = now;
+  sh_.events->post(ControlEvent{EventType::UnknownSpi, ci, spi, 0});
+}
+
+// Once per change of (channel, key) among delivered packets, not per packet.
+void RecvWorker::note_spi(uint32_t ci, uint32_t spi) {
+  last_ok_chan_ = ci;
+  last_ok_spi_ = spi;
+  RxChannelStats& c = st_.chan[ci];
+  if (spi == c.last_spi) return;
+  const uint32_t seen = static_cast<uint32_t>(c.spis_seen.get());
+  bool known = false;
+  for (uint32_t i = 0; i < seen && i < kMaxSpisPerChannel && !known; ++i) known = c.spi_list[i] == spi;
+  if (!known) {
+    if (seen < kMaxSpisPerChannel) c.spi_list[seen] = spi;
+    c.spis_seen.set(seen + 1);
+    if (c.last_spi != 0) c.key_switches.add();
+  }
+  c.last_spi = spi;
+}
+
+void RecvWorker::flush_run() {
+  if (run_chan_ == GroupIndex::kNone) return;
+  RxChannelStats& c = st_.chan[run_chan_];
+  c.packets_ok.add(run_ok_);
+  c.bytes_ok.add(run_bytes_);
+  run_ok_ = run_bytes_ = 0;
+}
+
+void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbuf* const* next,
+                         uint16_t nnext) {
+  rte_mbuf* out[kMaxBurst];
+  uint16_t nout = 0;
+  nfree_ = 0;
+  // Read once per burst: the parse and the crypto store through byte pointers, which may alias
+  // anything, so options read in the loop would be reloaded for every packet. Delivered
+  // packets are counted per burst for the same reason (drops, rare, per packet).
+  const bool check_group = !sh_.cfg.any_group;
+  const RxChannel* const chans = sh_.cfg.channels.data();
+  const uint32_t any_tag = chans[0].group_ip;
+  const Deliver deliver = sh_.cfg.deliver;
+  uint64_t ok = 0, ok_bytes = 0;
+  // The frames arrive in memory this core has not touched (a NIC's DMA leaves them in DRAM or,
+  // with DDIO, in the LLC): without prefetching, each packet would wait for its misses in turn.
+  // Headers 2*kAhead and frames kAhead packets before their turn (as l3fwd). For a burst that
+  // run() had in hand these first requests were already made (re-requesting a line in flight
+  // costs an instruction); they matter for the first burst after idle and for the drain.
+  for (uint16_t i = 0; i < n && i < 2 * kAhead; ++i) prefetch_header(pkts[i]);
+  for (uint16_t i = 0; i < n && i < kAhead; ++i) prefetch_frame(pkts[i]);
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = pkts[i];
+    if (i + 2 * kAhead < n) prefetch_header(pkts[i + 2 * kAhead]);
+    if (i + kAhead < n)
+      prefetch_frame(pkts[i + kAhead]);
+    else if (i + kAhead - n < nnext)
+      prefetch_frame(next[i + kAhead - n]);
+    if (!rte_pktmbuf_is_contiguous(m) && rte_pktmbuf_linearize(m) != 0) {
+      drop(m, Drop::Truncated);
+      continue;
+    }
+    uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
+    esp::Parsed p;
+    Drop d = esp::parse(f, m->data_len, p);
+    if (d != Drop::None) {
+      drop(m, d);
+      continue;
+    }
+    // The group names the channel (each has its own SPI space): one lookup
+    // finds the key of this channel. A miss is either a group no channel has
+    // or a key this channel does not hold (yet).
+    const uint32_t tag = check_group ? p.dst_ip : any_tag;
+    KeySlot* key = t ? cache_.lookup(*t, tag, p.spi) : nullptr;
+    if (!key) {
+      const uint32_t ci = check_group ? sh_.cfg.groups.find(tag) : 0;
+      if (ci == GroupIndex::kNone) {
+        drop(m, Drop::WrongGroup);
+        continue;
+      }
+      post_unknown(ci, p.spi);
+      drop(m, Drop::UnknownSpi);
+      continue;
+    }
+    const uint32_t ci = key->chan_index;
+    ReplayWindow& win = key->replay[q_].window;
+    if (!win.check(p.seq)) {  // before paying for the crypto
+      drop(m, Drop::Replay);
+      continue;
+    }
+    if (!aead_.open(key->key, esp::open_op(p))) {
+      drop(m, Drop::AuthFail);
+      continue;
+    }
+    if (!win.update(p.seq)) {
+      drop(m, Drop::Replay);
+      continue;
+    }
+    esp::Opened o;
+    d = esp::finish(p, o);
+    if (d != Drop::None) {
+      drop(m, d);
+      continue;
+    }
+    if (o.next_header == esp::kNextControl) {
+      KeyChangeNotice nt;
+      if (decode_notice(o.inner, o.inner_len, nt) != ControlError::Ok) {
+        drop(m, Drop::BadControl);
+        continue;
+      }
+      st_.notices.add();
+      // Routed by the channel whose key authenticated it, not by its body.
+      sh_.events->post(ControlEvent{EventType::Notice, ci, nt.next_spi, nt.ms_to_switch});
+      release(m);
+      continue;
+    }
+    if (check_group && o.dst_port != chans[ci].port) {
+      drop(m, Drop::WrongGroup);
+      continue;
+    }
+    ++ok;
+    ok_bytes += o.payload_len;
+    if (ci != run_chan_) {
+      flush_run();
+      run_chan_ = ci;
+    }
+    ++run_ok_;
+    run_bytes_ += o.payload_len;
+    if (p.spi != last_ok_spi_ || ci != last_ok_chan_) note_spi(ci, p.spi);
+    switch (deliver) {
+      case Deliver::Verify: {
+        uint64_t idx = 0;
+        if (pattern_check(o.payload, o.payload_len, idx) == PatternResult::Ok)
+          st_.chan[ci].tracker->record(idx);
+        else
+          st_.chan[ci].corrupted.add();
+        release(m);
+        break;
+      }
+      case Deliver::Null:
+        release(m);
+        break;
+      case Deliver::Pcap:
+      case Deliver::Port:
+        to_plain(m, p, o);
+        if (deliver == Deliver::Pcap) {
+          pcap_pkthdr hdr{};
+          gettimeofday(&hdr.ts, nullptr);
+          hdr.caplen = hdr.len = m->data_len;
+          pcap_dump(reinterpret_cast<u_char*>(dumper_), &hdr, rte_pktmbuf_mtod(m, u_char*));
+          release(m);
+        } else {
+          out[nout++] = m;
+        }
+        break;
+    }
+  }
+  st_.packets_ok.add(ok);
+  st_.bytes_ok.add(ok_bytes);
+  flush_run();
+  if (nout) {
+    const uint16_t sent = rte_eth_tx_burst(sh_.cfg.deliver_port, q_, out, nout);
+    if (sent < nout) {
+      st_.deliver_fail.add(nout - sent);
+      rte_pktmbuf_free_bulk(out + sent, nout - sent);
+    }
+  }
+  if (nfree_) free_burst(free_, nfree_);
+}
+
+int rx_worker_main(void* arg) {
+  auto* a = static_cast<RxWorkerArg*>(arg);
+  try {
+    auto w = std::make_unique<RecvWorker>(*a->sh, a->id);
+    w->run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "keycast-recv: worker %u: %s\n", a->id, e.what());
+    a->sh->holder->unregister_reader(a->id);  // never hold up reclamation
+    a->sh->failed.store(true);
+    g_stop.store(true);
+  }
+  a->sh->running.fetch_sub(1);
+  return 0;
+}
+
+}  // namespace keycast::dp
