@@ -9,6 +9,12 @@
 #                                          several keys) -> keycast-recv via rx pcap:
 #                                          all delivered intact (verify); the plaintext
 #                                          re-emitted (pcap:PATH and port:N) matches.
+#   capture_test.sh BIN_DIR channels       16 channels in one capture (Scapy, each under
+#                                          its own two keys) -> one keycast-recv with
+#                                          --channels: every channel delivers all of its
+#                                          packets with its own SPIs; a receiver of 8 of
+#                                          them (--channel ID=GROUP:PORT) only those 8;
+#                                          others counted wrong_group.
 #   capture_test.sh BIN_DIR bad-input      malformed / forged / replayed / non-ESP frames
 #                                          -> each counted under its reason, only the
 #                                          one good frame delivered, clean exit.
@@ -81,6 +87,42 @@ PYEOF
 }
 
 case "$MODE" in
+  channels)
+    : > "$WORK/keys.txt"
+    : > "$WORK/channels.txt"
+    for c in $(seq 1 16); do
+      echo "$c 239.5.0.$c:$((6000 + c)) suite=aes128gcm" >> "$WORK/channels.txt"
+      for k in 0 1; do
+        echo "$c $((2000 + 10 * c + k)) $(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')" >> "$WORK/keys.txt"
+      done
+    done
+    $PY "$TOOL" build-channels "$WORK/in.pcap" "$WORK/keys.txt" "$WORK/channels.txt" 200
+    recv_pcap "$WORK/keys.txt" "$WORK/in.pcap" "$WORK/r.json" --channels "$WORK/channels.txt" \
+      --deliver verify --expect 200
+    check "$WORK/r.json" 'd["packets_ok"] == 3200' 'd["lost"] == 0' 'd["duplicated"] == 0' \
+      'd["corrupted"] == 0' 'd["auth_fail"] == 0' 'd["unknown_spi"] == 0' \
+      'd["drops"]["wrong_group"] == 10' 'd["key_switches"] == 16' 'len(d["channels"]) == 16' \
+      'all(c["packets_ok"] == 200 and c["lost"] == 0 and c["duplicated"] == 0 for c in d["channels"])' \
+      'all(c["spi_list"] == [2000 + 10 * c["channel"], 2001 + 10 * c["channel"]] for c in d["channels"])' \
+      'all(c["group_port"] == 6000 + c["channel"] for c in d["channels"])'
+    # A receiver of channels 1-8 only: the other 8 channels' packets are not its groups.
+    sub=()
+    for c in $(seq 1 8); do sub+=(--channel "$c=239.5.0.$c:$((6000 + c))"); done
+    recv_pcap "$WORK/keys.txt" "$WORK/in.pcap" "$WORK/r2.json" "${sub[@]}" --deliver verify --expect 200
+    check "$WORK/r2.json" 'd["packets_ok"] == 1600' 'd["lost"] == 0' 'd["auth_fail"] == 0' \
+      'd["drops"]["wrong_group"] == 1610' 'sorted(c["channel"] for c in d["channels"]) == list(range(1, 9))' \
+      'all(c["packets_ok"] == 200 and c["key_switches"] == 1 for c in d["channels"])'
+    # Refusals name the line and exit 2.
+    echo "3 239.5.0.1:7000" >> "$WORK/channels.txt"
+    set +e
+    "$BIN/keycast-recv" $EAL --file-prefix "kc_cap_r_$ID" --vdev "net_null0" -- \
+      --key-file "$WORK/keys.txt" --channels "$WORK/channels.txt" > "$WORK/bad.log" 2>&1
+    rc=$?
+    set -e
+    [ $rc -eq 2 ] || { echo "FAIL: duplicate channel exit $rc"; exit 1; }
+    grep -q "channels.txt:17: channel 3 is already defined at .*channels.txt:3" "$WORK/bad.log" \
+      || { echo "FAIL: message"; cat "$WORK/bad.log"; exit 1; }
+    ;;
   sender-scapy)
     keys "$WORK/keys.txt" 6 16
     send_pcap "$WORK/keys.txt" "$WORK/tx.pcap" 3000 40

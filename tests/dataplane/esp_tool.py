@@ -6,6 +6,10 @@
                                 JSON; exit 1 unless every frame authenticates.
   build PCAP KEYFILE N GROUP    write N Scapy-built ESP frames (pattern payloads,
                                 indexes 0..N-1, spread over the key-file keys).
+  build-channels PCAP KEYFILE CHANNELS N
+                                N frames per channel of a channels file, round
+                                robin, each channel under its own keys (key lines
+                                CHANNEL SPI HEXKEY), then 10 for no channel.
   plain PCAP N GROUP            write N plaintext IPv4/UDP frames (pattern payloads)
                                 plus 2 that are not IPv4/UDP, for --ingest-port.
   badinput PCAP KEYFILE GROUP   write malformed / forged / replayed frames and
@@ -37,13 +41,29 @@ def pattern(index, n):
     return bytes(out[:n])
 
 
-def load_keys(path):
+def load_keys(path, channel_of=None):
+    """SPI -> keymat from 'SPI HEXKEY' and 'CHANNEL SPI HEXKEY' lines; channel_of,
+    if given, gets SPI -> channel (1 for two-column lines)."""
     keys = {}
     for line in open(path):
         line = line.split('#', 1)[0].split()
-        if len(line) == 2:
-            keys[int(line[0], 0)] = bytes.fromhex(line[1])
+        if len(line) in (2, 3):
+            spi = int(line[-2], 0)
+            keys[spi] = bytes.fromhex(line[-1])
+            if channel_of is not None:
+                channel_of[spi] = int(line[0], 0) if len(line) == 3 else 1
     return keys
+
+
+def load_channels(path):
+    """[(id, group, port)] from a keycast channels file."""
+    out = []
+    for line in open(path):
+        f = line.split('#', 1)[0].split()
+        if len(f) >= 2:
+            g, p = f[1].rsplit(':', 1)
+            out.append((int(f[0]), g, int(p)))
+    return out
 
 
 def sa_for(spi, keymat):
@@ -134,6 +154,30 @@ def cmd_build(pcap, keyfile, n, group):
         frames.append(esp_frame(sa, gip, int(gport), seq, pattern(i, 64 + (i % 50))))
     wrpcap(pcap, frames)
     print(json.dumps({'frames': n, 'spis': spis}))
+    return 0
+
+
+def cmd_build_channels(pcap, keyfile, chanfile, n):
+    """n frames per channel, the channels interleaved round robin; each channel's
+    first half under its lowest SPI, the rest under its next; then frames no
+    receiver of these channels may deliver: 5 to a group no channel has, 5 to a
+    channel's group on another UDP port."""
+    channel_of = {}
+    keys = load_keys(keyfile, channel_of)
+    chans = load_channels(chanfile)
+    frames = []
+    for i in range(n):
+        for cid, gip, gport in chans:
+            spis = sorted(s for s in keys if channel_of[s] == cid)
+            spi = spis[0] if i < n // 2 or len(spis) == 1 else spis[1]
+            frames.append(esp_frame(sa_for(spi, keys[spi]), gip, gport, i + 1, pattern(i, 64 + (i % 50))))
+    cid, gip, gport = chans[0]
+    spi = min(s for s in keys if channel_of[s] == cid)
+    for i in range(5):
+        frames.append(esp_frame(sa_for(spi, keys[spi]), '239.254.254.254', gport, n + 1 + i, pattern(i, 64)))
+        frames.append(esp_frame(sa_for(spi, keys[spi]), gip, gport + 1, n + 6 + i, pattern(i, 64)))
+    wrpcap(pcap, frames)
+    print(json.dumps({'frames': len(frames), 'channels': len(chans)}))
     return 0
 
 
@@ -246,6 +290,8 @@ def main(argv):
         return cmd_decrypt(argv[2], argv[3])
     if cmd == 'build' and len(argv) == 6:
         return cmd_build(argv[2], argv[3], int(argv[4]), argv[5])
+    if cmd == 'build-channels' and len(argv) == 6:
+        return cmd_build_channels(argv[2], argv[3], argv[4], int(argv[5]))
     if cmd == 'plain' and len(argv) == 5:
         return cmd_plain(argv[2], int(argv[3]), argv[4])
     if cmd == 'badinput' and len(argv) == 5:
