@@ -91,16 +91,17 @@ std::size_t prepare_outer(const Template& t, uint32_t spi, uint64_t seq, uint8_t
   return total;
 }
 
-std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_header,
-                    uint8_t* frame, std::size_t inner_len, std::size_t cap, uint8_t* aad,
-                    AeadOp& op) noexcept {
+namespace {
+std::size_t prepare_inner(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_header,
+                          uint8_t* frame, std::size_t inner_len, std::size_t cap, uint8_t* aad,
+                          AeadOp& op, bool write_udp) noexcept {
   const std::size_t pad = (4 - (inner_len + 2) % 4) % 4;
   const std::size_t cipher_len = inner_len + pad + 2;
   const std::size_t total = prepare_outer(t, spi, seq, frame, cipher_len, cap, aad, op);
   if (total == 0) return 0;
 
   uint8_t* inner = frame + kCipherOffset;
-  if (next_header == kNextUdp && inner_len >= kUdpLen) {
+  if (write_udp && next_header == kNextUdp && inner_len >= kUdpLen) {
     // No UDP checksum: the ICV authenticates every byte.
     const uint64_t udp = uint64_t(t.src_port_be) | uint64_t(t.dst_port_be) << 16 |
                          uint64_t(__builtin_bswap16(static_cast<uint16_t>(inner_len))) << 32;
@@ -113,6 +114,36 @@ std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_
   const uint64_t trailer = pad_bytes | uint64_t(pad) << (8 * pad) | uint64_t(next_header) << (8 * pad + 8);
   std::memcpy(inner + inner_len, &trailer, 8);
   return total;
+}
+}  // namespace
+
+std::size_t prepare(const Template& t, uint32_t spi, uint64_t seq, uint8_t next_header,
+                    uint8_t* frame, std::size_t inner_len, std::size_t cap, uint8_t* aad,
+                    AeadOp& op) noexcept {
+  return prepare_inner(t, spi, seq, next_header, frame, inner_len, cap, aad, op, true);
+}
+
+std::size_t prepare_datagram(const Template& t, uint32_t spi, uint64_t seq, uint8_t* frame,
+                             std::size_t udp_len, std::size_t cap, uint8_t* aad,
+                             AeadOp& op) noexcept {
+  return prepare_inner(t, spi, seq, kNextUdp, frame, udp_len, cap, aad, op, false);
+}
+
+bool parse_datagram(const uint8_t* f, std::size_t len, Datagram& d) noexcept {
+  if (len < kEthLen + kIpv4Len + kUdpLen || detail::get16(f + 12) != kEtherIpv4 || (f[14] >> 4) != 4)
+    return false;
+  const uint32_t ihl = (f[14] & 0x0f) * 4u;
+  if (ihl < kIpv4Len || f[14 + 9] != 17 || len < kEthLen + ihl + kUdpLen ||
+      (detail::get16(f + 14 + 6) & 0x3fff) != 0)
+    return false;
+  const uint8_t* udp = f + kEthLen + ihl;
+  const uint32_t udp_len = detail::get16(udp + 4);
+  if (udp_len < kUdpLen || kEthLen + ihl + udp_len > len) return false;
+  d.dst_ip = detail::get32(f + 14 + 16);
+  d.dst_port = detail::get16(udp + 2);
+  d.udp_offset = static_cast<uint32_t>(kEthLen + ihl);
+  d.udp_len = udp_len;
+  return true;
 }
 
 std::size_t encap(Aead& aead, const AeadKey& key, const Template& t, uint32_t spi,

@@ -92,6 +92,24 @@ std::size_t prepare_outer(const Template& t, uint32_t spi, uint64_t seq, uint8_t
                           std::size_t cipher_len, std::size_t cap, uint8_t* aad,
                           AeadOp& op) noexcept;
 
+// prepare for a UDP datagram whose header the caller placed at
+// frame + kCipherOffset and keeps (ingest: the application's own ports and
+// length travel unchanged).
+std::size_t prepare_datagram(const Template& t, uint32_t spi, uint64_t seq, uint8_t* frame,
+                             std::size_t udp_len, std::size_t cap, uint8_t* aad,
+                             AeadOp& op) noexcept;
+
+// A plaintext IPv4/UDP datagram offered for encipherment (the sender's ingest
+// port): Ethernet, IPv4 (options allowed, not a fragment), UDP whose length
+// fits the frame. Ethernet padding past the UDP length is not part of it.
+struct Datagram {
+  uint32_t dst_ip;    // host byte order
+  uint16_t dst_port;
+  uint32_t udp_offset;  // from the frame start
+  uint32_t udp_len;     // UDP header + payload
+};
+bool parse_datagram(const uint8_t* frame, std::size_t len, Datagram& d) noexcept;
+
 // prepare + seal, for one packet.
 std::size_t encap(Aead& aead, const AeadKey& key, const Template& t, uint32_t spi,
                   uint64_t seq, uint8_t next_header, uint8_t* frame, std::size_t inner_len,
