@@ -14,7 +14,10 @@
 #                                          --channels: every channel delivers all of its
 #                                          packets with its own SPIs; a receiver of 8 of
 #                                          them (--channel ID=GROUP:PORT) only those 8;
-#                                          others counted wrong_group.
+#                                          others counted wrong_group; one keycast-send
+#                                          carrying 16 channels: Scapy deciphers each
+#                                          with its channel's keys, keycast-recv
+#                                          delivers all with the sender's SPI lists.
 #   capture_test.sh BIN_DIR bad-input      malformed / forged / replayed / non-ESP frames
 #                                          -> each counted under its reason, only the
 #                                          one good frame delivered, clean exit.
@@ -112,6 +115,32 @@ case "$MODE" in
     check "$WORK/r2.json" 'd["packets_ok"] == 1600' 'd["lost"] == 0' 'd["auth_fail"] == 0' \
       'd["drops"]["wrong_group"] == 1610' 'sorted(c["channel"] for c in d["channels"]) == list(range(1, 9))' \
       'all(c["packets_ok"] == 200 and c["key_switches"] == 1 for c in d["channels"])'
+    # One keycast-send carrying the 16 channels (each rotating through its own
+    # two keys): Scapy deciphers every packet with its channel's key, and one
+    # keycast-recv delivers every channel's packets under that channel's SPIs.
+    for c in $(seq 1 16); do
+      echo "$c $((2002 + 10 * c)) $(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')" >> "$WORK/keys.txt"
+    done
+    sed 's/$/ rate=1000 payload-size=100/' "$WORK/channels.txt" > "$WORK/send_channels.txt"
+    send_pcap "$WORK/keys.txt" "$WORK/tx.pcap" 300 60 --channels "$WORK/send_channels.txt"
+    check "$WORK/send.json" 'd["packets_sent"] == 4800' 'len(d["channels"]) == 16' \
+      'all(c["packets_sent"] == 300 and c["spi_list"][0] == 2000 + 10 * c["channel"] for c in d["channels"])' \
+      'all(c["key_switches"] >= 1 for c in d["channels"])'
+    $PY "$TOOL" decrypt "$WORK/tx.pcap" "$WORK/keys.txt" > "$WORK/scapy.json"
+    check "$WORK/scapy.json" 'd["data"] == 4800' 'd["authenticated"] == d["esp"]' \
+      'd["pattern_ok"] == 4800' 'd["seq_repeats"] == 0' 'len(d["spis"]) >= 32'
+    recv_pcap "$WORK/keys.txt" "$WORK/tx.pcap" "$WORK/r3.json" --channels "$WORK/channels.txt" \
+      --deliver verify --expect 300
+    $PY - "$WORK/send.json" "$WORK/r3.json" <<'PYEOF'
+import json, sys
+s = {c["channel"]: c for c in json.load(open(sys.argv[1]))["channels"]}
+r = json.load(open(sys.argv[2]))
+assert r["packets_ok"] == 4800 and r["auth_fail"] == 0 and r["unknown_spi"] == 0, r
+for c in r["channels"]:
+    assert c["packets_ok"] == 300 and c["lost"] == 0 and c["duplicated"] == 0 and c["corrupted"] == 0, c
+    assert c["spi_list"] == s[c["channel"]]["spi_list"], (c, s[c["channel"]])
+print("16 channels: every packet delivered, receiver SPI lists equal the sender's")
+PYEOF
     # Refusals name the line and exit 2.
     echo "3 239.5.0.1:7000" >> "$WORK/channels.txt"
     set +e

@@ -84,7 +84,8 @@ def esp_frame(sa, group, port, seq, payload, src='10.0.0.1'):
 
 
 def cmd_decrypt(pcap, keyfile):
-    keys = load_keys(keyfile)
+    channel_of = {}
+    keys = load_keys(keyfile, channel_of)
     sas = {spi: sa_for(spi, k) for spi, k in keys.items()}
     res = {'frames': 0, 'esp': 0, 'authenticated': 0, 'auth_fail': 0, 'unknown_spi': 0,
            'data': 0, 'control': 0, 'pattern_ok': 0, 'pattern_bad': 0, 'spis': [],
@@ -124,13 +125,14 @@ def cmd_decrypt(pcap, keyfile):
         idx = struct.unpack('<Q', data[:8])[0]
         if data == pattern(idx, len(data)):
             res['pattern_ok'] += 1
-            if idx in indexes:
+            # Each channel's generator counts its own packet indexes.
+            if (channel_of[esp.spi], idx) in indexes:
                 res['index_repeats'] += 1
-            indexes.add(idx)
+            indexes.add((channel_of[esp.spi], idx))
         else:
             res['pattern_bad'] += 1
-    res['index_min'] = min(indexes) if indexes else None
-    res['index_max'] = max(indexes) if indexes else None
+    res['index_min'] = min(i for _, i in indexes) if indexes else None
+    res['index_max'] = max(i for _, i in indexes) if indexes else None
     print(json.dumps(res))
     ok = (res['esp'] > 0 and res['authenticated'] == res['esp'] and res['pattern_bad'] == 0
           and res['seq_repeats'] == 0 and res['index_repeats'] == 0)
