@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,23 @@ class IdleBackoff {
 };
 
 double tsc_seconds(uint64_t ticks);
+
+// The body of a worker lcore's entry function. A worker that fails says why,
+// stops being an RCU reader (never holding up reclamation), marks the process
+// failed and stops it; either way it is counted out of sh.running.
+template <class Shared, class Body>
+int worker_entry(const char* prog, unsigned id, Shared& sh, Body body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: worker %u: %s\n", prog, id, e.what());
+    sh.holder->unregister_reader(id);
+    sh.failed.store(true);
+    g_stop.store(true);
+  }
+  sh.running.fetch_sub(1);
+  return 0;
+}
 
 // The whole of main() for keycast-send/-recv: signal handlers first (a stop
 // request during EAL init is not lost), EAL init, run(argc, argv) on the

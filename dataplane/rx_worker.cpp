@@ -303,17 +303,10 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
 
 int rx_worker_main(void* arg) {
   auto* a = static_cast<RxWorkerArg*>(arg);
-  try {
-    auto w = std::make_unique<RecvWorker>(*a->sh, a->id);
+  return worker_entry("keycast-recv", a->id, *a->sh, [a] {
+    auto w = std::make_unique<RecvWorker>(*a->sh, a->id);  // large: not on the lcore's stack
     w->run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "keycast-recv: worker %u: %s\n", a->id, e.what());
-    a->sh->holder->unregister_reader(a->id);  // never hold up reclamation
-    a->sh->failed.store(true);
-    g_stop.store(true);
-  }
-  a->sh->running.fetch_sub(1);
-  return 0;
+  });
 }
 
 }  // namespace keycast::dp

@@ -206,7 +206,15 @@ unsigned SendWorker::generate_burst(const KeyTable* t, uint32_t ci, bool& done) 
     aead_.seal_from(key->key, ops_[i], pl.b[i & 1]);
   }
   const uint16_t sent = tx_all(sh_.cfg.port, q_, pkts, static_cast<uint16_t>(n), st_);
-  const uint64_t bytes = uint64_t(sent) * plen;
+  count_sent(ci, key, n, sent, uint64_t(n) * plen, wire);
+  return n;
+}
+
+// n packets of channel ci went to the TX queue, sent of them went out;
+// payload and wire are the bytes of all n.
+void SendWorker::count_sent(uint32_t ci, KeySlot* key, uint16_t n, uint16_t sent, uint64_t payload,
+                            uint64_t wire) noexcept {
+  const uint64_t bytes = sent == n ? payload : payload * sent / n;
   st_.packets.add(sent);
   st_.bytes.add(bytes);
   TxChannelStats& cs = st_.chan[ci];
@@ -215,7 +223,6 @@ unsigned SendWorker::generate_burst(const KeyTable* t, uint32_t ci, bool& done) 
   key->count_sent(id_, sent, bytes);
   st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
   if (key->spi != cs.last_spi && sent) note_key(ci, key->spi);
-  return n;
 }
 
 // Plaintext IPv4/UDP frames from --ingest-port: the destination group:port
@@ -320,15 +327,7 @@ unsigned SendWorker::seal_and_send(uint32_t ci, KeySlot* key, rte_mbuf** out, ui
   }
   aead_.seal_burst(key->key, ops_, n);
   const uint16_t sent = tx_all(sh_.cfg.port, q_, out, n, st_);
-  const uint64_t sent_bytes = sent == n ? payload : payload * sent / n;
-  st_.packets.add(sent);
-  st_.bytes.add(sent_bytes);
-  TxChannelStats& cs = st_.chan[ci];
-  cs.packets.add(sent);
-  cs.bytes.add(sent_bytes);
-  key->count_sent(id_, sent, sent_bytes);
-  st_.wire_bytes.add(sent == n ? wire : wire * sent / n);
-  if (key->spi != cs.last_spi && sent) note_key(ci, key->spi);
+  count_sent(ci, key, n, sent, payload, wire);
   return sent;
 }
 
@@ -390,17 +389,10 @@ void SendWorker::send_notice(const KeyTable* t, uint32_t ci) {
 
 int tx_worker_main(void* arg) {
   auto* a = static_cast<TxWorkerArg*>(arg);
-  try {
+  return worker_entry("keycast-send", a->id, *a->sh, [a] {
     auto w = std::make_unique<SendWorker>(*a->sh, a->id, a->nworkers);
     w->run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "keycast-send: worker %u: %s\n", a->id, e.what());
-    a->sh->holder->unregister_reader(a->id);  // never hold up reclamation
-    a->sh->failed.store(true);
-    g_stop.store(true);
-  }
-  a->sh->running.fetch_sub(1);
-  return 0;
+  });
 }
 
 }  // namespace keycast::dp

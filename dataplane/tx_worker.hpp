@@ -113,6 +113,8 @@ class SendWorker {
   void idle();
   uint64_t take_indices(uint32_t ci, uint32_t n) noexcept;
   unsigned seal_and_send(uint32_t ci, KeySlot* key, rte_mbuf** out, uint16_t n);
+  void count_sent(uint32_t ci, KeySlot* key, uint16_t n, uint16_t sent, uint64_t payload,
+                  uint64_t wire) noexcept;
   void note_key(uint32_t ci, uint32_t spi) noexcept;
   void notices(const KeyTable* t);
   void send_notice(const KeyTable* t, uint32_t ci);
