@@ -46,12 +46,18 @@ KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& t
   return o;
 }
 
-KmsKeySource::KmsKeySource(KmsOptions o) : o_(std::move(o)) {
+std::shared_ptr<kp::Client> make_kms_client(const KmsOptions& o) {
   kp::ClientOptions co;
-  co.servers = o_.servers;
-  co.tls = o_.tls;
-  co.require_master = o_.sender;  // senders make and report keys: only the master takes them
-  client_ = std::make_unique<kp::Client>(co);
+  co.servers = o.servers;
+  co.tls = o.tls;
+  co.require_master = o.sender;  // senders make and report keys: only the master takes them
+  return std::make_shared<kp::Client>(co);
+}
+
+KmsKeySource::KmsKeySource(KmsOptions o) : KmsKeySource(o, make_kms_client(o)) {}
+
+KmsKeySource::KmsKeySource(KmsOptions o, std::shared_ptr<kp::Client> client)
+    : o_(std::move(o)), client_(std::move(client)) {
   lifetime_ms_ = o_.lifetime_ms;
 }
 
@@ -62,9 +68,27 @@ int64_t KmsKeySource::p2() const { return o_.p2_ms > 0 ? o_.p2_ms : std::max<int
 
 kp::Callback KmsKeySource::enqueue(int tag) {
   return [this, tag](kp::Result r) {
-    std::lock_guard<std::mutex> lock(mu_);
-    replies_.push_back(Reply{tag, std::move(r)});
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      replies_.push_back(Reply{tag, std::move(r)});
+    }
+    cv_.notify_all();
   };
+}
+
+// The key server will not serve this channel to this certificate: asking
+// again cannot change that (an operator's grant would need a restart), so
+// the channel is reported once and left without keys.
+bool KmsKeySource::refuse_if_denied(const kp::Result& r) {
+  if (r.error != kp::ErrorCode::ChannelDenied && r.error != kp::ErrorCode::NotAuthorised &&
+      r.error != kp::ErrorCode::UnknownChannel)
+    return false;
+  if (!refused_)
+    std::fprintf(stderr, "%s: channel %u refused by the key server: %s (%s); not asked again\n",
+                 role_name(o_.sender), o_.channel, std::string(kp::error_name(r.error)).c_str(),
+                 r.message.c_str());
+  refused_ = true;
+  return true;
 }
 
 // Installs a key the KMS handed out, anchored on the moment its reply was
@@ -112,17 +136,13 @@ void KmsKeySource::install(KeyControl& ctl, const kp::WireKey& k,
 
 // KMS keys live on the KMS's clock: the caller's start time does not move them.
 void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point /*start*/) {
+  begin_start(ctl);
+  finish_start(ctl, MonoClock::now() + o_.start_timeout);
+}
+
+void KmsKeySource::begin_start(KeyControl& ctl) {
   ctl.set_first_seq(static_key_first_seq());
-  std::mutex m;
-  std::condition_variable cv;
-  bool done = false;
-  kp::Result res;
-  auto cb = [&](kp::Result r) {
-    std::lock_guard<std::mutex> lock(m);
-    res = std::move(r);
-    done = true;
-    cv.notify_one();
-  };
+  ++fetches;
   if (o_.sender && o_.sender_origin) {
     kp::WireKey w;
     w.channel = o_.channel;
@@ -131,32 +151,48 @@ void KmsKeySource::start(KeyControl& ctl, MonoClock::time_point /*start*/) {
     w.remaining_ms = lifetime_ms_;
     w.lifetime_ms = lifetime_ms_;
     w.slot = kp::Slot::Current;
-    client_->upload(w, cb);
+    client_->upload(w, enqueue(kStart));
   } else if (o_.sender) {
-    client_->generate(o_.channel, kp::Which::Both, cb);
+    client_->generate(o_.channel, kp::Which::Both, enqueue(kStart));
   } else {
     // A receiver also takes the previous key while it is in its grace period:
     // one that starts just after a switch still deciphers what the sender put
     // on the wire under the old key.
-    client_->fetch(o_.channel, kp::Which::All, cb);
+    client_->fetch(o_.channel, kp::Which::All, enqueue(kStart));
   }
+}
+
+void KmsKeySource::finish_start(KeyControl& ctl, MonoClock::time_point deadline) {
+  // The start reply; anything else that arrived meanwhile stays queued for poll().
+  std::optional<kp::Result> got;
   {
-    std::unique_lock<std::mutex> lock(m);
-    if (!cv.wait_for(lock, o_.start_timeout, [&] { return done; }))
+    std::unique_lock<std::mutex> lock(mu_);
+    auto take = [&] {
+      for (auto it = replies_.begin(); it != replies_.end(); ++it)
+        if (it->tag == kStart) {
+          got = std::move(it->r);
+          replies_.erase(it);
+          return true;
+        }
+      return false;
+    };
+    if (!cv_.wait_until(lock, deadline, take))
       throw std::runtime_error("--kms: no reply from any key server within " +
-                               std::to_string(o_.start_timeout.count()) + " ms");
+                               std::to_string(o_.start_timeout.count()) + " ms (channel " +
+                               std::to_string(o_.channel) + ")");
   }
-  ++fetches;
+  kp::Result& res = *got;
   if (!res.ok()) {
+    ++fetch_errors;
     if (!o_.sender) {
+      if (refuse_if_denied(res)) return;
       // A receiver can start without keys: it fetches on the first packet.
-      std::fprintf(stderr, "%s: KMS: %s (%s); will fetch on demand\n", role_name(false),
-                   std::string(kp::error_name(res.error)).c_str(), res.message.c_str());
-      ++fetch_errors;
+      std::fprintf(stderr, "%s: KMS: channel %u: %s (%s); will fetch on demand\n", role_name(false),
+                   o_.channel, std::string(kp::error_name(res.error)).c_str(), res.message.c_str());
       return;
     }
-    throw std::runtime_error("--kms: " + std::string(kp::error_name(res.error)) + ": " +
-                             res.message);
+    throw std::runtime_error("--kms: channel " + std::to_string(o_.channel) + ": " +
+                             std::string(kp::error_name(res.error)) + ": " + res.message);
   }
   ++fetch_ok;
   bool changed = false;
@@ -237,6 +273,7 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
   if (rep.tag == kNext) next_in_flight_ = false;
   if (!r.ok()) {
     ++fetch_errors;
+    if (!o_.sender && refuse_if_denied(r)) return;
     // "no next key yet" is routine just before the KMS makes it; retry soon.
     if (r.error != kp::ErrorCode::NoNextKey && r.error != kp::ErrorCode::NotFound)
       std::fprintf(stderr, "%s: KMS request failed: %s (%s)\n", role_name(o_.sender),
@@ -266,6 +303,7 @@ void KmsKeySource::count_only(const Reply& rep) {
 
 void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
   for (auto& rep : take_replies()) handle(ctl, rep, now);
+  if (refused_) return;
 
   bool changed = false;
   if (ctl.current_spi() == 0) {
@@ -315,7 +353,7 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
 }
 
 void KmsKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
-  if (o_.sender || e.spi == 0 || ctl.holds(e.spi)) return;
+  if (o_.sender || refused_ || e.spi == 0 || ctl.holds(e.spi)) return;
   const auto now = MonoClock::now();
   auto& last = last_event_fetch_[e.spi];
   if (last != MonoClock::time_point{} && now - last < milliseconds(o_.fetch_min_interval_ms))
@@ -334,16 +372,21 @@ void KmsKeySource::report_usage(const EpochUsage& u) {
 
 bool KmsKeySource::report_final(const EpochUsage& u, std::chrono::milliseconds timeout) {
   if (u.packets) report_usage(u);
-  const auto until = MonoClock::now() + timeout;
-  while (usage_acked + usage_failed < usage_reports && MonoClock::now() < until) {
+  return wait_usage(MonoClock::now() + timeout);
+}
+
+bool KmsKeySource::wait_usage(MonoClock::time_point until) {
+  for (;;) {
     for (const auto& rep : take_replies()) count_only(rep);
+    if (usage_acked + usage_failed >= usage_reports || MonoClock::now() >= until) break;
     std::this_thread::sleep_for(milliseconds(5));
   }
   return usage_acked == usage_reports;
 }
 
-void KmsKeySource::settle(std::chrono::milliseconds timeout) {
-  const auto until = MonoClock::now() + timeout;
+void KmsKeySource::settle(std::chrono::milliseconds timeout) { settle_until(MonoClock::now() + timeout); }
+
+void KmsKeySource::settle_until(MonoClock::time_point until) {
   for (;;) {
     for (const auto& rep : take_replies()) count_only(rep);
     if (unanswered() == 0 || MonoClock::now() >= until) return;

@@ -68,6 +68,7 @@ struct Control {
   std::vector<std::unique_ptr<KeySource>> sources;  // index = channel index
   std::vector<const StaticKeySource*> statics;       // final figures only
   std::vector<const KmsKeySource*> kms;
+  std::vector<KmsKeySource*> kms_rw;  // the same sources, for start and settle
 };
 
 RecvOptions parse_options(int argc, char** argv) {
@@ -212,7 +213,8 @@ ChannelTotals channel_totals(const RxShared& sh, std::size_t ci, bool final_figs
   return c;
 }
 
-Figures channel_figures(const RxShared& sh, std::size_t ci, const ChannelTotals& c, bool final_figs) {
+Figures channel_figures(const RxShared& sh, std::size_t ci, const ChannelTotals& c, bool final_figs,
+                        const KmsKeySource* kms) {
   const RxChannel& ch = sh.cfg.channels[ci];
   Figures f;
   f.push_back(Figure::integer("channel", ch.id));
@@ -226,6 +228,11 @@ Figures channel_figures(const RxShared& sh, std::size_t ci, const ChannelTotals&
   f.push_back(Figure::integer("duplicated", c.duplicated));
   f.push_back(Figure::integer("corrupted", c.corrupted));
   f.push_back(Figure::integer("late", c.late));
+  if (kms) {
+    f.push_back(Figure::integer("kms_requests", kms->fetches));
+    f.push_back(Figure::integer("kms_ok", kms->fetch_ok));
+    f.push_back(Figure::integer("refused", kms->refused()));
+  }
   return f;
 }
 
@@ -252,7 +259,8 @@ Figures receiver_figures(const RxShared& sh, const Control& ctl, const ControlEv
     switches += c.switches;
     spis_seen += c.spis_seen;
     spis.insert(spis.end(), c.spis.begin(), c.spis.end());
-    if (final_figs) per_channel.push_back(channel_figures(sh, ci, c, true));
+    if (final_figs)
+      per_channel.push_back(channel_figures(sh, ci, c, true, ctl.kms.empty() ? nullptr : ctl.kms[ci]));
   }
   Figures f;
   f.push_back(Figure::integer("packets_ok", t.ok));
@@ -285,8 +293,9 @@ Figures receiver_figures(const RxShared& sh, const Control& ctl, const ControlEv
     f.push_back(Figure::integer("keys_fetched", k));
   }
   if (final_figs && !ctl.kms.empty()) {
-    uint64_t req = 0, ok = 0, err = 0, un = 0, ev = 0;
+    uint64_t req = 0, ok = 0, err = 0, un = 0, ev = 0, refused = 0;
     for (auto* k : ctl.kms) {
+      refused += k->refused();
       req += k->fetches;
       ok += k->fetch_ok;
       err += k->fetch_errors;
@@ -298,6 +307,7 @@ Figures receiver_figures(const RxShared& sh, const Control& ctl, const ControlEv
     f.push_back(Figure::integer("kms_errors", err));
     f.push_back(Figure::integer("kms_unanswered", un));
     f.push_back(Figure::integer("kms_event_fetches", ev));
+    f.push_back(Figure::integer("channels_refused", refused));
   }
   f.push_back(Figure::real("duration_s", duration));
   f.push_back(Figure::real("pps", duration > 0 ? t.ok / duration : 0));
@@ -361,6 +371,8 @@ int run(int argc, char** argv) {
   sh.events = &events;
   KeyPublisher pub(holder);
   Control ctl;
+  std::shared_ptr<kp::Client> kms_client;  // one connection for every channel
+  if (opt.use_kms) kms_client = make_kms_client(opt.kms);
   for (std::size_t ci = 0; ci < nch; ++ci) {
     const ChannelConfig& c = opt.channels[ci];
     // The key table's tag is the group: a packet names its channel by it.
@@ -371,8 +383,9 @@ int run(int argc, char** argv) {
       KmsOptions ko = opt.kms;
       ko.channel = c.id;
       if (c.suite) ko.suite = *c.suite;
-      auto k = std::make_unique<KmsKeySource>(ko);
+      auto k = std::make_unique<KmsKeySource>(ko, kms_client);
       ctl.kms.push_back(k.get());
+      ctl.kms_rw.push_back(k.get());
       ctl.sources.push_back(std::move(k));
     } else {
       auto st = std::make_unique<StaticKeySource>(keys[ci], StaticKeySource::Role::Receiver, 0, 0,
@@ -383,7 +396,21 @@ int run(int argc, char** argv) {
   }
   {
     KeyPublisher::Batch batch(pub);  // one table for every channel's first keys
-    for (std::size_t ci = 0; ci < nch; ++ci) ctl.sources[ci]->start(pub.at(ci), MonoClock::now());
+    if (opt.use_kms) {
+      // Every channel's request first, then the answers: one round trip in all.
+      for (std::size_t ci = 0; ci < nch; ++ci) ctl.kms_rw[ci]->begin_start(pub.at(ci));
+      const auto deadline = MonoClock::now() + opt.kms.start_timeout;
+      for (std::size_t ci = 0; ci < nch; ++ci) ctl.kms_rw[ci]->finish_start(pub.at(ci), deadline);
+    } else {
+      for (std::size_t ci = 0; ci < nch; ++ci) ctl.sources[ci]->start(pub.at(ci), MonoClock::now());
+    }
+  }
+  if (opt.use_kms) {
+    std::size_t refused = 0;
+    for (auto* k : ctl.kms) refused += k->refused();
+    if (refused)
+      std::fprintf(stderr, "keycast-recv: %zu of %zu channels refused by the key server (not entitled)\n",
+                   refused, nch);
   }
   // --deliver verify: one tracker per channel and worker. With --expect the
   // whole range fits in the bitmap, so any reordering is counted exactly;
@@ -410,7 +437,7 @@ int run(int argc, char** argv) {
   telemetry_register_param("/keycast/channel", [&](const std::string& param) {
     for (std::size_t ci = 0; ci < nch; ++ci)
       if (std::to_string(sh.cfg.channels[ci].id) == param)
-        return channel_figures(sh, ci, channel_totals(sh, ci, false), false);
+        return channel_figures(sh, ci, channel_totals(sh, ci, false), false, nullptr);
     return Figures{};
   }, "keycast-recv counters of one channel. Parameter: channel id");
 
@@ -479,9 +506,7 @@ int run(int argc, char** argv) {
   // the key server billed: wait a little for them so kms_ok matches the bill.
   if (!ctl.kms.empty()) {
     const auto until = MonoClock::now() + std::chrono::milliseconds(1000);
-    for (auto& s : ctl.sources)
-      static_cast<KmsKeySource&>(*s).settle(std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::max(until - MonoClock::now(), MonoClock::duration::zero())));
+    for (auto* k : ctl.kms_rw) k->settle_until(until);
   } else {
     for (unsigned n; (n = events.drain(ev, 64)) > 0;)
       for (unsigned i = 0; i < n; ++i) dispatch(ev[i]);

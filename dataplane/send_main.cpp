@@ -285,6 +285,8 @@ int run(int argc, char** argv) {
   KeyPublisher pub(holder);
   std::vector<std::unique_ptr<KeySource>> sources;
   std::vector<KmsKeySource*> kms;
+  std::shared_ptr<kp::Client> kms_client;  // one connection for every channel
+  if (opt.use_kms) kms_client = make_kms_client(opt.kms);
   for (std::size_t ci = 0; ci < nch; ++ci) {
     const ChannelConfig& c = opt.channels[ci];
     pub.add_channel(c.id, c.id, slot_params);
@@ -292,7 +294,7 @@ int run(int argc, char** argv) {
       KmsOptions ko = opt.kms;
       ko.channel = c.id;
       if (c.suite) ko.suite = *c.suite;
-      auto k = std::make_unique<KmsKeySource>(ko);
+      auto k = std::make_unique<KmsKeySource>(ko, kms_client);
       kms.push_back(k.get());
       sources.push_back(std::move(k));
     } else {
@@ -322,21 +324,26 @@ int run(int argc, char** argv) {
         if (u.packets) kms[ci]->report_usage(u);
       }
     if (!final_report) return;
+    // Every channel's open epoch, then one wait for all the answers.
     for (std::size_t ci = 0; ci < nch; ++ci) {
-      EpochUsage u{0, 0, 0};
       KeyControl& ctl = pub.at(ci);
       if (auto cur = ctl.slot(ctl.current_spi())) {
-        u = EpochUsage{cur->spi, cur->sent_bytes(), cur->sent_packets()};
+        const EpochUsage u{cur->spi, cur->sent_bytes(), cur->sent_packets()};
         usage_packets += u.packets;
         usage_bytes += u.bytes;
+        if (u.packets) kms[ci]->report_usage(u);
       }
-      if (!kms[ci]->report_final(u, std::chrono::milliseconds(5000)))
+    }
+    const auto acks_by = MonoClock::now() + std::chrono::milliseconds(5000);
+    for (std::size_t ci = 0; ci < nch; ++ci)
+      if (!kms[ci]->wait_usage(acks_by))
         std::fprintf(stderr, "keycast-send: WARNING: channel %u: %lu of %lu usage reports not acknowledged\n",
                      opt.channels[ci].id,
                      static_cast<unsigned long>(kms[ci]->usage_reports - kms[ci]->usage_acked),
                      static_cast<unsigned long>(kms[ci]->usage_reports));
-    }
-    for (auto* k : kms) k->settle(std::chrono::milliseconds(1000));  // so kms_ok/kms_errors are final
+    // So that kms_ok/kms_errors are final.
+    const auto settle_by = MonoClock::now() + std::chrono::milliseconds(1000);
+    for (auto* k : kms) k->settle_until(settle_by);
   };
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t t_launch = rte_get_tsc_cycles();
@@ -377,8 +384,15 @@ int run(int argc, char** argv) {
   // Key lifetimes count from the start of sending.
   {
     KeyPublisher::Batch batch(pub);  // one table for every channel's first keys
-    for (std::size_t ci = 0; ci < nch; ++ci)
-      sources[ci]->start(pub.at(ci), MonoClock::now() + std::chrono::milliseconds(opt.start_delay_ms));
+    if (!kms.empty()) {
+      // Every channel's request first, then the answers: one round trip in all.
+      for (std::size_t ci = 0; ci < nch; ++ci) kms[ci]->begin_start(pub.at(ci));
+      const auto deadline = MonoClock::now() + opt.kms.start_timeout;
+      for (std::size_t ci = 0; ci < nch; ++ci) kms[ci]->finish_start(pub.at(ci), deadline);
+    } else {
+      for (std::size_t ci = 0; ci < nch; ++ci)
+        sources[ci]->start(pub.at(ci), MonoClock::now() + std::chrono::milliseconds(opt.start_delay_ms));
+    }
   }
   if (kms.empty())
     for (std::size_t ci = 0; ci < nch; ++ci) note_spi(ci);  // KMS keys may still change before sending starts
