@@ -139,12 +139,29 @@ bool parse_datagram(const uint8_t* f, std::size_t len, Datagram& d) noexcept {
   const uint8_t* udp = f + kEthLen + ihl;
   const uint32_t udp_len = detail::get16(udp + 4);
   if (udp_len < kUdpLen || kEthLen + ihl + udp_len > len) return false;
+  d.src_ip = detail::get32(f + 14 + 12);
   d.dst_ip = detail::get32(f + 14 + 16);
   d.dst_port = detail::get16(udp + 2);
   d.udp_offset = static_cast<uint32_t>(kEthLen + ihl);
   d.udp_len = udp_len;
   return true;
 }
+
+void udp_checksum_new_source(uint8_t* udp, uint32_t old_src, uint32_t new_src) noexcept {
+  const uint16_t hc = detail::get16(udp + 6);
+  if (hc == 0 || old_src == new_src) return;
+  // HC' = ~(~HC + ~m + m') over the two 16-bit words of the address.
+  uint32_t sum = uint32_t(~hc & 0xffff);
+  sum += (~(old_src >> 16) & 0xffff) + (~old_src & 0xffff);
+  sum += (new_src >> 16) + (new_src & 0xffff);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  uint16_t r = static_cast<uint16_t>(~sum & 0xffff);
+  if (r == 0) r = 0xffff;  // 0 means "no checksum" on the wire
+  udp[6] = static_cast<uint8_t>(r >> 8);
+  udp[7] = static_cast<uint8_t>(r);
+}
+
+uint32_t template_source(const Template& t) noexcept { return detail::get32(t.l2l3 + kEthLen + 12); }
 
 std::size_t encap(Aead& aead, const AeadKey& key, const Template& t, uint32_t spi,
                   uint64_t seq, uint8_t next_header, uint8_t* frame, std::size_t inner_len,

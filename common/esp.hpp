@@ -103,12 +103,20 @@ std::size_t prepare_datagram(const Template& t, uint32_t spi, uint64_t seq, uint
 // port): Ethernet, IPv4 (options allowed, not a fragment), UDP whose length
 // fits the frame. Ethernet padding past the UDP length is not part of it.
 struct Datagram {
+  uint32_t src_ip;    // host byte order
   uint32_t dst_ip;    // host byte order
   uint16_t dst_port;
   uint32_t udp_offset;  // from the frame start
   uint32_t udp_len;     // UDP header + payload
 };
 bool parse_datagram(const uint8_t* frame, std::size_t len, Datagram& d) noexcept;
+
+// RFC 1624 incremental update of a UDP checksum for a new IPv4 source address
+// (part of the pseudo-header): a datagram that leaves under the channel's
+// source stays valid for the kernel that finally receives it. A zero
+// checksum (none, allowed on IPv4) stays zero.
+void udp_checksum_new_source(uint8_t* udp, uint32_t old_src, uint32_t new_src) noexcept;
+uint32_t template_source(const Template& t) noexcept;  // host byte order
 
 // prepare + seal, for one packet.
 std::size_t encap(Aead& aead, const AeadKey& key, const Template& t, uint32_t spi,

@@ -277,6 +277,9 @@ unsigned SendWorker::ingest_burst(const KeyTable* t, bool& done) {
       rte_pktmbuf_trim(m, static_cast<uint16_t>(m->data_len - (esp::kCipherOffset + d.udp_len)));
       fits = rte_pktmbuf_append(m, static_cast<uint16_t>(esp::trailer_len(d.udp_len))) != nullptr;
     }
+    if (fits)  // it will leave from the channel's source: keep its checksum valid
+      esp::udp_checksum_new_source(rte_pktmbuf_mtod(m, uint8_t*) + esp::kCipherOffset, d.src_ip,
+                                   esp::template_source(sh_.cfg.channels[ci].tmpl));
     if (!fits) {
       st_.ingest_bad.add();
       rte_pktmbuf_free(m);

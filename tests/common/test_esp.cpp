@@ -304,3 +304,37 @@ TEST_F(EspFixture, GroupMacFollowsRfc1112) {
   const uint8_t want[6] = {0x01, 0x00, 0x5e, 0x7f, 0x00, 0x01};
   EXPECT_EQ(0, std::memcmp(mac, want, 6));
 }
+
+namespace {
+// The UDP checksum from scratch (RFC 768): pseudo-header, header with a zero
+// checksum field, data.
+uint16_t udp_checksum(uint32_t src, uint32_t dst, const uint8_t* udp, std::size_t len) {
+  uint32_t sum = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 17 + uint32_t(len);
+  for (std::size_t i = 0; i < len; i += 2) {
+    const uint32_t hi = (i == 6) ? 0 : udp[i];
+    const uint32_t lo = (i == 6) ? 0 : (i + 1 < len ? udp[i + 1] : 0);
+    sum += hi << 8 | lo;
+  }
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  const uint16_t r = static_cast<uint16_t>(~sum & 0xffff);
+  return r ? r : 0xffff;
+}
+}  // namespace
+
+TEST(Esp, UdpChecksumFollowsANewSource) {
+  for (uint32_t seed = 1; seed < 200; ++seed) {
+    uint8_t udp[8 + 61];
+    for (std::size_t i = 0; i < sizeof udp; ++i) udp[i] = static_cast<uint8_t>(seed * 37 + i * 11);
+    udp[4] = 0;
+    udp[5] = sizeof udp;
+    const uint32_t dst = 0xef010203, a = 0xc0000201 + seed, b = 0x0a4e0001 + seed * 977;
+    const uint16_t ca = udp_checksum(a, dst, udp, sizeof udp);
+    udp[6] = static_cast<uint8_t>(ca >> 8);
+    udp[7] = static_cast<uint8_t>(ca);
+    esp::udp_checksum_new_source(udp, a, b);
+    EXPECT_EQ(uint16_t(udp[6] << 8 | udp[7]), udp_checksum(b, dst, udp, sizeof udp)) << seed;
+  }
+  uint8_t none[8] = {0, 1, 0, 2, 0, 8, 0, 0};  // no checksum: stays none
+  esp::udp_checksum_new_source(none, 1, 2);
+  EXPECT_EQ(none[6] | none[7], 0);
+}
