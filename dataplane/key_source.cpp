@@ -95,18 +95,19 @@ void StaticKeySource::start(KeyControl& ctl, MonoClock::time_point now) {
   cur_ = 0;
   ctl.set_first_seq(static_key_first_seq());
   KeyRecord k = keys_[0];
-  if (rotate_ms_) k.set_remaining_ms(rotate_ms_, now);
+  const uint32_t first_ms = first_ms_ ? first_ms_ : rotate_ms_;
+  if (rotate_ms_) k.set_remaining_ms(first_ms, now);
   else k.expires_at = MonoClock::time_point::max();
   ctl.add(k);
   ctl.set_current(k.spi);
   if (rotate_ms_ && keys_.size() > 1) {
     ctl.set_first_seq(static_key_first_seq());
     KeyRecord n = keys_[1];
-    n.set_remaining_ms(2 * int64_t(rotate_ms_), now);
+    n.set_remaining_ms(int64_t(first_ms) + rotate_ms_, now);
     ctl.add(n);
     ctl.set_next(n.spi);
   }
-  next_switch_ = now + std::chrono::milliseconds(rotate_ms_);
+  next_switch_ = now + std::chrono::milliseconds(first_ms);
   notice_sent_ = false;
   ctl.publish();
 }

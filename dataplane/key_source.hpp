@@ -66,6 +66,9 @@ class StaticKeySource : public KeySource {
   void poll(KeyControl& ctl, MonoClock::time_point now) override;
   void on_event(KeyControl& ctl, const ControlEvent& e) override;
   const char* name() const override { return "key-file"; }
+  // Sender: the first key lasts ms (1..rotate_ms) instead of rotate_ms, so
+  // that channels started together switch at different times.
+  void set_first_switch_ms(uint32_t ms) { first_ms_ = ms; }
 
   uint64_t unknown_spi_events = 0, notice_events = 0, fetched = 0;
 
@@ -77,6 +80,7 @@ class StaticKeySource : public KeySource {
   std::vector<KeyRecord> keys_;
   Role role_;
   uint32_t rotate_ms_, lead_ms_;
+  uint32_t first_ms_ = 0;  // 0: rotate_ms_
   bool window_;
   uint32_t grace_ms_;
   std::size_t cur_ = 0;

@@ -182,6 +182,7 @@ void KmsKeySource::finish_start(KeyControl& ctl, MonoClock::time_point deadline)
                                std::to_string(o_.channel) + ")");
   }
   kp::Result& res = *got;
+  start_answered_ = res.received_at;
   if (!res.ok()) {
     ++fetch_errors;
     if (!o_.sender) {

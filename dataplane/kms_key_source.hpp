@@ -94,6 +94,8 @@ class KmsKeySource : public KeySource {
   // installs its keys; throws when a sender cannot start (no answer, refused).
   void finish_start(KeyControl& ctl, MonoClock::time_point deadline);
   bool refused() const { return refused_; }
+  // When the answer to the start request was read (time_point{} if none came).
+  MonoClock::time_point start_answered_at() const { return start_answered_; }
   void poll(KeyControl& ctl, MonoClock::time_point now) override;
   void on_event(KeyControl& ctl, const ControlEvent& e) override;
   const char* name() const override { return "kms"; }
@@ -150,6 +152,7 @@ class KmsKeySource : public KeySource {
   std::condition_variable cv_;  // a reply arrived (finish_start waits on it)
   std::deque<Reply> replies_;   // filled on the client io thread, drained by poll()
   bool refused_ = false;
+  MonoClock::time_point start_answered_{};
 
   MonoClock::time_point cur_end_{};   // current key's remaining time reaches 0
   MonoClock::time_point next_end_{};  // next key's end of use

@@ -69,7 +69,19 @@ struct Control {
   std::vector<const StaticKeySource*> statics;       // final figures only
   std::vector<const KmsKeySource*> kms;
   std::vector<KmsKeySource*> kms_rw;  // the same sources, for start and settle
+  MonoClock::time_point start_begun{};  // the first start request was sent
 };
+
+// Key plane start: how long after the first request each channel's keys were
+// answered (milliseconds; channels that got keys at start).
+std::vector<double> start_key_ms(const Control& ctl) {
+  std::vector<double> v;
+  for (auto* k : ctl.kms)
+    if (k->start_answered_at() != MonoClock::time_point{} && !k->refused())
+      v.push_back(std::chrono::duration<double, std::milli>(k->start_answered_at() - ctl.start_begun).count());
+  std::sort(v.begin(), v.end());
+  return v;
+}
 
 RecvOptions parse_options(int argc, char** argv) {
   RecvOptions o;
@@ -308,6 +320,11 @@ Figures receiver_figures(const RxShared& sh, const Control& ctl, const ControlEv
     f.push_back(Figure::integer("kms_unanswered", un));
     f.push_back(Figure::integer("kms_event_fetches", ev));
     f.push_back(Figure::integer("channels_refused", refused));
+    const auto ms = start_key_ms(ctl);
+    auto pct = [&](double q) { return ms.empty() ? 0.0 : ms[std::min(ms.size() - 1, std::size_t(q * ms.size()))]; };
+    f.push_back(Figure::real("start_keys_ms.p50", pct(0.5)));
+    f.push_back(Figure::real("start_keys_ms.p99", pct(0.99)));
+    f.push_back(Figure::real("start_keys_ms.max", ms.empty() ? 0.0 : ms.back()));
   }
   f.push_back(Figure::real("duration_s", duration));
   f.push_back(Figure::real("pps", duration > 0 ? t.ok / duration : 0));
@@ -398,6 +415,7 @@ int run(int argc, char** argv) {
     KeyPublisher::Batch batch(pub);  // one table for every channel's first keys
     if (opt.use_kms) {
       // Every channel's request first, then the answers: one round trip in all.
+      ctl.start_begun = MonoClock::now();
       for (std::size_t ci = 0; ci < nch; ++ci) ctl.kms_rw[ci]->begin_start(pub.at(ci));
       const auto deadline = MonoClock::now() + opt.kms.start_timeout;
       for (std::size_t ci = 0; ci < nch; ++ci) ctl.kms_rw[ci]->finish_start(pub.at(ci), deadline);

@@ -48,6 +48,7 @@ struct SendOptions {
   std::string suite;
   std::string key_file;
   uint32_t rotate_ms = 0;
+  bool rotate_stagger = false;
   uint32_t notice_lead_ms = 200;
   uint32_t notice_interval_ms = 50;
   uint32_t payload_size = 512;
@@ -81,6 +82,7 @@ SendOptions parse_options(int argc, char** argv) {
       ("suite", po::value<std::string>(&o.suite), "aes128gcm|aes256gcm (checked against the keys)")
       ("key-file", po::value<std::string>(&o.key_file), "static keys, one per line: SPI HEXKEY or CHANNEL SPI HEXKEY (labs only)")
       ("rotate-ms", po::value<uint32_t>(&o.rotate_ms)->default_value(0), "move each channel to its next key-file line every MS")
+      ("rotate-stagger", po::bool_switch(&o.rotate_stagger), "--rotate-ms with several channels: spread their switches evenly over each MS instead of switching all at once")
       ("notice-lead-ms", po::value<uint32_t>(&o.notice_lead_ms)->default_value(200), "send the key change previous notice this long before a switch (0: none)")
       ("notice-interval-ms", po::value<uint32_t>(&o.notice_interval_ms)->default_value(50), "repeat the notice this often until the switch")
       ("kms", po::value<std::vector<std::string>>(&kms)->composing(), "HOST:PORT[,HOST:PORT...] key management servers")
@@ -298,8 +300,13 @@ int run(int argc, char** argv) {
       kms.push_back(k.get());
       sources.push_back(std::move(k));
     } else {
-      sources.push_back(std::make_unique<StaticKeySource>(keys[ci], StaticKeySource::Role::Sender,
-                                                          opt.rotate_ms, opt.notice_lead_ms));
+      auto st = std::make_unique<StaticKeySource>(keys[ci], StaticKeySource::Role::Sender,
+                                                  opt.rotate_ms, opt.notice_lead_ms);
+      // Staggered: channel i of n first switches after (i + 1) / n of a period.
+      if (opt.rotate_stagger && opt.rotate_ms)
+        st->set_first_switch_ms(static_cast<uint32_t>(
+            std::max<uint64_t>(1, uint64_t(opt.rotate_ms) * (ci + 1) / nch)));
+      sources.push_back(std::move(st));
     }
   }
   // Usage per finished key epoch (billing): read once no worker can still
