@@ -109,6 +109,18 @@ while time.time() < deadline:
         last = st
         if st["packets_sent"] > 0 and st["key_switches"] >= 1:
             print("telemetry:", {k: st[k] for k in ("packets_sent", "key_switches", "spis_used", "spi_current")})
+            # One channel's figures by its id; an id the process does not carry gets no figures.
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect(path)
+            json.loads(s.recv(4096))
+            s.send(b"/keycast/channel,1")
+            ch = json.loads(s.recv(65536))["/keycast/channel"]
+            s.send(b"/keycast/channel,2")
+            none = json.loads(s.recv(65536))["/keycast/channel"]
+            s.close()
+            print("telemetry channel 1:", ch, "channel 2:", none)
+            if not (ch["channel"] == 1 and ch["packets_sent"] > 0 and ch["spi_current"] > 0 and none is None):
+                print("FAIL: /keycast/channel"); sys.exit(1)
             sys.exit(0)
     except (OSError, ValueError, KeyError, TypeError):  # not registered yet: null
         pass
