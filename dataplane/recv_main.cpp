@@ -21,6 +21,7 @@
 #include "common/key_record.hpp"
 #include "dataplane/app.hpp"
 #include "dataplane/channel.hpp"
+#include "dataplane/channel_key_sources.hpp"
 #include "dataplane/cli_options.hpp"
 #include "dataplane/control_events.hpp"
 #include "dataplane/key_source.hpp"
@@ -62,26 +63,6 @@ struct RecvOptions {
   KmsOptions kms;
   bool verify_from_first = false;
 };
-
-// What control needs besides the workers' shared state.
-struct Control {
-  std::vector<std::unique_ptr<KeySource>> sources;  // index = channel index
-  std::vector<const StaticKeySource*> statics;       // final figures only
-  std::vector<const KmsKeySource*> kms;
-  std::vector<KmsKeySource*> kms_rw;  // the same sources, for start and settle
-  MonoClock::time_point start_begun{};  // the first start request was sent
-};
-
-// Key plane start: how long after the first request each channel's keys were
-// answered (milliseconds; channels that got keys at start).
-std::vector<double> start_key_ms(const Control& ctl) {
-  std::vector<double> v;
-  for (auto* k : ctl.kms)
-    if (k->start_answered_at() != MonoClock::time_point{} && !k->refused())
-      v.push_back(std::chrono::duration<double, std::milli>(k->start_answered_at() - ctl.start_begun).count());
-  std::sort(v.begin(), v.end());
-  return v;
-}
 
 RecvOptions parse_options(int argc, char** argv) {
   RecvOptions o;
@@ -255,7 +236,7 @@ std::string drops_line(const Totals& t) {
   return s.empty() ? " none" : s;
 }
 
-Figures receiver_figures(const RxShared& sh, const Control& ctl, const ControlEvents& events,
+Figures receiver_figures(const RxShared& sh, const ChannelKeySources& keys, const ControlEvents& events,
                          double duration, bool final_figs) {
   Totals t = totals(sh);
   uint64_t lost = 0, dup = 0, late = 0, corrupted = 0, switches = 0, spis_seen = 0;
@@ -272,7 +253,7 @@ Figures receiver_figures(const RxShared& sh, const Control& ctl, const ControlEv
     spis_seen += c.spis_seen;
     spis.insert(spis.end(), c.spis.begin(), c.spis.end());
     if (final_figs)
-      per_channel.push_back(channel_figures(sh, ci, c, true, ctl.kms.empty() ? nullptr : ctl.kms[ci]));
+      per_channel.push_back(channel_figures(sh, ci, c, true, keys.uses_kms() ? &keys.kms(ci) : nullptr));
   }
   Figures f;
   f.push_back(Figure::integer("packets_ok", t.ok));
@@ -293,34 +274,26 @@ Figures receiver_figures(const RxShared& sh, const Control& ctl, const ControlEv
   f.push_back(Figure::integer("deliver_failed", t.deliver_fail));
   f.push_back(Figure::integer("events_dropped", events.dropped()));
   f.push_back(Figure::integer("channels_configured", nch));
-  if (final_figs && !ctl.statics.empty()) {
+  if (final_figs && !keys.uses_kms()) {
     uint64_t u = 0, n = 0, k = 0;
-    for (auto* s : ctl.statics) {
-      u += s->unknown_spi_events;
-      n += s->notice_events;
-      k += s->fetched;
+    for (std::size_t ci = 0; ci < keys.size(); ++ci) {
+      u += keys.key_file(ci).unknown_spi_events;
+      n += keys.key_file(ci).notice_events;
+      k += keys.key_file(ci).fetched;
     }
     f.push_back(Figure::integer("unknown_spi_events", u));
     f.push_back(Figure::integer("notice_events", n));
     f.push_back(Figure::integer("keys_fetched", k));
   }
-  if (final_figs && !ctl.kms.empty()) {
-    uint64_t req = 0, ok = 0, err = 0, un = 0, ev = 0, refused = 0;
-    for (auto* k : ctl.kms) {
-      refused += k->refused();
-      req += k->fetches;
-      ok += k->fetch_ok;
-      err += k->fetch_errors;
-      un += k->unanswered();
-      ev += k->event_fetches;
-    }
-    f.push_back(Figure::integer("kms_requests", req));
-    f.push_back(Figure::integer("kms_ok", ok));
-    f.push_back(Figure::integer("kms_errors", err));
-    f.push_back(Figure::integer("kms_unanswered", un));
-    f.push_back(Figure::integer("kms_event_fetches", ev));
-    f.push_back(Figure::integer("channels_refused", refused));
-    const auto ms = start_key_ms(ctl);
+  if (final_figs && keys.uses_kms()) {
+    const KmsTotals k = keys.kms_totals();
+    f.push_back(Figure::integer("kms_requests", k.requests));
+    f.push_back(Figure::integer("kms_ok", k.ok));
+    f.push_back(Figure::integer("kms_errors", k.errors));
+    f.push_back(Figure::integer("kms_unanswered", k.unanswered));
+    f.push_back(Figure::integer("kms_event_fetches", k.event_fetches));
+    f.push_back(Figure::integer("channels_refused", k.refused));
+    const auto ms = keys.start_answer_ms();
     auto pct = [&](double q) { return ms.empty() ? 0.0 : ms[std::min(ms.size() - 1, std::size_t(q * ms.size()))]; };
     f.push_back(Figure::real("start_keys_ms.p50", pct(0.5)));
     f.push_back(Figure::real("start_keys_ms.p99", pct(0.99)));
@@ -387,49 +360,21 @@ int run(int argc, char** argv) {
   sh.holder = &holder;
   sh.events = &events;
   KeyPublisher pub(holder);
-  Control ctl;
-  std::shared_ptr<kp::Client> kms_client;  // one connection for every channel
-  if (opt.use_kms) kms_client = make_kms_client(opt.kms);
-  for (std::size_t ci = 0; ci < nch; ++ci) {
-    const ChannelConfig& c = opt.channels[ci];
-    // The key table's tag is the group: a packet names its channel by it.
-    KeyControl& kc = pub.add_channel(c.id, opt.any_group ? sh.cfg.channels[0].group_ip : c.group.ip,
-                                     SlotParams{nw, opt.replay_window, 1});
-    (void)kc;
-    if (opt.use_kms) {
-      KmsOptions ko = opt.kms;
-      ko.channel = c.id;
-      if (c.suite) ko.suite = *c.suite;
-      auto k = std::make_unique<KmsKeySource>(ko, kms_client);
-      ctl.kms.push_back(k.get());
-      ctl.kms_rw.push_back(k.get());
-      ctl.sources.push_back(std::move(k));
-    } else {
-      auto st = std::make_unique<StaticKeySource>(keys[ci], StaticKeySource::Role::Receiver, 0, 0,
-                                                  opt.key_window, opt.grace_ms);
-      ctl.statics.push_back(st.get());
-      ctl.sources.push_back(std::move(st));
-    }
-  }
-  {
-    KeyPublisher::Batch batch(pub);  // one table for every channel's first keys
-    if (opt.use_kms) {
-      // Every channel's request first, then the answers: one round trip in all.
-      ctl.start_begun = MonoClock::now();
-      for (std::size_t ci = 0; ci < nch; ++ci) ctl.kms_rw[ci]->begin_start(pub.at(ci));
-      const auto deadline = MonoClock::now() + opt.kms.start_timeout;
-      for (std::size_t ci = 0; ci < nch; ++ci) ctl.kms_rw[ci]->finish_start(pub.at(ci), deadline);
-    } else {
-      for (std::size_t ci = 0; ci < nch; ++ci) ctl.sources[ci]->start(pub.at(ci), MonoClock::now());
-    }
-  }
-  if (opt.use_kms) {
-    std::size_t refused = 0;
-    for (auto* k : ctl.kms) refused += k->refused();
-    if (refused)
-      std::fprintf(stderr, "keycast-recv: %zu of %zu channels refused by the key server (not entitled)\n",
-                   refused, nch);
-  }
+  // The key table's tag is the group: a packet names its channel by it.
+  std::vector<uint32_t> tags;
+  for (auto& c : opt.channels) tags.push_back(opt.any_group ? opt.channels[0].group.ip : c.group.ip);
+  ChannelKeySourcesOptions ko;
+  ko.use_kms = opt.use_kms;
+  ko.kms = opt.kms;
+  ko.keys = std::move(keys);
+  ko.key_window = opt.key_window;
+  ko.grace_ms = opt.grace_ms;
+  ChannelKeySources chan_keys(pub, opt.channels, tags, SlotParams{nw, opt.replay_window, 1}, std::move(ko));
+  chan_keys.start(MonoClock::now());
+  if (chan_keys.uses_kms())
+    if (const uint64_t refused = chan_keys.kms_totals().refused)
+      std::fprintf(stderr, "keycast-recv: %lu of %zu channels refused by the key server (not entitled)\n",
+                   static_cast<unsigned long>(refused), nch);
   // --deliver verify: one tracker per channel and worker. With --expect the
   // whole range fits in the bitmap, so any reordering is counted exactly;
   // otherwise a 2^20 window. All channels' bitmaps of a worker together stay
@@ -450,7 +395,7 @@ int run(int argc, char** argv) {
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t t_start = rte_get_tsc_cycles();
   telemetry_register("/keycast/stats", [&]() {
-    return receiver_figures(sh, ctl, events, tsc_seconds(rte_get_tsc_cycles() - t_start), false);
+    return receiver_figures(sh, chan_keys, events, tsc_seconds(rte_get_tsc_cycles() - t_start), false);
   }, "keycast-recv counters. No parameters");
   telemetry_register_param("/keycast/channel", [&](const std::string& param) {
     for (std::size_t ci = 0; ci < nch; ++ci)
@@ -473,18 +418,11 @@ int run(int argc, char** argv) {
   const uint64_t stop_at = opt.duration > 0 ? t_start + static_cast<uint64_t>(opt.duration * hz) : 0;
   const uint64_t idle_ticks = static_cast<uint64_t>(opt.idle_exit * hz);
   ControlEvent ev[64];
-  auto dispatch = [&](const ControlEvent& e) {
-    if (e.channel < nch) ctl.sources[e.channel]->on_event(pub.at(e.channel), e);
-  };
   while (!g_stop.load(std::memory_order_relaxed)) {
     const uint64_t now = rte_get_tsc_cycles();
     for (unsigned n; (n = events.drain(ev, 64)) > 0;)
-      for (unsigned i = 0; i < n; ++i) dispatch(ev[i]);
-    {
-      KeyPublisher::Batch batch(pub);  // switches due together publish once
-      const auto mono = MonoClock::now();
-      for (std::size_t ci = 0; ci < nch; ++ci) ctl.sources[ci]->poll(pub.at(ci), mono);
-    }
+      for (unsigned i = 0; i < n; ++i) chan_keys.on_event(ev[i]);
+    chan_keys.poll(MonoClock::now());
     holder.reclaim();
     if (stop_at && now >= stop_at) break;
     if (sh.running.load() == 0) break;
@@ -522,12 +460,11 @@ int run(int argc, char** argv) {
   // not given them, as they could only make billed requests for keys that no
   // packet will use now. Answers to requests still on their way decide what
   // the key server billed: wait a little for them so kms_ok matches the bill.
-  if (!ctl.kms.empty()) {
-    const auto until = MonoClock::now() + std::chrono::milliseconds(1000);
-    for (auto* k : ctl.kms_rw) k->settle_until(until);
+  if (chan_keys.uses_kms()) {
+    chan_keys.settle(MonoClock::now() + std::chrono::milliseconds(1000));
   } else {
     for (unsigned n; (n = events.drain(ev, 64)) > 0;)
-      for (unsigned i = 0; i < n; ++i) dispatch(ev[i]);
+      for (unsigned i = 0; i < n; ++i) chan_keys.on_event(ev[i]);
   }
   const double duration = tsc_seconds(rte_get_tsc_cycles() - t_start);
   holder.synchronize();
@@ -545,7 +482,7 @@ int run(int argc, char** argv) {
         sh.stats[i]->chan[ci].tracker->finish(i == carrier ? opt.expect : 0);
     }
 
-  auto figs = receiver_figures(sh, ctl, events, duration, true);
+  auto figs = receiver_figures(sh, chan_keys, events, duration, true);
   Totals t = totals(sh);
   std::fprintf(stderr,
                "keycast-recv: done: packets_ok=%lu bytes_ok=%lu lost=%lu duplicated=%lu "

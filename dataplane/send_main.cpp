@@ -26,6 +26,7 @@
 #include "common/key_record.hpp"
 #include "dataplane/app.hpp"
 #include "dataplane/channel.hpp"
+#include "dataplane/channel_key_sources.hpp"
 #include "dataplane/cli_options.hpp"
 #include "dataplane/key_source.hpp"
 #include "dataplane/key_table.hpp"
@@ -285,39 +286,27 @@ int run(int argc, char** argv) {
   SlotParams slot_params;
   slot_params.send_workers = nw;
   KeyPublisher pub(holder);
-  std::vector<std::unique_ptr<KeySource>> sources;
-  std::vector<KmsKeySource*> kms;
-  std::shared_ptr<kp::Client> kms_client;  // one connection for every channel
-  if (opt.use_kms) kms_client = make_kms_client(opt.kms);
-  for (std::size_t ci = 0; ci < nch; ++ci) {
-    const ChannelConfig& c = opt.channels[ci];
-    pub.add_channel(c.id, c.id, slot_params);
-    if (opt.use_kms) {
-      KmsOptions ko = opt.kms;
-      ko.channel = c.id;
-      if (c.suite) ko.suite = *c.suite;
-      auto k = std::make_unique<KmsKeySource>(ko, kms_client);
-      kms.push_back(k.get());
-      sources.push_back(std::move(k));
-    } else {
-      auto st = std::make_unique<StaticKeySource>(keys[ci], StaticKeySource::Role::Sender,
-                                                  opt.rotate_ms, opt.notice_lead_ms);
-      // Staggered: channel i of n first switches after (i + 1) / n of a period.
-      if (opt.rotate_stagger && opt.rotate_ms)
-        st->set_first_switch_ms(static_cast<uint32_t>(
-            std::max<uint64_t>(1, uint64_t(opt.rotate_ms) * (ci + 1) / nch)));
-      sources.push_back(std::move(st));
-    }
-  }
+  std::vector<uint32_t> tags;
+  for (auto& c : opt.channels) tags.push_back(c.id);
+  ChannelKeySourcesOptions ko;
+  ko.sender = true;
+  ko.use_kms = opt.use_kms;
+  ko.kms = opt.kms;
+  ko.keys = std::move(keys);
+  ko.rotate_ms = opt.rotate_ms;
+  ko.notice_lead_ms = opt.notice_lead_ms;
+  ko.rotate_stagger = opt.rotate_stagger;
+  ChannelKeySources chan_keys(pub, opt.channels, tags, slot_params, std::move(ko));
+  const bool kms = chan_keys.uses_kms();
   // Usage per finished key epoch (billing): read once no worker can still
   // be adding to the slot's counters, i.e. after an RCU grace period.
   uint64_t usage_packets = 0, usage_bytes = 0;
   auto report_finished = [&](bool final_report) {
-    if (kms.empty()) return;
+    if (!kms) return;
     std::vector<std::vector<std::shared_ptr<KeySlot>>> fin(nch);
     bool any = false;
     for (std::size_t ci = 0; ci < nch; ++ci) {
-      fin[ci] = kms[ci]->take_finished_epochs();
+      fin[ci] = chan_keys.kms(ci).take_finished_epochs();
       any |= !fin[ci].empty();
     }
     if (!any && !final_report) return;
@@ -328,7 +317,7 @@ int run(int argc, char** argv) {
         EpochUsage u{s->spi, s->sent_bytes(), s->sent_packets()};
         usage_packets += u.packets;
         usage_bytes += u.bytes;
-        if (u.packets) kms[ci]->report_usage(u);
+        if (u.packets) chan_keys.kms(ci).report_usage(u);
       }
     if (!final_report) return;
     // Every channel's open epoch, then one wait for all the answers.
@@ -338,19 +327,17 @@ int run(int argc, char** argv) {
         const EpochUsage u{cur->spi, cur->sent_bytes(), cur->sent_packets()};
         usage_packets += u.packets;
         usage_bytes += u.bytes;
-        if (u.packets) kms[ci]->report_usage(u);
+        if (u.packets) chan_keys.kms(ci).report_usage(u);
       }
     }
     const auto acks_by = MonoClock::now() + std::chrono::milliseconds(5000);
     for (std::size_t ci = 0; ci < nch; ++ci)
-      if (!kms[ci]->wait_usage(acks_by))
+      if (KmsKeySource& k = chan_keys.kms(ci); !k.wait_usage(acks_by))
         std::fprintf(stderr, "keycast-send: WARNING: channel %u: %lu of %lu usage reports not acknowledged\n",
-                     opt.channels[ci].id,
-                     static_cast<unsigned long>(kms[ci]->usage_reports - kms[ci]->usage_acked),
-                     static_cast<unsigned long>(kms[ci]->usage_reports));
+                     opt.channels[ci].id, static_cast<unsigned long>(k.usage_reports - k.usage_acked),
+                     static_cast<unsigned long>(k.usage_reports));
     // So that kms_ok/kms_errors are final.
-    const auto settle_by = MonoClock::now() + std::chrono::milliseconds(1000);
-    for (auto* k : kms) k->settle_until(settle_by);
+    chan_keys.settle(MonoClock::now() + std::chrono::milliseconds(1000));
   };
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t t_launch = rte_get_tsc_cycles();
@@ -389,19 +376,8 @@ int run(int argc, char** argv) {
   }, "keycast-send counters of one channel. Parameter: channel id");
 
   // Key lifetimes count from the start of sending.
-  {
-    KeyPublisher::Batch batch(pub);  // one table for every channel's first keys
-    if (!kms.empty()) {
-      // Every channel's request first, then the answers: one round trip in all.
-      for (std::size_t ci = 0; ci < nch; ++ci) kms[ci]->begin_start(pub.at(ci));
-      const auto deadline = MonoClock::now() + opt.kms.start_timeout;
-      for (std::size_t ci = 0; ci < nch; ++ci) kms[ci]->finish_start(pub.at(ci), deadline);
-    } else {
-      for (std::size_t ci = 0; ci < nch; ++ci)
-        sources[ci]->start(pub.at(ci), MonoClock::now() + std::chrono::milliseconds(opt.start_delay_ms));
-    }
-  }
-  if (kms.empty())
+  chan_keys.start(MonoClock::now() + std::chrono::milliseconds(opt.start_delay_ms));
+  if (!kms)
     for (std::size_t ci = 0; ci < nch; ++ci) note_spi(ci);  // KMS keys may still change before sending starts
 
   std::vector<TxWorkerArg> args(nw);
@@ -421,12 +397,8 @@ int run(int argc, char** argv) {
     // Static keys count their lifetimes from the start of sending; KMS keys
     // live on the KMS's clock, so they are kept current during the start
     // delay too (never start sending under a key that has already ended).
-    if (now >= t_start || !kms.empty()) {
-      {
-        KeyPublisher::Batch batch(pub);  // switches due together publish once
-        const auto mono = MonoClock::now();
-        for (std::size_t ci = 0; ci < nch; ++ci) sources[ci]->poll(pub.at(ci), mono);
-      }
+    if (now >= t_start || kms) {
+      chan_keys.poll(MonoClock::now());
       if (now >= t_start)
         for (std::size_t ci = 0; ci < nch; ++ci) note_spi(ci);
       report_finished(false);
@@ -480,26 +452,17 @@ int run(int argc, char** argv) {
   }
 
   auto figs = sender_figures(sh, duration, views);
-  if (!kms.empty()) {
-    uint64_t ur = 0, ua = 0, req = 0, ok = 0, err = 0, un = 0, late = 0;
-    for (auto* k : kms) {
-      ur += k->usage_reports;
-      ua += k->usage_acked;
-      req += k->fetches;
-      ok += k->fetch_ok;
-      err += k->fetch_errors;
-      un += k->unanswered();
-      late += k->late_switches;
-    }
-    figs.push_back(Figure::integer("usage_reports", ur));
-    figs.push_back(Figure::integer("usage_acked", ua));
+  if (kms) {
+    const KmsTotals k = chan_keys.kms_totals();
+    figs.push_back(Figure::integer("usage_reports", k.usage_reports));
+    figs.push_back(Figure::integer("usage_acked", k.usage_acked));
     figs.push_back(Figure::integer("usage_packets", usage_packets));
     figs.push_back(Figure::integer("usage_bytes", usage_bytes));
-    figs.push_back(Figure::integer("kms_requests", req));
-    figs.push_back(Figure::integer("kms_ok", ok));
-    figs.push_back(Figure::integer("kms_errors", err));
-    figs.push_back(Figure::integer("kms_unanswered", un));
-    figs.push_back(Figure::integer("late_switches", late));
+    figs.push_back(Figure::integer("kms_requests", k.requests));
+    figs.push_back(Figure::integer("kms_ok", k.ok));
+    figs.push_back(Figure::integer("kms_errors", k.errors));
+    figs.push_back(Figure::integer("kms_unanswered", k.unanswered));
+    figs.push_back(Figure::integer("late_switches", k.late_switches));
   }
   std::fprintf(stderr,
                "keycast-send: done: packets_sent=%lu bytes_sent=%lu duration_s=%.3f "
