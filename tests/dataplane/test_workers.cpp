@@ -10,6 +10,7 @@
 #include <rte_mbuf.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -167,6 +168,41 @@ struct Receiver {
   const RxChannelStats& chan(std::size_t i) const { return sh.stats[0]->chan[i]; }
 };
 
+// A sender of kChans, one worker (id 0): generator payloads by channel, or
+// ingest from the loopback port.
+struct Sender {
+  KeyTableHolder holder{1};
+  KeyPublisher pub{holder};
+  TxShared sh;
+  Sender(int ingest_port, uint32_t burst, const std::vector<uint32_t>& payload_of_channel) {
+    sh.cfg.port = kPort;
+    sh.cfg.ingest_port = ingest_port;
+    sh.cfg.burst = burst;
+    for (std::size_t i = 0; i < kChans.size(); ++i) {
+      const Chan& c = kChans[i];
+      const uint32_t plen = payload_of_channel[i];
+      auto it = std::find(sh.cfg.payload_sizes.begin(), sh.cfg.payload_sizes.end(), plen);
+      const uint32_t slot = static_cast<uint32_t>(it - sh.cfg.payload_sizes.begin());
+      if (it == sh.cfg.payload_sizes.end()) sh.cfg.payload_sizes.push_back(plen);
+      sh.cfg.channels.push_back(TxChannel{c.id, tmpl_for(c.group, c.port), c.group, c.port, 0, plen, slot});
+    }
+    sh.cfg.groups = GroupIndex(configs());
+    sh.holder = &holder;
+    sh.pool = g_pool;
+    sh.next_index.reset(new ChannelIndex[kChans.size()]);
+    sh.stats.push_back(std::make_unique<SendWorkerStats>(kChans.size()));
+    SlotParams sp;
+    sp.send_workers = 1;
+    install_keys(pub, id_tag, sp);
+    holder.register_reader(0);
+  }
+  ~Sender() {
+    holder.unregister_reader(0);
+    holder.synchronize();
+  }
+  const SendWorkerStats& stats() const { return *sh.stats[0]; }
+};
+
 }  // namespace
 
 TEST(RecvWorker, EveryDropReasonCountedOnce) {
@@ -229,35 +265,16 @@ TEST(RecvWorker, EveryDropReasonCountedOnce) {
 }
 
 TEST(SendWorker, GeneratedBurstsOfEveryChannelDecipherAtTheReceiver) {
-  KeyTableHolder holder(1);
-  KeyPublisher pub(holder);
-  TxShared sh;
-  sh.cfg.port = kPort;
-  sh.cfg.burst = 16;
-  sh.cfg.count = 100;  // per channel
-  sh.cfg.payload_sizes = {64, 200};
-  for (std::size_t i = 0; i < kChans.size(); ++i) {
-    const Chan& c = kChans[i];
-    sh.cfg.channels.push_back(TxChannel{c.id, tmpl_for(c.group, c.port), c.group, c.port, 0,
-                                        i == 1 ? 200u : 64u, i == 1 ? 1u : 0u});
-  }
-  sh.cfg.groups = GroupIndex(configs());
-  sh.holder = &holder;
-  sh.pool = g_pool;
-  sh.next_index.reset(new ChannelIndex[kChans.size()]);
-  sh.stats.push_back(std::make_unique<SendWorkerStats>(kChans.size()));
-  SlotParams sp;
-  sp.send_workers = 1;
-  install_keys(pub, id_tag, sp);
-  holder.register_reader(0);
+  Sender tx(-1, 16, {64, 200, 64});
+  tx.sh.cfg.count = 100;  // per channel
   Receiver r;
   {
-    SendWorker w(sh, 0, 1);
+    SendWorker w(tx.sh, 0, 1);
     for (std::size_t ci = 0; ci < kChans.size(); ++ci) {
       bool done = false;
       unsigned bursts = 0;
       while (!done && bursts < 100) {
-        w.generate_burst(holder.acquire(), static_cast<uint32_t>(ci), done);
+        w.generate_burst(tx.holder.acquire(), static_cast<uint32_t>(ci), done);
         ++bursts;
       }
       EXPECT_TRUE(done) << ci;
@@ -273,9 +290,8 @@ TEST(SendWorker, GeneratedBurstsOfEveryChannelDecipherAtTheReceiver) {
     }
     r.process(out);
   }
-  holder.unregister_reader(0);
   for (std::size_t ci = 0; ci < kChans.size(); ++ci) {
-    EXPECT_EQ(sh.stats[0]->chan[ci].packets.get(), 100u);
+    EXPECT_EQ(tx.stats().chan[ci].packets.get(), 100u);
     EXPECT_EQ(r.chan(ci).packets_ok.get(), 100u) << ci;
     EXPECT_EQ(r.chan(ci).bytes_ok.get(), ci == 1 ? 20000u : 6400u);
     auto& tr = *r.chan(ci).tracker;
@@ -285,27 +301,12 @@ TEST(SendWorker, GeneratedBurstsOfEveryChannelDecipherAtTheReceiver) {
     EXPECT_EQ(tr.duplicated, 0u);
   }
   EXPECT_EQ(r.drops(Drop::AuthFail), 0u);
-  holder.synchronize();
 }
 
 TEST(SendWorker, IngestPicksTheChannelByGroupAndPortAndKeepsTheDatagram) {
-  KeyTableHolder holder(1);
-  KeyPublisher pub(holder);
-  TxShared sh;
-  sh.cfg.port = kPort;
-  sh.cfg.ingest_port = kPort;  // the loopback: frames put on it come back as ingest
-  sh.cfg.burst = 40;           // all 33 in one burst, before the enciphered ones come back
-  for (auto& c : kChans)
-    sh.cfg.channels.push_back(TxChannel{c.id, tmpl_for(c.group, c.port), c.group, c.port, 0, 64, 0});
-  sh.cfg.groups = GroupIndex(configs());
-  sh.holder = &holder;
-  sh.pool = g_pool;
-  sh.next_index.reset(new ChannelIndex[kChans.size()]);
-  sh.stats.push_back(std::make_unique<SendWorkerStats>(kChans.size()));
-  SlotParams sp;
-  sp.send_workers = 1;
-  install_keys(pub, id_tag, sp);
-  holder.register_reader(0);
+  // The loopback is the ingest port too: frames put on it come back as
+  // ingest; all 33 in one burst, before the enciphered ones come back.
+  Sender tx(kPort, 40, {64, 64, 64});
 
   // Plaintext datagrams with the application's own source ports, interleaved
   // over the channels, plus two for no channel and one that is not UDP.
@@ -350,16 +351,15 @@ TEST(SendWorker, IngestPicksTheChannelByGroupAndPortAndKeepsTheDatagram) {
 
   Receiver r(Deliver::Port);
   {
-    SendWorker w(sh, 0, 1);
+    SendWorker w(tx.sh, 0, 1);
     bool done = false;
-    EXPECT_EQ(w.ingest_burst(holder.acquire(), done), 33u);
+    EXPECT_EQ(w.ingest_burst(tx.holder.acquire(), done), 33u);
   }
-  holder.unregister_reader(0);
-  EXPECT_EQ(sh.stats[0]->ingest_rx.get(), 33u);
-  EXPECT_EQ(sh.stats[0]->ingest_no_channel.get(), 2u);
-  EXPECT_EQ(sh.stats[0]->ingest_bad.get(), 1u);
-  EXPECT_EQ(sh.stats[0]->packets.get(), 30u);
-  for (std::size_t ci = 0; ci < kChans.size(); ++ci) EXPECT_EQ(sh.stats[0]->chan[ci].packets.get(), 10u);
+  EXPECT_EQ(tx.stats().ingest_rx.get(), 33u);
+  EXPECT_EQ(tx.stats().ingest_no_channel.get(), 2u);
+  EXPECT_EQ(tx.stats().ingest_bad.get(), 1u);
+  EXPECT_EQ(tx.stats().packets.get(), 30u);
+  for (std::size_t ci = 0; ci < kChans.size(); ++ci) EXPECT_EQ(tx.stats().chan[ci].packets.get(), 10u);
 
   // Deciphered and re-emitted as plaintext (--deliver port:N, here the loopback).
   r.process(drain_port());
@@ -385,7 +385,6 @@ TEST(SendWorker, IngestPicksTheChannelByGroupAndPortAndKeepsTheDatagram) {
     EXPECT_EQ(f[esp::kEthLen + 9], 17);  // the plaintext IPv4 header says UDP again
     rte_pktmbuf_free(m);
   }
-  holder.synchronize();
 }
 
 int main(int argc, char** argv) {
