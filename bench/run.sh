@@ -2,7 +2,7 @@
 # keycast performance bench (issue 6): one command, one worker lcore, one table.
 #
 # usage: sudo bench/run.sh [--quick] [--seconds S] [--sizes "64 256 512 1024 1400"]
-#                          [--no-secgw] [--no-keyd] [--no-extras] [--no-update]
+#                          [--no-secgw] [--no-keyd] [--no-extras] [--no-channels] [--no-update]
 #
 #   --seconds   measured seconds per keycast-send run (default 2; one run per round)
 #   --quick     1-second runs, 2 rounds, 150,000-frame captures, secgw in one mode, short
@@ -10,6 +10,7 @@
 #   --no-secgw  skip DPDK ipsec-secgw (bench/secgw/run.sh); keycast/secgw columns stay empty
 #   --no-keyd   skip the key-server bench (bench_keyd)
 #   --no-extras skip 2-worker scaling and key swap under load
+#   --no-channels skip bench/channels.sh (1 / 64 / 1,024 channels against a one-channel build)
 #   --no-update do not rewrite bench/RESULTS.md
 #
 # Measures, on one worker lcore (EAL -l 0,1: lcore 0 = control, lcore 1 = the worker):
@@ -50,6 +51,7 @@ QUICK=0
 SECGW=1
 KEYD=1
 EXTRAS=1
+CHANNELS=1
 UPDATE=1
 die() { echo "bench: error: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         --no-secgw) SECGW=0; shift ;;
         --no-keyd) KEYD=0; shift ;;
         --no-extras) EXTRAS=0; shift ;;
+        --no-channels) CHANNELS=0; shift ;;
         --no-update) UPDATE=0; shift ;;
         -h|--help) usage ;;
         *) echo "unknown option: $1" >&2; usage ;;
@@ -322,10 +325,22 @@ if [ $KEYD = 1 ]; then
         || { tail -20 "$RAW/keyd.log" >&2; echo "bench: bench_keyd failed; continuing" >&2; }
 fi
 
+# ------------------------------------------------------------------ channels
+if [ $CHANNELS = 1 ]; then
+    log "channels: bench/channels.sh (1, 64, 1024 channels; staggered swaps; start with 1024)"
+    CQ=""; [ $QUICK = 1 ] && CQ=--quick
+    BUILD_DIR=$BUILD "$HERE/channels.sh" $CQ --seconds "$SECS" --out "$OUT/channels" >"$RAW/channels.log" 2>&1 \
+        || { tail -20 "$RAW/channels.log" >&2; echo "bench: channels bench failed; continuing" >&2; }
+fi
+
 log "floor again (bench_crypto), for the best-of figures"
 floor_run bench_crypto_end "$FLOOR_ALL" 2
 echo "load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 echo "bench_seconds: $((SECONDS - T0))" >>"$OUT/machine.txt"
 UPD=""; [ $UPDATE = 1 ] && UPD="$HERE/RESULTS.md"
 "$PY" "$HERE/lib/report.py" "$OUT" "$UPD" "run.sh $*"
+if [ -n "$UPD" ] && [ -s "$OUT/channels/channels.txt" ]; then
+    { echo; cat "$OUT/channels/channels.txt"; } >>"$UPD"
+    cat "$OUT/channels/channels.txt" >&2
+fi
 log "done in $((SECONDS - T0)) s: $OUT"
