@@ -340,7 +340,18 @@ echo "bench_seconds: $((SECONDS - T0))" >>"$OUT/machine.txt"
 UPD=""; [ $UPDATE = 1 ] && UPD="$HERE/RESULTS.md"
 "$PY" "$HERE/lib/report.py" "$OUT" "$UPD" "run.sh $*"
 if [ -n "$UPD" ] && [ -s "$OUT/channels/channels.txt" ]; then
-    { echo; cat "$OUT/channels/channels.txt"; } >>"$UPD"
+    # The channels block has markers of its own; every run replaces it.
+    "$PY" - "$UPD" "$OUT/channels/channels.txt" <<'PYEOF'
+import sys
+md, block = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+b, e = "<!-- channels:begin -->", "<!-- channels:end -->"
+new = f"{b}\n\n{block}\n{e}"
+if b in md and e in md:
+    md = md[:md.index(b)] + new + md[md.index(e) + len(e):]
+else:
+    md = md.rstrip("\n") + "\n\n" + new + "\n"
+open(sys.argv[1], "w").write(md)
+PYEOF
     cat "$OUT/channels/channels.txt" >&2
 fi
 log "done in $((SECONDS - T0)) s: $OUT"
