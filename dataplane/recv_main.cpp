@@ -24,6 +24,7 @@
 #include "dataplane/channel_key_sources.hpp"
 #include "dataplane/cli_options.hpp"
 #include "dataplane/control_events.hpp"
+#include "dataplane/igmp_port.hpp"
 #include "dataplane/key_source.hpp"
 #include "dataplane/key_table.hpp"
 #include "dataplane/kms_key_source.hpp"
@@ -56,6 +57,8 @@ struct RecvOptions {
   uint32_t idle_sleep_us = 0;
   uint32_t burst = 32;
   uint32_t mbufs = 0;  // mbuf pool size (0: 8192 per worker + 4096)
+  bool igmp = true;
+  uint32_t local_ip = 0;
   bool any_group = false;
   bool key_window = false;
   uint32_t grace_ms = 2000;
@@ -66,7 +69,7 @@ struct RecvOptions {
 
 RecvOptions parse_options(int argc, char** argv) {
   RecvOptions o;
-  std::string deliver = "null";
+  std::string deliver = "null", igmp = "on", local_ip = "0.0.0.0";
   std::vector<std::string> kms;
   std::string tls_cert, tls_key, tls_ca, tls_crl;
   uint32_t rotate_ms = 0;
@@ -97,7 +100,9 @@ RecvOptions parse_options(int argc, char** argv) {
       ("stats-json", po::value<std::string>(&o.stats_json), "write final figures as JSON to PATH")
       ("idle-sleep-us", po::value<uint32_t>(&o.idle_sleep_us)->default_value(0), "sleep US when idle (0 = busy poll)")
       ("burst", po::value<uint32_t>(&o.burst)->default_value(32), "packets per RX burst (1..64)")
-      ("mbufs", po::value<uint32_t>(&o.mbufs)->default_value(0), "mbuf pool size (0: 8192 per worker + 4096; a net_pcap infinite_rx capture needs one per frame)");
+      ("mbufs", po::value<uint32_t>(&o.mbufs)->default_value(0), "mbuf pool size (0: 8192 per worker + 4096; a net_pcap infinite_rx capture needs one per frame)")
+      ("igmp", po::value<std::string>(&igmp)->default_value(igmp), "on|off: join the channels' groups with IGMP (off: the switch has static joins)")
+      ("local-ip", po::value<std::string>(&local_ip)->default_value(local_ip), "IPv4 source of the IGMP reports (0.0.0.0 is allowed)");
   add_channel_options(d, o.channel_opts);
   po::variables_map vm;
   try {
@@ -111,6 +116,9 @@ RecvOptions parse_options(int argc, char** argv) {
     throw UsageError(e.what());
   }
   finish_channel_options(vm, o.channel_opts);
+  if (igmp != "on" && igmp != "off") throw UsageError("--igmp: '" + igmp + "' is not on or off");
+  o.igmp = igmp == "on";
+  o.local_ip = parse_ipv4(local_ip, "--local-ip");
   o.channels = parse_channels(o.channel_opts);
   if (o.any_group && o.channels.size() > 1)
     throw UsageError("--any-group: only with one channel (with several, the group names the channel)");
@@ -237,7 +245,7 @@ std::string drops_line(const Totals& t) {
 }
 
 Figures receiver_figures(const RxShared& sh, const ChannelKeySources& keys, const ControlEvents& events,
-                         double duration, bool final_figs) {
+                         const IgmpPort* igmp, double duration, bool final_figs) {
   Totals t = totals(sh);
   uint64_t lost = 0, dup = 0, late = 0, corrupted = 0, switches = 0, spis_seen = 0;
   std::vector<uint64_t> spis;
@@ -274,6 +282,20 @@ Figures receiver_figures(const RxShared& sh, const ChannelKeySources& keys, cons
   f.push_back(Figure::integer("deliver_failed", t.deliver_fail));
   f.push_back(Figure::integer("events_dropped", events.dropped()));
   f.push_back(Figure::integer("channels_configured", nch));
+  if (igmp) {
+    uint64_t rx = 0, full = 0;
+    for (auto& s : sh.stats) {
+      rx += s->igmp_rx.get();
+      full += s->igmp_ring_full.get();
+    }
+    f.push_back(Figure::integer("igmp_rx", rx));
+    f.push_back(Figure::integer("igmp_queries", igmp->queries()));
+    f.push_back(Figure::integer("igmp_reports_sent", igmp->reports_sent()));
+    f.push_back(Figure::integer("igmp_v2_mode", igmp->v2_mode()));
+    f.push_back(Figure::integer("igmp_malformed", igmp->malformed()));
+    f.push_back(Figure::integer("igmp_others", igmp->others()));
+    f.push_back(Figure::integer("igmp_dropped", full + igmp->send_failed()));
+  }
   if (final_figs && !keys.uses_kms()) {
     uint64_t u = 0, n = 0, k = 0;
     for (std::size_t ci = 0; ci < keys.size(); ++ci) {
@@ -351,7 +373,12 @@ int run(int argc, char** argv) {
   for (auto& c : opt.channels) sh.cfg.channels.push_back(RxChannel{c.id, c.group.ip, c.group.port});
   sh.cfg.groups = GroupIndex(opt.channels);
   rte_mempool* pool = make_pool("recv_pool", opt.mbufs ? opt.mbufs : 8192 * nw + 4096);
-  port_start(PortSetup{opt.port, static_cast<uint16_t>(nw), static_cast<uint16_t>(nw), 1024, 1024, pool});
+  // IGMP reports leave on a TX queue of their own when the workers transmit
+  // on this port (--deliver port: to it), else on queue 0, which no worker uses.
+  const bool workers_tx = opt.deliver == Deliver::Port && opt.deliver_port == opt.port;
+  const uint16_t igmp_queue = workers_tx ? static_cast<uint16_t>(nw) : 0;
+  port_start(PortSetup{opt.port, static_cast<uint16_t>(nw),
+                       static_cast<uint16_t>(nw + (opt.igmp && workers_tx ? 1 : 0)), 1024, 1024, pool});
   if (opt.deliver == Deliver::Port && opt.deliver_port != opt.port)
     port_start(PortSetup{opt.deliver_port, 1, static_cast<uint16_t>(nw), 1024, 1024, pool});
 
@@ -359,6 +386,13 @@ int run(int argc, char** argv) {
   ControlEvents events(1024);
   sh.holder = &holder;
   sh.events = &events;
+  std::unique_ptr<IgmpPort> igmp;
+  if (opt.igmp) {
+    std::vector<igmp::Membership> groups;
+    for (auto& c : opt.channels) groups.push_back(igmp::Membership{c.group.ip, c.source});
+    igmp = std::make_unique<IgmpPort>(opt.port, igmp_queue, pool, std::move(groups), opt.local_ip);
+    sh.igmp = igmp->ring();
+  }
   KeyPublisher pub(holder);
   // The key table's tag is the group: a packet names its channel by it.
   std::vector<uint32_t> tags;
@@ -395,7 +429,7 @@ int run(int argc, char** argv) {
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t t_start = rte_get_tsc_cycles();
   telemetry_register("/keycast/stats", [&]() {
-    return receiver_figures(sh, chan_keys, events, tsc_seconds(rte_get_tsc_cycles() - t_start), false);
+    return receiver_figures(sh, chan_keys, events, igmp.get(), tsc_seconds(rte_get_tsc_cycles() - t_start), false);
   }, "keycast-recv counters. No parameters");
   telemetry_register_param("/keycast/channel", [&](const std::string& param) {
     for (std::size_t ci = 0; ci < nch; ++ci)
@@ -404,6 +438,7 @@ int run(int argc, char** argv) {
     return Figures{};
   }, "keycast-recv counters of one channel. Parameter: channel id");
 
+  if (igmp) igmp->start();  // the joins go out before the first packet can be expected
   std::vector<RxWorkerArg> args(nw);
   sh.running = nw;
   for (unsigned i = 0; i < nw; ++i) holder.register_reader(i);
@@ -423,6 +458,7 @@ int run(int argc, char** argv) {
     for (unsigned n; (n = events.drain(ev, 64)) > 0;)
       for (unsigned i = 0; i < n; ++i) chan_keys.on_event(ev[i]);
     chan_keys.poll(MonoClock::now());
+    if (igmp) igmp->poll();
     holder.reclaim();
     if (stop_at && now >= stop_at) break;
     if (sh.running.load() == 0) break;
@@ -456,6 +492,10 @@ int run(int argc, char** argv) {
   telemetry_detach("/keycast/stats");
   telemetry_detach("/keycast/channel");
   rte_eal_mp_wait_lcore();
+  if (igmp) {
+    igmp->poll();   // what the workers handed over last
+    igmp->leave();  // the switch stops forwarding our groups to this port
+  }
   // The workers' last events: the static source counts them; a KMS source is
   // not given them, as they could only make billed requests for keys that no
   // packet will use now. Answers to requests still on their way decide what
@@ -482,7 +522,7 @@ int run(int argc, char** argv) {
         sh.stats[i]->chan[ci].tracker->finish(i == carrier ? opt.expect : 0);
     }
 
-  auto figs = receiver_figures(sh, chan_keys, events, duration, true);
+  auto figs = receiver_figures(sh, chan_keys, events, igmp.get(), duration, true);
   Totals t = totals(sh);
   std::fprintf(stderr,
                "keycast-recv: done: packets_ok=%lu bytes_ok=%lu lost=%lu duplicated=%lu "

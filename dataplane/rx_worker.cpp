@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "common/control_msg.hpp"
+#include "common/igmp.hpp"
 
 namespace keycast::dp {
 
@@ -197,6 +198,17 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
     esp::Parsed p;
     Drop d = esp::parse(f, m->data_len, p);
     if (d != Drop::None) {
+      // IPv4 but not ESP: an IGMP query is for control to answer (the
+      // ring is checked before the byte: neither costs an ESP packet anything).
+      if (d == Drop::NotEsp && sh_.igmp && f[esp::kEthLen + 9] == igmp::kProtoIgmp) {
+        if (rte_ring_mp_enqueue(sh_.igmp, m) == 0) {
+          st_.igmp_rx.add();
+        } else {
+          st_.igmp_ring_full.add();
+          rte_pktmbuf_free(m);
+        }
+        continue;
+      }
       drop(m, d);
       continue;
     }

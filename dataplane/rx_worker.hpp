@@ -12,6 +12,7 @@
 #pragma once
 #include <pcap/pcap.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include <atomic>
 #include <cstdint>
@@ -67,6 +68,7 @@ struct RxChannelStats {
 struct alignas(64) RecvWorkerStats {
   explicit RecvWorkerStats(std::size_t channels) : chan(new RxChannelStats[channels]) {}
   Counter rx, packets_ok, bytes_ok, notices, deliver_fail;
+  Counter igmp_rx, igmp_ring_full;  // IGMP frames handed to control, and those it had no room for
   Counter drops[kNDrop];
   Counter first_rx_tsc, last_rx_tsc;
   // TSC cycles from the start of each non-empty poll to the end of its
@@ -80,6 +82,10 @@ struct RxShared {
   RxConfig cfg;
   KeyTableHolder* holder = nullptr;
   ControlEvents* events = nullptr;  // ControlEvent::channel is the channel index
+  // IGMP frames (queries from the switch or router) go to control through
+  // this ring (multi-producer, single-consumer); nullptr: --igmp off, they
+  // are dropped as not_esp.
+  rte_ring* igmp = nullptr;
   std::vector<std::unique_ptr<RecvWorkerStats>> stats;
   std::atomic<unsigned> running{0};
   std::atomic<bool> failed{false};  // a worker stopped on an error
