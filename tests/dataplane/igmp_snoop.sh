@@ -1,17 +1,18 @@
 #!/bin/bash
-# IGMP membership on a switch that snoops: a Linux bridge with IGMP snooping
-# and its own querier (v2 or v3), every receiver port with mcast_flood off.
-# keycast-recv r1 takes channels 1-3, r2 channels 1-2, joining with IGMP:
+# IGMP on a switch that snoops: a Linux bridge with IGMP snooping and its own
+# querier (v2 or v3), and on every receiver port mcast_flood off, so that a
+# group reaches a port only once that port has joined it (as on a snooping
+# switch). One keycast-send carries 3 channels; keycast-recv r1 takes
+# channels 1-3, r2 channels 1-2, joining with IGMP. Then:
 #   - the bridge's mdb lists each receiver's port for exactly its groups while
-#     it runs, a receiver with --igmp off for none;
-#   - every receiver hears the querier and answers it (v2 reports while the
-#     querier is v2: igmp_v2_mode), r3 joining later is listed within 2 s;
-#   - r2 stops: its leave removes its entries, r1's stay; r1 stops: its go;
+#     it runs, a receiver with --igmp off for none, and that one gets nothing;
+#   - r1 gets every packet of its channels; every receiver hears the querier
+#     and answers it (v2 reports while the querier is v2: igmp_v2_mode);
+#   - r3 joins mid-stream: listed within 2 s, receiving from then on, no hole;
+#   - r2 stops mid-stream: its leave removes its entries, r1's stay, r1 loses
+#     nothing; r1 stops: its entries go;
 #   - malformed IGMP frames (short, bad checksum, huge source lists) reaching a
 #     receiver are counted and ignored.
-# A sender's traffic through this bridge is not part of it yet: on this
-# kernel the bridge forwarded no multicast data to member ports whose
-# mcast_flood is off, a kernel socket's join included (measured by hand).
 #
 # usage: igmp_snoop.sh BUILD_DIR/dataplane IGMP_VERSION(2|3)
 # Needs root. Creates only its own bridge and TAPs and removes them on exit.
@@ -47,10 +48,14 @@ head -2 "$WORK/all.conf" > "$WORK/r2.conf"
 for c in 1 2 3; do echo "$c $((700 + c)) $(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')" >> "$WORK/keys.txt"; done
 
 # Querier every 2 s (centiseconds), answers within 1 s; v2 or v3 as asked.
+# The querier is enabled after the intervals are set: enabling it starts a
+# wait of one (then current) response interval before the bridge trusts its
+# mdb, and until then it floods - to no receiver port here.
 ip link add name "$BR" type bridge
-ip link set "$BR" type bridge mcast_snooping 1 mcast_querier 1 mcast_igmp_version "$VER" \
+ip link set "$BR" type bridge mcast_snooping 1 mcast_igmp_version "$VER" \
   mcast_query_interval 200 mcast_query_response_interval 100 mcast_startup_query_interval 50 \
   mcast_membership_interval 500
+ip link set "$BR" type bridge mcast_querier 1
 sysctl -qw "net.ipv6.conf.$BR.disable_ipv6=1" || true
 ip link set "$BR" up
 
@@ -83,8 +88,9 @@ wait_mdb() {  # wait_mdb IFACE "GROUPS" SECONDS
   echo "FAIL: mdb of $1 is '$(mdb_groups "$1")', expected '$2'"; bridge mdb show > "$WORK/mdb.txt"; exit 1
 }
 
-start_recv r1 0 --channels "$WORK/all.conf"
-start_recv r2 1 --channels "$WORK/r2.conf"
+PER=6000  # packets per channel, 1,000 per second each
+start_recv r1 0 --channels "$WORK/all.conf" --expect "$PER"
+start_recv r2 1 --channels "$WORK/r2.conf" --verify-from-first
 start_recv off 0 --channels "$WORK/all.conf" --igmp off
 # The receivers have joined before anything is sent.
 wait_mdb "kgr1$ID" "239.45.0.1 239.45.0.2 239.45.0.3 " 10
@@ -92,15 +98,27 @@ wait_mdb "kgr2$ID" "239.45.0.1 239.45.0.2 " 10
 echo "mdb while running: r1: $(mdb_groups kgr1$ID)| r2: $(mdb_groups kgr2$ID)| igmp off: '$(mdb_groups kgoff$ID)'"
 bridge mdb show dev "$BR" | grep -v ff02 > "$WORK/mdb_running.txt" || true
 
-sleep 2  # a query interval: every receiver hears a query and answers it
-start_recv r3 0 --channels "$WORK/r2.conf"
-wait_mdb "kgr3$ID" "239.45.0.1 239.45.0.2 " 2
+sleep 1.5  # past the querier's start-up wait
+TAPS+=("kgs$ID")
+"$BIN/keycast-send" $EAL --file-prefix "kc_igmp_s_$ID" -l 0,1 --main-lcore 1 --vdev "net_tap0,iface=kgs$ID" -- \
+  --key-file "$WORK/keys.txt" --channels "$WORK/all.conf" --rate 1000 --count "$PER" --payload-size 200 \
+  --idle-sleep-us 100 --start-delay-ms 300 --stats-interval 0 --stats-json "$WORK/s.json" > "$WORK/s.log" 2>&1 &
+PIDS+=($!)
+PID_s=$!
+attach "kgs$ID"
 sleep 2
+# r3 joins mid-stream.
+start_recv r3 0 --channels "$WORK/r2.conf" --verify-from-first
+wait_mdb "kgr3$ID" "239.45.0.1 239.45.0.2 " 2
+sleep 1
+# r2 leaves mid-stream: its entries go, r1's stay.
 kill -INT "$PID_r2"
 wait "$PID_r2" || { echo "FAIL: r2 exit $?"; exit 1; }
 wait_mdb "kgr2$ID" "" 6
 echo "after r2's leave: r2: '$(mdb_groups kgr2$ID)', r1: $(mdb_groups kgr1$ID)"
 [ "$(mdb_groups kgr1$ID)" = "239.45.0.1 239.45.0.2 239.45.0.3 " ] || { echo "FAIL: r1's entries went with r2's"; exit 1; }
+wait "$PID_s" || { echo "FAIL: sender exit $?"; exit 1; }
+sleep 1
 for p in "$PID_r1" "$PID_r3" "$PID_off"; do kill -INT "$p"; done
 for p in "$PID_r1" "$PID_r3" "$PID_off"; do wait "$p" || { echo "FAIL: receiver exit $?"; exit 1; }; done
 PIDS=()
@@ -136,13 +154,26 @@ fails = []
 def need(c, w):
     if not c:
         fails.append(w)
-for t, r in (("r1", r1), ("r2", r2), ("r3", r3)):
-    print(f"{t}: igmp_rx={r['igmp_rx']} igmp_queries={r['igmp_queries']} igmp_reports_sent={r['igmp_reports_sent']} "
-          f"igmp_v2_mode={r['igmp_v2_mode']} not_esp={r['drops']['not_esp']}")
+s = j("s")
+for t, r in (("r1", r1), ("r2", r2), ("r3", r3), ("off", off)):
+    print(f"{t}: packets_ok={r['packets_ok']} lost={r['lost']} per channel {[c['packets_ok'] for c in r['channels']]} "
+          + (f"igmp_queries={r['igmp_queries']} igmp_reports_sent={r['igmp_reports_sent']} "
+             f"igmp_v2_mode={r['igmp_v2_mode']} not_esp={r['drops']['not_esp']}" if t != "off" else ""))
+    if t == "off":
+        continue
     need(r["igmp_queries"] >= 1, f"{t}: no query seen")
     need(r["igmp_reports_sent"] >= 3, f"{t}: {r['igmp_reports_sent']} reports (joins, answers, leave)")
     need(r["igmp_v2_mode"] == (1 if ver == 2 else 0), f"{t}: igmp_v2_mode {r['igmp_v2_mode']} with a v{ver} querier")
     need(r["drops"]["not_esp"] == 0, f"{t}: IGMP counted as not_esp")
+per = s["packets_sent"] // 3
+need(s["packets_sent"] == 3 * per and per > 0, f"sender: {s['packets_sent']}")
+need(r1["packets_ok"] == 3 * per and r1["lost"] == 0 and r1["duplicated"] == 0,
+     f"r1: packets_ok {r1['packets_ok']} lost {r1['lost']} (every packet of its 3 channels expected)")
+need(all(c["packets_ok"] > 0 for c in r2["channels"]) and r2["lost"] == 0 and r2["duplicated"] == 0,
+     "r2: not a gap-free stream up to its leave")
+need(all(c["packets_ok"] > 0 for c in r3["channels"]) and r3["lost"] == 0,
+     f"r3 (joined mid-stream): {[c['packets_ok'] for c in r3['channels']]}, lost {r3['lost']}")
+need(off["packets_ok"] == 0 and off["rx_packets"] < 100, f"--igmp off received {off['packets_ok']} (rx {off['rx_packets']})")
 need("igmp_queries" not in off, "--igmp off still ran IGMP")
 print(f"bad: igmp_rx={bad['igmp_rx']} igmp_malformed={bad['igmp_malformed']} igmp_queries={bad['igmp_queries']}")
 need(bad["igmp_rx"] == 4 and bad["igmp_malformed"] == 3 and bad["igmp_queries"] == 1, "malformed IGMP not counted as such")
