@@ -39,7 +39,7 @@ Template make_template(const Flow& f) noexcept {
   put16(e + 12, kEtherIpv4);
   uint8_t* ip = e + kEthLen;
   ip[0] = 0x45;            // IPv4, 20-byte header
-  ip[1] = 0;               // DSCP/ECN
+  ip[1] = static_cast<uint8_t>((f.dscp & 0x3f) << 2);  // DSCP, ECN not-ECT
   put16(ip + 4, 0);        // ID: 0 is allowed for atomic (DF) datagrams, RFC 6864
   put16(ip + 6, 0x4000);   // DF: an enciphered datagram is never fragmented
   ip[8] = f.ttl;

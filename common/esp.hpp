@@ -58,6 +58,7 @@ struct Flow {
   uint16_t src_port = 5000;
   uint16_t dst_port = 5000;
   uint8_t ttl = 16;
+  uint8_t dscp = 0;  // outer DiffServ code point (RFC 2474), 0..63; ECN stays 0
 };
 
 // RFC 1112 §6.4: 01:00:5e + low 23 bits of the group.

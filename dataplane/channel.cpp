@@ -48,9 +48,12 @@ void set_key(ChannelConfig& c, const std::string& kv, const std::string& where) 
   } else if (k == "ttl") {
     if (!to_u64(v, n) || n == 0 || n > 255) throw UsageError(at + ": must be in 1..255");
     c.ttl = static_cast<uint32_t>(n);
+  } else if (k == "dscp") {
+    if (!to_u64(v, n) || n > 63) throw UsageError(at + ": must be in 0..63");
+    c.dscp = static_cast<uint32_t>(n);
   } else {
     throw UsageError(where + ": unknown key '" + k +
-                     "' (source=, suite=, rate=, payload-size=, ttl=)");
+                     "' (source=, suite=, rate=, payload-size=, ttl=, dscp=)");
   }
 }
 

@@ -8,7 +8,7 @@
 //        ID GROUP:PORT [key=value ...]     '#' starts a comment
 // Keys of a line: source=A.B.C.D (the sender's outer source; on a receiver
 // the SSM source it expects), suite=aes128gcm|aes256gcm, and for the sender
-// rate=PPS, payload-size=N, ttl=N. A receiver reads the same file and ignores
+// rate=PPS, payload-size=N, ttl=N, dscp=N. A receiver reads the same file and ignores
 // the sender's keys, so one file can describe both ends of a channel.
 //
 // Groups are unique per process: a receiver looks keys up by (SPI, group), so
@@ -36,6 +36,7 @@ struct ChannelConfig {
   std::optional<uint64_t> rate;          // sender: packets per second (0: flat out)
   std::optional<uint32_t> payload_size;  // sender: generator UDP payload bytes
   std::optional<uint32_t> ttl;           // sender: outer IPv4 TTL
+  std::optional<uint32_t> dscp;          // sender: outer DSCP
   std::string where;                     // "--channel" or "FILE:LINE", for messages
 };
 

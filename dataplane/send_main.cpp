@@ -62,6 +62,7 @@ struct SendOptions {
   uint32_t idle_sleep_us = 0;
   uint32_t burst = 32;
   uint32_t ttl = 16;
+  uint32_t dscp = 0;
   uint16_t src_port = 5000;
   uint32_t start_delay_ms = 0;
   bool use_kms = false;
@@ -79,7 +80,8 @@ SendOptions parse_options(int argc, char** argv) {
       ("port", po::value<uint16_t>(&o.port)->default_value(0), "TX port")
       ("source", po::value<std::string>(&source)->default_value(source), "IPv4 source address (a channel's source= overrides it)")
       ("src-port", po::value<uint16_t>(&o.src_port)->default_value(5000), "inner UDP source port")
-      ("ttl", po::value<uint32_t>(&o.ttl)->default_value(16), "IPv4 TTL")
+      ("ttl", po::value<uint32_t>(&o.ttl)->default_value(16), "outer IPv4 TTL (a channel's ttl= overrides it)")
+      ("dscp", po::value<uint32_t>(&o.dscp)->default_value(0), "outer DSCP, 0..63 (e.g. 34 = AF41 for video; a channel's dscp= overrides it)")
       ("suite", po::value<std::string>(&o.suite), "aes128gcm|aes256gcm (checked against the keys)")
       ("key-file", po::value<std::string>(&o.key_file), "static keys, one per line: SPI HEXKEY or CHANNEL SPI HEXKEY (labs only)")
       ("rotate-ms", po::value<uint32_t>(&o.rotate_ms)->default_value(0), "move each channel to its next key-file line every MS")
@@ -149,6 +151,7 @@ SendOptions parse_options(int argc, char** argv) {
       throw UsageError(c.where + ": payload-size: must be in 16.." + max_payload);
   if (o.burst == 0 || o.burst > kMaxBurst) throw UsageError("--burst: must be in 1..64");
   if (o.ttl == 0 || o.ttl > 255) throw UsageError("--ttl: must be in 1..255");
+  if (o.dscp > 63) throw UsageError("--dscp: must be in 0..63");
   if (o.duration < 0) throw UsageError("--duration: must be >= 0");
   if (o.stats_interval < 0) throw UsageError("--stats-interval: must be >= 0");
   if (o.rotate_ms && o.notice_lead_ms >= o.rotate_ms) o.notice_lead_ms = o.rotate_ms / 2;
@@ -273,6 +276,7 @@ int run(int argc, char** argv) {
     flow.src_port = opt.src_port;
     flow.dst_port = c.group.port;
     flow.ttl = static_cast<uint8_t>(c.ttl.value_or(opt.ttl));
+    flow.dscp = static_cast<uint8_t>(c.dscp.value_or(opt.dscp));
     TxChannel tc{c.id, esp::make_template(flow), c.group.ip, c.group.port,
                  c.rate.value_or(opt.rate), c.payload_size.value_or(opt.payload_size), 0};
     auto it = std::find(sh.cfg.payload_sizes.begin(), sh.cfg.payload_sizes.end(), tc.payload_size);

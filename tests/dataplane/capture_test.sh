@@ -121,7 +121,7 @@ case "$MODE" in
     for c in $(seq 1 16); do
       echo "$c $((2002 + 10 * c)) $(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')" >> "$WORK/keys.txt"
     done
-    sed 's/$/ rate=1000 payload-size=100/' "$WORK/channels.txt" > "$WORK/send_channels.txt"
+    sed 's/$/ rate=1000 payload-size=100 ttl=7 dscp=34/' "$WORK/channels.txt" > "$WORK/send_channels.txt"
     send_pcap "$WORK/keys.txt" "$WORK/tx.pcap" 300 60 --channels "$WORK/send_channels.txt"
     check "$WORK/send.json" 'd["packets_sent"] == 4800' 'len(d["channels"]) == 16' \
       'all(c["packets_sent"] == 300 and c["spi_list"][0] == 2000 + 10 * c["channel"] for c in d["channels"])' \
@@ -129,6 +129,9 @@ case "$MODE" in
     $PY "$TOOL" decrypt "$WORK/tx.pcap" "$WORK/keys.txt" > "$WORK/scapy.json"
     check "$WORK/scapy.json" 'd["data"] == 4800' 'd["authenticated"] == d["esp"]' \
       'd["pattern_ok"] == 4800' 'd["seq_repeats"] == 0' 'len(d["spis"]) >= 32'
+    # Every frame carries its channel's outer TTL and DSCP (AF41), as tshark reads them.
+    hdr=$(tshark -r "$WORK/tx.pcap" -Y esp -T fields -e ip.ttl -e ip.dsfield.dscp 2>/dev/null | sort | uniq -c | awk '{print $2 "/" $3}')
+    [ "$hdr" = "7/34" ] || { echo "FAIL: outer TTL/DSCP of the ESP frames: $hdr"; exit 1; }
     recv_pcap "$WORK/keys.txt" "$WORK/tx.pcap" "$WORK/r3.json" --channels "$WORK/channels.txt" \
       --deliver verify --expect 300
     $PY - "$WORK/send.json" "$WORK/r3.json" <<'PYEOF'

@@ -67,7 +67,7 @@ TEST(Channels, RepeatableAndFileInOrder) {
       "# head-end\n"
       "10 239.10.0.1:5000 rate=1000 payload-size=188 source=10.0.0.5\n"
       "\n"
-      "11 239.10.0.2:5001   suite=aes256gcm ttl=4  # comment\n");
+      "11 239.10.0.2:5001   suite=aes256gcm ttl=4 dscp=34  # comment\n");
   ChannelOptions o = defaults();
   o.channel = {"1=239.1.0.1:5000", "2=239.1.0.2:5000"};
   o.channels_file = f;
@@ -84,6 +84,7 @@ TEST(Channels, RepeatableAndFileInOrder) {
   EXPECT_EQ(c[3].id, 11u);
   EXPECT_EQ(*c[3].suite, Suite::Aes256Gcm);
   EXPECT_EQ(*c[3].ttl, 4u);
+  EXPECT_EQ(*c[3].dscp, 34u);
   EXPECT_EQ(c[3].group.port, 5001);
   std::remove(f.c_str());
 }
@@ -124,6 +125,7 @@ TEST(Channels, RefusalsNameTheLine) {
       {"1 239.1.1.1:5000 suite=des\n", ":1: suite: 'des' is not aes128gcm"},
       {"1 239.1.1.1:5000 source=1.2.3\n", ":1: source: '1.2.3' is not an IPv4 address"},
       {"1 239.1.1.1:5000 ttl=0\n", ":1: ttl: must be in 1..255"},
+      {"1 239.1.1.1:5000 dscp=64\n", ":1: dscp: must be in 0..63"},
       {"1 239.1.1.1:5000 rate\n", ":1: expected key=value"},
   };
   for (const auto& c : cases) {
