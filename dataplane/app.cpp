@@ -6,6 +6,7 @@
 #include <rte_errno.h>
 #include <rte_lcore.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -53,13 +54,40 @@ std::string ipv4_str(uint32_t ip) {
          std::to_string((ip >> 8) & 255) + "." + std::to_string(ip & 255);
 }
 
-rte_mempool* make_pool(const char* name, unsigned n) {
+rte_mempool* make_pool(const char* name, unsigned n, int socket) {
   rte_mempool* p = rte_pktmbuf_pool_create(name, n, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                           static_cast<int>(rte_socket_id()));
+                                           socket < 0 ? static_cast<int>(rte_socket_id()) : socket);
   if (!p)
     throw std::runtime_error(std::string("mbuf pool ") + name + ": " + rte_strerror(rte_errno) +
                              " (give EAL more memory, e.g. -m 512)");
   return p;
+}
+
+std::vector<rte_mempool*> worker_pools(const char* name, const std::vector<unsigned>& lcores,
+                                       unsigned n_each) {
+  std::vector<int> sockets;
+  std::vector<unsigned> workers_on;
+  for (unsigned lc : lcores) {
+    const int s = static_cast<int>(rte_lcore_to_socket_id(lc));
+    auto it = std::find(sockets.begin(), sockets.end(), s);
+    if (it == sockets.end()) {
+      sockets.push_back(s);
+      workers_on.push_back(1);
+    } else {
+      ++workers_on[static_cast<std::size_t>(it - sockets.begin())];
+    }
+  }
+  std::vector<rte_mempool*> by_socket;
+  for (std::size_t i = 0; i < sockets.size(); ++i) {
+    const std::string n = sockets.size() == 1 ? name : std::string(name) + "_s" + std::to_string(sockets[i]);
+    by_socket.push_back(make_pool(n.c_str(), n_each ? n_each : 8192 * workers_on[i] + 4096, sockets[i]));
+  }
+  std::vector<rte_mempool*> out;
+  for (unsigned lc : lcores) {
+    const int s = static_cast<int>(rte_lcore_to_socket_id(lc));
+    out.push_back(by_socket[static_cast<std::size_t>(std::find(sockets.begin(), sockets.end(), s) - sockets.begin())]);
+  }
+  return out;
 }
 
 void check_port(uint16_t port, const char* opt) {
@@ -91,7 +119,9 @@ void port_start(const PortSetup& s) {
   rte_eth_dev_adjust_nb_rx_tx_desc(s.port, &rxd, &txd);
   const int sock = rte_eth_dev_socket_id(s.port) < 0 ? 0 : rte_eth_dev_socket_id(s.port);
   for (uint16_t q = 0; q < s.rx_queues; ++q)
-    if (int rc = rte_eth_rx_queue_setup(s.port, q, rxd, sock, nullptr, s.pool); rc != 0)
+    if (int rc = rte_eth_rx_queue_setup(s.port, q, rxd, sock, nullptr,
+                                        q < s.rx_pools.size() ? s.rx_pools[q] : s.pool);
+        rc != 0)
       throw std::runtime_error(name + ": rx queue " + std::to_string(q) + ": " + rte_strerror(-rc));
   for (uint16_t q = 0; q < s.tx_queues; ++q)
     if (int rc = rte_eth_tx_queue_setup(s.port, q, txd, sock, nullptr); rc != 0)
@@ -100,6 +130,62 @@ void port_start(const PortSetup& s) {
     throw std::runtime_error(name + ": start: " + rte_strerror(-rc));
   rte_eth_promiscuous_enable(s.port);    // not all PMDs support it; harmless if not
   rte_eth_allmulticast_enable(s.port);
+}
+
+void port_link_report(uint16_t port, const char* prog, uint32_t wait_ms) {
+  rte_eth_link link{};
+  const uint64_t until = rte_get_tsc_cycles() + rte_get_tsc_hz() / 1000 * wait_ms;
+  for (;;) {
+    if (rte_eth_link_get_nowait(port, &link) == 0 && link.link_status == RTE_ETH_LINK_UP) break;
+    if (rte_get_tsc_cycles() >= until || g_stop.load(std::memory_order_relaxed)) break;
+    rte_delay_ms(100);
+  }
+  rte_eth_dev_info info{};
+  rte_eth_dev_info_get(port, &info);
+  const char* drv = info.driver_name ? info.driver_name : "?";
+  if (link.link_status != RTE_ETH_LINK_UP) {
+    std::fprintf(stderr, "%s: WARNING: port %u (%s): link still down after %u ms (cable, switch port, "
+                 "or the peer's interface down?); traffic flows once it comes up\n",
+                 prog, port, drv, wait_ms);
+    return;
+  }
+  char text[RTE_ETH_LINK_MAX_STR_LEN];
+  rte_eth_link_to_str(text, sizeof text, &link);
+  std::fprintf(stderr, "%s: port %u (%s): %s\n", prog, port, drv, text);
+}
+
+PortCounters port_counters(uint16_t port) {
+  PortCounters c;
+  rte_eth_stats st{};
+  if (rte_eth_stats_get(port, &st) == 0) {
+    c.rx_missed = st.imissed;
+    c.rx_nombuf = st.rx_nombuf;
+    c.rx_errors = st.ierrors;
+    c.tx_errors = st.oerrors;
+  }
+  return c;
+}
+
+std::string port_counters_text(const PortCounters& c) {
+  std::string s;
+  auto add = [&](const char* n, uint64_t v) {
+    if (v) s += std::string(" ") + n + "=" + std::to_string(v);
+  };
+  add("rx_missed", c.rx_missed);
+  add("rx_nombuf", c.rx_nombuf);
+  add("rx_errors", c.rx_errors);
+  add("tx_errors", c.tx_errors);
+  return s;
+}
+
+void warn_numa(uint16_t port, const std::vector<unsigned>& lcores, const char* prog) {
+  const int ps = rte_eth_dev_socket_id(port);
+  if (ps < 0) return;  // a virtual device: no socket
+  for (unsigned lc : lcores)
+    if (static_cast<int>(rte_lcore_to_socket_id(lc)) != ps)
+      std::fprintf(stderr, "%s: WARNING: worker lcore %u is on NUMA socket %u, port %u on socket %d: "
+                   "every packet crosses the interconnect (pick lcores of socket %d with -l)\n",
+                   prog, lc, rte_lcore_to_socket_id(lc), port, ps, ps);
 }
 
 void port_stop(uint16_t port) {

@@ -33,7 +33,13 @@ struct GroupAddr {
 GroupAddr parse_group(const std::string& s, const std::string& where = "--group");
 std::string ipv4_str(uint32_t ip);
 
-rte_mempool* make_pool(const char* name, unsigned n_mbufs);
+// An mbuf pool on a NUMA socket (SOCKET_ID_ANY: the caller's).
+rte_mempool* make_pool(const char* name, unsigned n_mbufs, int socket = -1);
+// One pool per NUMA socket that has a worker, so that each worker's mbufs are
+// local to it: element i is worker lcores[i]'s pool. Each holds n_each mbufs
+// (0: 8192 per worker on that socket + 4096).
+std::vector<rte_mempool*> worker_pools(const char* name, const std::vector<unsigned>& lcores,
+                                       unsigned n_each = 0);
 
 struct PortSetup {
   uint16_t port = 0;
@@ -42,11 +48,26 @@ struct PortSetup {
   uint16_t rx_desc = 1024;
   uint16_t tx_desc = 1024;
   rte_mempool* pool = nullptr;
+  std::vector<rte_mempool*> rx_pools;  // per RX queue (e.g. its worker's socket); empty: pool
 };
 // Configures and starts the port (promiscuous + all-multicast where the PMD
 // supports it). Throws std::runtime_error naming the port on failure.
 void port_start(const PortSetup& s);
 void port_stop(uint16_t port);
+// Waits up to wait_ms for the port's link, as l3fwd does, and prints it
+// ("port 0 (net_tap): link up, 10 Gbps full-duplex"); a link still down gets
+// a warning (traffic flows once it comes up).
+void port_link_report(uint16_t port, const char* prog, uint32_t wait_ms);
+// What the NIC itself dropped or failed (rte_eth_stats).
+struct PortCounters {
+  uint64_t rx_missed = 0;  // imissed: the RX ring was full (the workers fell behind)
+  uint64_t rx_nombuf = 0;  // no mbuf to refill the ring (pool too small)
+  uint64_t rx_errors = 0, tx_errors = 0;
+};
+PortCounters port_counters(uint16_t port);
+std::string port_counters_text(const PortCounters& c);  // " rx_missed=N ..." for the non-zero ones
+// A warning for each worker lcore on another NUMA socket than the port.
+void warn_numa(uint16_t port, const std::vector<unsigned>& lcores, const char* prog);
 void check_port(uint16_t port, const char* opt);  // UsageError if no such port
 
 // Worker lcores (all enabled lcores except the main one), in order.

@@ -59,6 +59,7 @@ struct RecvOptions {
   uint32_t mbufs = 0;  // mbuf pool size (0: 8192 per worker + 4096)
   bool igmp = true;
   uint32_t local_ip = 0;
+  uint32_t link_wait_ms = 3000;
   bool any_group = false;
   bool key_window = false;
   uint32_t grace_ms = 2000;
@@ -102,7 +103,8 @@ RecvOptions parse_options(int argc, char** argv) {
       ("burst", po::value<uint32_t>(&o.burst)->default_value(32), "packets per RX burst (1..64)")
       ("mbufs", po::value<uint32_t>(&o.mbufs)->default_value(0), "mbuf pool size (0: 8192 per worker + 4096; a net_pcap infinite_rx capture needs one per frame)")
       ("igmp", po::value<std::string>(&igmp)->default_value(igmp), "on|off: join the channels' groups with IGMP (off: the switch has static joins)")
-      ("local-ip", po::value<std::string>(&local_ip)->default_value(local_ip), "IPv4 source of the IGMP reports (0.0.0.0 is allowed)");
+      ("local-ip", po::value<std::string>(&local_ip)->default_value(local_ip), "IPv4 source of the IGMP reports (0.0.0.0 is allowed)")
+      ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
   po::variables_map vm;
   try {
@@ -372,15 +374,18 @@ int run(int argc, char** argv) {
   sh.cfg.any_group = opt.any_group;
   for (auto& c : opt.channels) sh.cfg.channels.push_back(RxChannel{c.id, c.group.ip, c.group.port});
   sh.cfg.groups = GroupIndex(opt.channels);
-  rte_mempool* pool = make_pool("recv_pool", opt.mbufs ? opt.mbufs : 8192 * nw + 4096);
+  const std::vector<rte_mempool*> pools = worker_pools("recv_pool", workers, opt.mbufs);
+  rte_mempool* pool = pools[0];  // control's (IGMP) and the delivery port's
   // IGMP reports leave on a TX queue of their own when the workers transmit
   // on this port (--deliver port: to it), else on queue 0, which no worker uses.
   const bool workers_tx = opt.deliver == Deliver::Port && opt.deliver_port == opt.port;
   const uint16_t igmp_queue = workers_tx ? static_cast<uint16_t>(nw) : 0;
   port_start(PortSetup{opt.port, static_cast<uint16_t>(nw),
-                       static_cast<uint16_t>(nw + (opt.igmp && workers_tx ? 1 : 0)), 1024, 1024, pool});
+                       static_cast<uint16_t>(nw + (opt.igmp && workers_tx ? 1 : 0)), 1024, 1024, pool, pools});
   if (opt.deliver == Deliver::Port && opt.deliver_port != opt.port)
-    port_start(PortSetup{opt.deliver_port, 1, static_cast<uint16_t>(nw), 1024, 1024, pool});
+    port_start(PortSetup{opt.deliver_port, 1, static_cast<uint16_t>(nw), 1024, 1024, pool, {}});
+  port_link_report(opt.port, "keycast-recv", opt.link_wait_ms);
+  warn_numa(opt.port, workers, "keycast-recv");
 
   KeyTableHolder holder(nw);
   ControlEvents events(1024);
@@ -477,11 +482,11 @@ int run(int argc, char** argv) {
       if (nch > 1)
         chans = " channels=" + std::to_string(nch) + " with_errors=" + std::to_string(channels_with_errors(sh));
       std::fprintf(stderr,
-                   "keycast-recv: t=%.1fs ok=%lu pps=%s Gbps=%.3f spi=%u notices=%lu%s drops:%s\n",
+                   "keycast-recv: t=%.1fs ok=%lu pps=%s Gbps=%.3f spi=%u notices=%lu%s%s drops:%s\n",
                    tsc_seconds(now - t_start), static_cast<unsigned long>(t.ok),
                    human_rate((t.ok - last_ok) / dt).c_str(), (t.bytes - last_bytes) * 8 / dt / 1e9,
                    pub.at(0).current_spi(), static_cast<unsigned long>(t.notices), chans.c_str(),
-                   drops_line(t).c_str());
+                   port_counters_text(port_counters(opt.port)).c_str(), drops_line(t).c_str());
       last_stats = now;
       last_ok = t.ok;
       last_bytes = t.bytes;
@@ -523,6 +528,7 @@ int run(int argc, char** argv) {
     }
 
   auto figs = receiver_figures(sh, chan_keys, events, igmp.get(), duration, true);
+  add_port_figures(figs, port_counters(opt.port));
   Totals t = totals(sh);
   std::fprintf(stderr,
                "keycast-recv: done: packets_ok=%lu bytes_ok=%lu lost=%lu duplicated=%lu "

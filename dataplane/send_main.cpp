@@ -65,6 +65,7 @@ struct SendOptions {
   uint32_t dscp = 0;
   uint16_t src_port = 5000;
   uint32_t start_delay_ms = 0;
+  uint32_t link_wait_ms = 3000;
   bool use_kms = false;
   KmsOptions kms;
 };
@@ -105,7 +106,8 @@ SendOptions parse_options(int argc, char** argv) {
       ("stats-json", po::value<std::string>(&o.stats_json), "write final figures as JSON to PATH")
       ("idle-sleep-us", po::value<uint32_t>(&o.idle_sleep_us)->default_value(0), "sleep up to US when idle (0 = busy poll)")
       ("burst", po::value<uint32_t>(&o.burst)->default_value(32), "packets per burst (1..64)")
-      ("start-delay-ms", po::value<uint32_t>(&o.start_delay_ms)->default_value(0), "wait MS after port start before sending");
+      ("start-delay-ms", po::value<uint32_t>(&o.start_delay_ms)->default_value(0), "wait MS after port start before sending")
+      ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
   po::variables_map vm;
   try {
@@ -261,10 +263,13 @@ int run(int argc, char** argv) {
   sh.cfg.notice_interval_ms = opt.notice_interval_ms;
   sh.cfg.groups = GroupIndex(opt.channels);
   sh.next_index.reset(new ChannelIndex[nch]);
-  sh.pool = make_pool("send_pool", 8192 * nw + 4096);
-  port_start(PortSetup{opt.port, 1, static_cast<uint16_t>(nw), 1024, 1024, sh.pool});
+  sh.worker_pools = worker_pools("send_pool", workers);
+  sh.pool = sh.worker_pools[0];  // the ingest port's RX queue (worker 0 polls it)
+  port_start(PortSetup{opt.port, 1, static_cast<uint16_t>(nw), 1024, 1024, sh.pool, {}});
   if (opt.ingest_port >= 0 && opt.ingest_port != opt.port)
-    port_start(PortSetup{static_cast<uint16_t>(opt.ingest_port), 1, 1, 1024, 1024, sh.pool});
+    port_start(PortSetup{static_cast<uint16_t>(opt.ingest_port), 1, 1, 1024, 1024, sh.pool, {}});
+  port_link_report(opt.port, "keycast-send", opt.link_wait_ms);
+  warn_numa(opt.port, workers, "keycast-send");
 
   rte_ether_addr mac{};
   const bool have_mac = rte_eth_macaddr_get(opt.port, &mac) == 0;
@@ -421,13 +426,14 @@ int run(int argc, char** argv) {
       const std::string chans = nch > 1 ? " channels=" + std::to_string(nch) : "";
       std::fprintf(stderr,
                    "keycast-send: t=%.1fs sent=%lu pps=%s Gbps=%.3f spi=%u switches=%lu "
-                   "notices=%lu tx_dropped=%lu alloc_fail=%lu%s\n",
+                   "notices=%lu tx_dropped=%lu alloc_fail=%lu%s%s\n",
                    tsc_seconds(now - t_start), static_cast<unsigned long>(pk),
                    human_rate((pk - last_pk) / dt).c_str(), (wb - last_wb) * 8 / dt / 1e9,
                    views[0].spi_now, static_cast<unsigned long>(figure_int(f, "key_switches")),
                    static_cast<unsigned long>(figure_int(f, "notices_sent")),
                    static_cast<unsigned long>(figure_int(f, "tx_dropped")),
-                   static_cast<unsigned long>(figure_int(f, "alloc_fail")), chans.c_str());
+                   static_cast<unsigned long>(figure_int(f, "alloc_fail")), chans.c_str(),
+                   port_counters_text(port_counters(opt.port)).c_str());
       last_stats = now;
       last_pk = pk;
       last_wb = wb;
@@ -456,6 +462,7 @@ int run(int argc, char** argv) {
   }
 
   auto figs = sender_figures(sh, duration, views);
+  add_port_figures(figs, port_counters(opt.port));
   if (kms) {
     const KmsTotals k = chan_keys.kms_totals();
     figs.push_back(Figure::integer("usage_reports", k.usage_reports));

@@ -1,5 +1,7 @@
 #include "dataplane/stats.hpp"
 
+#include "dataplane/app.hpp"
+
 #include <rte_telemetry.h>
 
 #include <cstdio>
@@ -181,6 +183,13 @@ uint64_t figure_int(const Figures& f, const std::string& name) {
 void telemetry_detach(const char* cmd) {
   std::lock_guard<std::mutex> lock(tel_mutex());
   tel_commands()[cmd] = nullptr;
+}
+
+void add_port_figures(Figures& f, const PortCounters& c) {
+  f.push_back(Figure::integer("port.rx_missed", c.rx_missed));
+  f.push_back(Figure::integer("port.rx_nombuf", c.rx_nombuf));
+  f.push_back(Figure::integer("port.rx_errors", c.rx_errors));
+  f.push_back(Figure::integer("port.tx_errors", c.tx_errors));
 }
 
 std::string human_rate(double v) {

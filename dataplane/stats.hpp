@@ -66,4 +66,8 @@ void telemetry_detach(const char* cmd);
 
 std::string human_rate(double per_sec);  // 12.3k, 4.56M
 
+struct PortCounters;
+// "port": {rx_missed, rx_nombuf, rx_errors, tx_errors} in the final JSON.
+void add_port_figures(Figures& f, const PortCounters& c);
+
 }  // namespace keycast::dp

@@ -42,7 +42,8 @@ constexpr unsigned kBurstsPerRound = 16;
 }  // namespace
 
 SendWorker::SendWorker(TxShared& sh, unsigned id, unsigned nworkers)
-    : sh_(sh), id_(id), q_(static_cast<uint16_t>(id)), sole_worker_(nworkers == 1),
+    : sh_(sh), id_(id), pool_(id < sh.worker_pools.size() ? sh.worker_pools[id] : sh.pool),
+      q_(static_cast<uint16_t>(id)), sole_worker_(nworkers == 1),
       st_(*sh.stats[id]), backoff_(sh.cfg.idle_sleep_us) {
   const uint64_t hz = rte_get_tsc_hz();
   const std::size_t nch = sh.cfg.channels.size();
@@ -156,7 +157,7 @@ unsigned SendWorker::generate_burst(const KeyTable* t, uint32_t ci, bool& done) 
   uint32_t want = pacers_[ci].take(rte_get_tsc_cycles(), sh_.cfg.burst);
   if (want == 0) return 0;
   rte_mbuf* pkts[kMaxBurst];
-  if (rte_pktmbuf_alloc_bulk(sh_.pool, pkts, want) != 0) {
+  if (rte_pktmbuf_alloc_bulk(pool_, pkts, want) != 0) {
     st_.alloc_fail.add();
     return 0;
   }
@@ -364,7 +365,7 @@ void SendWorker::notices(const KeyTable* t) {
 
 void SendWorker::send_notice(const KeyTable* t, uint32_t ci) {
   const ChannelKeys& ck = t->at(ci);
-  rte_mbuf* m = rte_pktmbuf_alloc(sh_.pool);
+  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
   if (!m) {
     st_.alloc_fail.add();
     return;

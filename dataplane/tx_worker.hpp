@@ -81,7 +81,8 @@ struct alignas(64) ChannelIndex {
 struct TxShared {
   TxConfig cfg;
   KeyTableHolder* holder = nullptr;
-  rte_mempool* pool = nullptr;
+  rte_mempool* pool = nullptr;                // when worker_pools is empty
+  std::vector<rte_mempool*> worker_pools;     // per worker: its NUMA socket's pool
   std::unique_ptr<ChannelIndex[]> next_index;  // index = channel index
   std::atomic<uint64_t> start_tsc{0};
   std::atomic<unsigned> running{0};
@@ -121,6 +122,7 @@ class SendWorker {
 
   TxShared& sh_;
   unsigned id_;
+  rte_mempool* pool_;
   uint16_t q_;
   bool sole_worker_;
   SendWorkerStats& st_;

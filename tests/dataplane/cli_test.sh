@@ -139,9 +139,12 @@ PIDS=()
 grep -q "keycast-send: done:" "$WORK/send.log" || { echo "FAIL: no final figures after SIGINT"; exit 1; }
 grep -q "keycast-send: t=" "$WORK/send.log" || { echo "FAIL: no periodic stats line"; exit 1; }
 grep -q "WARNING: static keys" "$WORK/send.log" || { echo "FAIL: no static key warning"; exit 1; }
+# NIC bring-up: the link as l3fwd prints it, and the port's own counters in the JSON.
+grep -q "keycast-send: port 0 (net_null): Link up" "$WORK/send.log" || { echo "FAIL: no link line"; exit 1; }
 $PY -c "
 import json,sys; d=json.load(open('$WORK/send.json'))
 for k in ('packets_sent','bytes_sent','duration_s','key_switches','spis_used'): assert k in d, k
+assert set(d['port']) == {'rx_missed', 'rx_nombuf', 'rx_errors', 'tx_errors'}, d.get('port')
 assert d['packets_sent'] > 0 and d['spis_used'] >= 1, d
 print('final json:', {k: d[k] for k in ('packets_sent','key_switches','spis_used')})"
 echo "PASS"

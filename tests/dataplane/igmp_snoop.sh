@@ -54,7 +54,7 @@ for c in 1 2 3; do echo "$c $((700 + c)) $(od -An -tx1 -N20 /dev/urandom | tr -d
 ip link add name "$BR" type bridge
 ip link set "$BR" type bridge mcast_snooping 1 mcast_igmp_version "$VER" \
   mcast_query_interval 200 mcast_query_response_interval 100 mcast_startup_query_interval 50 \
-  mcast_membership_interval 500
+  mcast_membership_interval 2000
 ip link set "$BR" type bridge mcast_querier 1
 sysctl -qw "net.ipv6.conf.$BR.disable_ipv6=1" || true
 ip link set "$BR" up

@@ -400,7 +400,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   g_pool = make_pool("ut_pool", 4096);
-  port_start(PortSetup{kPort, 1, 1, 1024, 1024, g_pool});
+  port_start(PortSetup{kPort, 1, 1, 1024, 1024, g_pool, {}});
   const int rc = RUN_ALL_TESTS();
   port_stop(kPort);
   rte_eal_cleanup();
