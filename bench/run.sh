@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# keycast performance bench (issue 6): one command, one worker lcore, one table.
+# keycast performance bench: one command, one worker lcore, one table.
 #
 # usage: sudo bench/run.sh [--quick] [--seconds S] [--sizes "64 256 512 1024 1400"]
 #                          [--no-secgw] [--no-keyd] [--no-extras] [--no-channels] [--no-update]

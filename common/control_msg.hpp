@@ -1,4 +1,4 @@
-// In-band control: the "key data change previous notice" (claims 14, 17, 25).
+// In-band control: the "key data change previous notice".
 // Carried in an ESP packet under the current key with next header 253, so it
 // is authenticated exactly like data.
 //

@@ -38,7 +38,7 @@ using MonoClock = std::chrono::steady_clock;
 
 // A key as the key plane hands it out. The remaining effective time is
 // relative: each party converts it to a deadline on its own monotonic clock
-// on receipt, so no party needs a synchronised wall clock (claims 3, 8).
+// on receipt, so no party needs a synchronised wall clock.
 struct KeyRecord {
   uint32_t channel = 0;
   uint32_t spi = 0;  // key identifier; never reused on a channel

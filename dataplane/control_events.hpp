@@ -5,7 +5,7 @@
 // not hold (UnknownSpi, rate limited per worker) and when an authenticated
 // in-band key change notice arrives (Notice). The control thread drains the
 // ring and decides what to do: today (static keys) it logs; with the key
-// plane (issue 5) it asks the KMS for that key and installs it through
+// plane (kms_key_source.hpp) it asks the KMS for that key and installs it through
 // KeyControl (dataplane/key_table.hpp). Posting never blocks: if the ring is
 // full, the event is dropped and counted.
 #pragma once

@@ -5,7 +5,7 @@
 //   on_event() for each worker event (unknown SPI, key change notice).
 // Every change goes through KeyControl (dataplane/key_table.hpp): add()
 // the key with its remaining effective time, set roles, publish(). The
-// static key file source lives here; the KMS client (issue 5) implements the
+// static key file source lives here; the KMS client (kms_key_source.hpp) implements the
 // same interface.
 #pragma once
 #include <cstdint>

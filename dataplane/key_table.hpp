@@ -53,7 +53,7 @@ struct alignas(64) KeySlot {
 
   // Sender, per worker (index = worker id = TX queue), single writer each: a
   // block of reserved sequence numbers, and what was sent under this key (its
-  // epoch) for the usage report the KMS bills from (claim 18; final once no
+  // epoch) for the usage report the KMS bills from (final once no
   // worker can still hold the slot, after an RCU grace period). Plain stores,
   // no locked instruction per burst: a locked add waits for the store buffer
   // to drain, and it is full of the previous burst's ciphertext.

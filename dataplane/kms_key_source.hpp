@@ -1,4 +1,4 @@
-// Keys from the key management server (claims 1-14): the KeySource that
+// Keys from the key management server: the KeySource that
 // keycast-send and keycast-recv use with --kms.
 //
 // All key-plane traffic goes through keycast_keyplane_client on its own io
@@ -17,20 +17,20 @@
 // Sender (one sender per channel: two senders sharing a key would share its
 // IV space):
 //   kms-origin    start: generate(current+next); at P1 before the switch:
-//                 generate(next) (claims 7-9, 12)
+//                 generate(next)
 //   sender-origin start: make a key, upload it; at P1: make and upload the
-//                 next key (claims 2-4)
-//   notice_lead before the switch: publish the in-band previous notice
-//   (claim 14); at remaining time 0: switch to the next key (claims 6, 11),
-//   then report the finished epoch's bytes and packets (billing, claim 18).
+//                 next key
+//   notice_lead before the switch: publish the in-band previous notice;
+//   at remaining time 0: switch to the next key, then report the finished
+//   epoch's bytes and packets (billing).
 //   Sequence numbers of every key start from the wall clock in nanoseconds:
 //   a restarted kms-origin sender may be handed the key it used before its
 //   restart, and must still never repeat an IV under it.
 // Receiver:
-//   start: fetch(current+next); at P2 before the switch: fetch(next)
-//   (claims 5, 10); an unknown SPI in a packet or a previous notice: fetch
-//   that key at once, rate limited (claims 13, 14, 38); at remaining time 0
-//   the next key becomes current and the old one is kept for the grace time.
+//   start: fetch(current+next); at P2 before the switch: fetch(next); an
+//   unknown SPI in a packet or a previous notice: fetch that key at once,
+//   rate limited; at remaining time 0 the next key becomes current and the
+//   old one is kept for the grace time.
 #pragma once
 #include <chrono>
 #include <condition_variable>

@@ -25,8 +25,8 @@ cd build
 ctest --output-on-failure --timeout 900
 cd ..
 
-# ---- BEGIN issue 7: sanitizers and fuzzing (scripts/test.sh block owned by the
-# reliability work; see docs/security.md). Any sanitizer report fails the run.
+# ---- BEGIN sanitizers and fuzzing (see docs/security.md). Any sanitizer
+# report fails the run.
 echo "== sanitizers: ASan+UBSan build (build-asan), whole suite"
 san_supp=$(pwd)/tests/sanitizers
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -48,5 +48,5 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$san_supp/tsan
   build-tsan/tests/dataplane/dataplane_unit_tests --gtest_filter='KeyTable.*:SpiCache.*' --gtest_brief=1
 echo "== fuzzing: every libFuzzer target, 15 s each"
 scripts/fuzz.sh 15
-# ---- END issue 7
+# ---- END sanitizers and fuzzing
 echo "== all tests passed in $(( $(date +%s) - start )) s"

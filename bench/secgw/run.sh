@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DPDK ipsec-secgw baseline for keycast (issue 6): ESP transport mode, AES-GCM, IPv4 UDP to
+# DPDK ipsec-secgw baseline for keycast: ESP transport mode, AES-GCM, IPv4 UDP to
 # 239.1.1.1:5000, one worker lcore, input net_pcap (infinite_rx), output net_null.
 #
 # usage: bench/secgw/run.sh [--sizes "64 256 512 1024 1400"] [--seconds S] [--json OUT]

@@ -77,7 +77,7 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Key data request (claims 1, 5, 10, 13): current, next, both, all.
+  // Key data request: current, next, both, all.
   void fetch(uint32_t channel, Which which, Callback cb = {});
   // Key by identifier (a packet carried an SPI this host does not hold).
   void fetch_spi(uint32_t channel, uint32_t spi, Callback cb = {});

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Master/slave end to end (claims 15-17) and failure behaviour: a master with
+# Master/slave end to end and failure behaviour: a master with
 # two slaves, a kms-origin channel rotating every LIFETIME ms, one sender.
 #   r1 asks slave, then slave2, then the master; slave is SIGKILLed mid-stream
 #      and the master is restarted (same database, same port) mid-stream.

@@ -2,7 +2,7 @@
 # Claims 1-14, 18-19 with real processes: one master key server with one
 # slave; channel 1 kms-origin (the KMS makes every key), channel 2
 # sender-origin (the sender makes each key and uploads the decipherment key
-# data). Two senders on the two channels (claim 12) rotate keys every
+# data). Two senders on the two channels rotate keys every
 # LIFETIME ms; receiver r1 (channel 1) asks the slave first, then the master;
 # receiver r2 (channel 2) asks the master. Both verify every packet.
 #

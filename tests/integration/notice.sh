@@ -1,5 +1,5 @@
 #!/bin/bash
-# The key data change previous notice (claims 13, 14, 17, 25, 38). Receivers
+# The key data change previous notice. Receivers
 # are told never to fetch at P2 (--p2-ms -1), so only in-band events can
 # bring them the next key:
 #   channel 1: the sender multicasts the notice before each switch: the

@@ -88,7 +88,7 @@ TEST_F(KeyServer, KmsOriginGenerateAndFetch) {
   EXPECT_EQ(nxt->remaining_ms - cur->remaining_ms, 60000);
   EXPECT_EQ(nxt->lifetime_ms, 60000);
 
-  // A repeated generate request (a second sender, claim 12) returns the same keys.
+  // A repeated generate request (a second sender) returns the same keys.
   Result gen2 = sender->call(g);
   ASSERT_TRUE(gen2.ok());
   EXPECT_EQ(slot(gen2, Slot::Current)->spi, cur->spi);
@@ -207,7 +207,7 @@ TEST_F(KeyServer, LifecycleP1P2Zero) {
     EXPECT_LE(c->remaining_ms, P1) << "next key made before P1";
     EXPECT_EQ(n->remaining_ms - c->remaining_ms, L);
     if (c->remaining_ms <= P2) {
-      // the P2 fetch of claim 5/10: the next key is there
+      // the P2 fetch: the next key is there
       // (unless the switch at 0 happened in between: then the new current is far from P2)
       Result nx = fetch(*cl, 2, Which::Next);
       if (!nx.ok()) {
