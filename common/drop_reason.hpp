@@ -25,6 +25,7 @@ enum class Drop : uint8_t {
   Replay,         // sequence number already seen or left of the replay window
   WrongGroup,     // destination is not the configured group/port
   BadControl,     // control message (next header 253) failed to decode
+  WrongVlan,      // another VLAN's frame, untagged on a --vlan port, or stacked (QinQ)
   kCount
 };
 
@@ -47,6 +48,7 @@ constexpr std::string_view drop_name(Drop d) noexcept {
     case Drop::Replay: return "replay";
     case Drop::WrongGroup: return "wrong_group";
     case Drop::BadControl: return "bad_control";
+    case Drop::WrongVlan: return "wrong_vlan";
     case Drop::kCount: break;
   }
   return "?";

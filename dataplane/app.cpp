@@ -97,7 +97,7 @@ void check_port(uint16_t port, const char* opt) {
                      " available; add one with --vdev or an allowed PCI device)");
 }
 
-void port_start(const PortSetup& s) {
+PortOffloads port_start(const PortSetup& s) {
   const std::string name = "port " + std::to_string(s.port);
   rte_eth_dev_info info{};
   if (int rc = rte_eth_dev_info_get(s.port, &info); rc != 0)
@@ -112,6 +112,15 @@ void port_start(const PortSetup& s) {
   if (s.rx_queues > 1 && info.flow_type_rss_offloads) {
     conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
     conf.rx_adv_conf.rss_conf.rss_hf = RTE_ETH_RSS_IP & info.flow_type_rss_offloads;
+  }
+  PortOffloads got;
+  if (s.vlan_strip && (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_VLAN_STRIP)) {
+    conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_VLAN_STRIP;
+    got.vlan_strip = true;
+  }
+  if (s.vlan_insert && (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_VLAN_INSERT)) {
+    conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_VLAN_INSERT;
+    got.vlan_insert = true;
   }
   if (int rc = rte_eth_dev_configure(s.port, s.rx_queues, s.tx_queues, &conf); rc != 0)
     throw std::runtime_error(name + ": configure: " + rte_strerror(-rc));
@@ -130,6 +139,7 @@ void port_start(const PortSetup& s) {
     throw std::runtime_error(name + ": start: " + rte_strerror(-rc));
   rte_eth_promiscuous_enable(s.port);    // not all PMDs support it; harmless if not
   rte_eth_allmulticast_enable(s.port);
+  return got;
 }
 
 void port_link_report(uint16_t port, const char* prog, uint32_t wait_ms) {

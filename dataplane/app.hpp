@@ -49,10 +49,15 @@ struct PortSetup {
   uint16_t tx_desc = 1024;
   rte_mempool* pool = nullptr;
   std::vector<rte_mempool*> rx_pools;  // per RX queue (e.g. its worker's socket); empty: pool
+  // Offloads to use where the PMD has them (--vlan); port_start says which it got.
+  bool vlan_strip = false, vlan_insert = false;
+};
+struct PortOffloads {
+  bool vlan_strip = false, vlan_insert = false;
 };
 // Configures and starts the port (promiscuous + all-multicast where the PMD
 // supports it). Throws std::runtime_error naming the port on failure.
-void port_start(const PortSetup& s);
+PortOffloads port_start(const PortSetup& s);
 void port_stop(uint16_t port);
 // Waits up to wait_ms for the port's link, as l3fwd does, and prints it
 // ("port 0 (net_tap): link up, 10 Gbps full-duplex"); a link still down gets

@@ -4,6 +4,7 @@
 #include <boost/program_options.hpp>
 
 #include "dataplane/channel.hpp"
+#include "dataplane/vlan.hpp"
 
 namespace keycast::dp {
 
@@ -11,5 +12,14 @@ namespace keycast::dp {
 void add_channel_options(boost::program_options::options_description& d, ChannelOptions& o);
 // After notify(): records whether --group was given (not just its default).
 void finish_channel_options(const boost::program_options::variables_map& vm, ChannelOptions& o);
+
+// --vlan ID (both) and, on the sender, --vlan-pcp N.
+struct VlanOptions {
+  uint32_t id = 0;  // 0: untagged
+  uint32_t pcp = 0;
+};
+void add_vlan_options(boost::program_options::options_description& d, VlanOptions& o, bool sender);
+// UsageError naming the option for an id outside 1..4094 or a priority above 7.
+VlanConfig vlan_config(const VlanOptions& o);
 
 }  // namespace keycast::dp

@@ -12,9 +12,10 @@
 namespace keycast::dp {
 
 namespace {
-IgmpAgent::Options options(uint16_t port, uint32_t local_ip) {
+IgmpAgent::Options options(uint16_t port, uint32_t local_ip, std::optional<uint16_t> vlan) {
   IgmpAgent::Options o;
   o.from.ip = local_ip;
+  o.from.vlan = vlan;
   rte_ether_addr mac{};
   if (rte_eth_macaddr_get(port, &mac) == 0) std::memcpy(o.from.mac, mac.addr_bytes, 6);
   return o;
@@ -22,9 +23,10 @@ IgmpAgent::Options options(uint16_t port, uint32_t local_ip) {
 }  // namespace
 
 IgmpPort::IgmpPort(uint16_t port, uint16_t tx_queue, rte_mempool* pool,
-                   std::vector<igmp::Membership> groups, uint32_t local_ip)
+                   std::vector<igmp::Membership> groups, uint32_t local_ip,
+                   std::optional<uint16_t> vlan)
     : port_(port), queue_(tx_queue), pool_(pool),
-      agent_(std::move(groups), options(port, local_ip), rte_get_tsc_cycles()) {
+      agent_(std::move(groups), options(port, local_ip, vlan), rte_get_tsc_cycles()) {
   const std::string name = "igmp_" + std::to_string(port);
   ring_ = rte_ring_create(name.c_str(), 1024, SOCKET_ID_ANY, RING_F_SC_DEQ);
   if (!ring_) throw std::runtime_error("IGMP ring: " + std::string(rte_strerror(rte_errno)));

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "common/igmp.hpp"
@@ -17,8 +18,10 @@ namespace keycast::dp {
 
 class IgmpPort {
  public:
+  // vlan: the 802.1Q VLAN the reports are tagged for (--vlan); the workers
+  // hand over frames already stripped of it.
   IgmpPort(uint16_t port, uint16_t tx_queue, rte_mempool* pool, std::vector<igmp::Membership> groups,
-           uint32_t local_ip);
+           uint32_t local_ip, std::optional<uint16_t> vlan);
   ~IgmpPort();
   IgmpPort(const IgmpPort&) = delete;
   IgmpPort& operator=(const IgmpPort&) = delete;

@@ -60,6 +60,7 @@ struct RecvOptions {
   bool igmp = true;
   uint32_t local_ip = 0;
   uint32_t link_wait_ms = 3000;
+  VlanConfig vlan;
   bool any_group = false;
   bool key_window = false;
   uint32_t grace_ms = 2000;
@@ -74,6 +75,7 @@ RecvOptions parse_options(int argc, char** argv) {
   std::vector<std::string> kms;
   std::string tls_cert, tls_key, tls_ca, tls_crl;
   uint32_t rotate_ms = 0;
+  VlanOptions vlan;
   po::options_description d("keycast-recv options (after EAL args and --)");
   d.add_options()
       ("help,h", "this help")
@@ -106,6 +108,7 @@ RecvOptions parse_options(int argc, char** argv) {
       ("local-ip", po::value<std::string>(&local_ip)->default_value(local_ip), "IPv4 source of the IGMP reports (0.0.0.0 is allowed)")
       ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
+  add_vlan_options(d, vlan, false);
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -121,6 +124,7 @@ RecvOptions parse_options(int argc, char** argv) {
   if (igmp != "on" && igmp != "off") throw UsageError("--igmp: '" + igmp + "' is not on or off");
   o.igmp = igmp == "on";
   o.local_ip = parse_ipv4(local_ip, "--local-ip");
+  o.vlan = vlan_config(vlan);
   o.channels = parse_channels(o.channel_opts);
   if (o.any_group && o.channels.size() > 1)
     throw UsageError("--any-group: only with one channel (with several, the group names the channel)");
@@ -380,8 +384,17 @@ int run(int argc, char** argv) {
   // on this port (--deliver port: to it), else on queue 0, which no worker uses.
   const bool workers_tx = opt.deliver == Deliver::Port && opt.deliver_port == opt.port;
   const uint16_t igmp_queue = workers_tx ? static_cast<uint16_t>(nw) : 0;
-  port_start(PortSetup{opt.port, static_cast<uint16_t>(nw),
-                       static_cast<uint16_t>(nw + (opt.igmp && workers_tx ? 1 : 0)), 1024, 1024, pool, pools});
+  PortSetup ps{opt.port, static_cast<uint16_t>(nw),
+               static_cast<uint16_t>(nw + (opt.igmp && workers_tx ? 1 : 0)), 1024, 1024, pool, pools};
+  ps.vlan_strip = ps.vlan_insert = opt.vlan.on;
+  const PortOffloads offl = port_start(ps);
+  sh.cfg.vlan = opt.vlan;
+  sh.cfg.vlan.hw = offl.vlan_strip;
+  // Plaintext delivered back onto a VLAN port stays on that VLAN, never the native one.
+  if (workers_tx && opt.vlan.on) {
+    sh.cfg.deliver_vlan = opt.vlan;
+    sh.cfg.deliver_vlan.hw = offl.vlan_insert;
+  }
   if (opt.deliver == Deliver::Port && opt.deliver_port != opt.port)
     port_start(PortSetup{opt.deliver_port, 1, static_cast<uint16_t>(nw), 1024, 1024, pool, {}});
   port_link_report(opt.port, "keycast-recv", opt.link_wait_ms);
@@ -395,7 +408,8 @@ int run(int argc, char** argv) {
   if (opt.igmp) {
     std::vector<igmp::Membership> groups;
     for (auto& c : opt.channels) groups.push_back(igmp::Membership{c.group.ip, c.source});
-    igmp = std::make_unique<IgmpPort>(opt.port, igmp_queue, pool, std::move(groups), opt.local_ip);
+    igmp = std::make_unique<IgmpPort>(opt.port, igmp_queue, pool, std::move(groups), opt.local_ip,
+                                      sh.cfg.vlan.on ? std::optional<uint16_t>(sh.cfg.vlan.id) : std::nullopt);
     sh.igmp = igmp->ring();
   }
   KeyPublisher pub(holder);

@@ -175,6 +175,8 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   const RxChannel* const chans = sh_.cfg.channels.data();
   const uint32_t any_tag = chans[0].group_ip;
   const Deliver deliver = sh_.cfg.deliver;
+  const VlanConfig vlan = sh_.cfg.vlan;
+  const bool vlan_port = vlan.on;
   uint64_t ok = 0, ok_bytes = 0;
   // The frames arrive in memory this core has not touched (a NIC's DMA leaves them in DRAM or,
   // with DDIO, in the LLC): without prefetching, each packet would wait for its misses in turn.
@@ -190,13 +192,28 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
       prefetch_frame(pkts[i + kAhead]);
     else if (i + kAhead - n < nnext)
       prefetch_frame(next[i + kAhead - n]);
+    Drop d;
     if (!rte_pktmbuf_is_contiguous(m) && rte_pktmbuf_linearize(m) != 0) {
       drop(m, Drop::Truncated);
       continue;
     }
+    // On a VLAN port every frame's tag is checked and removed first; on an
+    // untagged port only a frame the parse refuses as not IPv4 can be tagged.
+    if (vlan_port && (d = vlan_accept(m, vlan)) != Drop::None) {
+      drop(m, d);
+      continue;
+    }
     uint8_t* f = rte_pktmbuf_mtod(m, uint8_t*);
     esp::Parsed p;
-    Drop d = esp::parse(f, m->data_len, p);
+    d = esp::parse(f, m->data_len, p);
+    if (d == Drop::NotIpv4 && !vlan_port && vlan_tagged(f, m->data_len)) {
+      // A tag on an untagged port: only a priority tag (VID 0) is ours, and it goes.
+      d = vlan_accept(m, vlan);
+      if (d == Drop::None) {
+        f = rte_pktmbuf_mtod(m, uint8_t*);
+        d = esp::parse(f, m->data_len, p);
+      }
+    }
     if (d != Drop::None) {
       // IPv4 but not ESP: an IGMP query is for control to answer (the
       // ring is checked before the byte: neither costs an ESP packet anything).
@@ -303,6 +320,11 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   st_.packets_ok.add(ok);
   st_.bytes_ok.add(ok_bytes);
   flush_run();
+  if (nout && sh_.cfg.deliver_vlan.on) {
+    const uint16_t kept = vlan_tag_burst(out, nout, sh_.cfg.deliver_vlan);
+    st_.deliver_fail.add(nout - kept);
+    nout = kept;
+  }
   if (nout) {
     const uint16_t sent = rte_eth_tx_burst(sh_.cfg.deliver_port, q_, out, nout);
     if (sent < nout) {

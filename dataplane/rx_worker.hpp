@@ -29,6 +29,7 @@
 #include "dataplane/key_table.hpp"
 #include "dataplane/pattern.hpp"
 #include "dataplane/stats.hpp"
+#include "dataplane/vlan.hpp"
 
 namespace keycast::dp {
 
@@ -50,6 +51,8 @@ struct RxConfig {
   bool any_group = false;  // one channel, any destination (no group/port check)
   std::vector<RxChannel> channels;
   GroupIndex groups;
+  VlanConfig vlan;  // --vlan: only this VLAN's tagged frames are taken
+  VlanConfig deliver_vlan;  // --deliver port: onto the same VLAN port: tagged again
 };
 
 constexpr unsigned kNDrop = static_cast<unsigned>(Drop::kCount);

@@ -66,6 +66,7 @@ struct SendOptions {
   uint16_t src_port = 5000;
   uint32_t start_delay_ms = 0;
   uint32_t link_wait_ms = 3000;
+  VlanConfig vlan;
   bool use_kms = false;
   KmsOptions kms;
 };
@@ -75,6 +76,7 @@ SendOptions parse_options(int argc, char** argv) {
   std::string source = "10.0.0.1";
   std::vector<std::string> kms;
   std::string tls_cert, tls_key, tls_ca, tls_crl, key_origin;
+  VlanOptions vlan;
   po::options_description d("keycast-send options (after EAL args and --)");
   d.add_options()
       ("help,h", "this help")
@@ -109,6 +111,7 @@ SendOptions parse_options(int argc, char** argv) {
       ("start-delay-ms", po::value<uint32_t>(&o.start_delay_ms)->default_value(0), "wait MS after port start before sending")
       ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
+  add_vlan_options(d, vlan, true);
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -123,6 +126,7 @@ SendOptions parse_options(int argc, char** argv) {
   finish_channel_options(vm, o.channel_opts);
   o.channels = parse_channels(o.channel_opts);
   o.source = parse_ipv4(source, "--source");
+  o.vlan = vlan_config(vlan);
   if (!o.suite.empty() && !parse_suite(o.suite))
     throw UsageError("--suite: '" + o.suite + "' is not aes128gcm or aes256gcm");
   if (!kms.empty()) {
@@ -265,7 +269,10 @@ int run(int argc, char** argv) {
   sh.next_index.reset(new ChannelIndex[nch]);
   sh.worker_pools = worker_pools("send_pool", workers);
   sh.pool = sh.worker_pools[0];  // the ingest port's RX queue (worker 0 polls it)
-  port_start(PortSetup{opt.port, 1, static_cast<uint16_t>(nw), 1024, 1024, sh.pool, {}});
+  PortSetup ps{opt.port, 1, static_cast<uint16_t>(nw), 1024, 1024, sh.pool, {}};
+  ps.vlan_insert = opt.vlan.on;
+  sh.cfg.vlan = opt.vlan;
+  sh.cfg.vlan.hw = port_start(ps).vlan_insert;
   if (opt.ingest_port >= 0 && opt.ingest_port != opt.port)
     port_start(PortSetup{static_cast<uint16_t>(opt.ingest_port), 1, 1, 1024, 1024, sh.pool, {}});
   port_link_report(opt.port, "keycast-send", opt.link_wait_ms);

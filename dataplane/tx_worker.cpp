@@ -15,9 +15,16 @@ namespace keycast::dp {
 
 namespace {
 
-// Transmits all n packets (retrying while the queue is full); on stop frees
-// what is left. Returns how many were sent.
-uint16_t tx_all(uint16_t port, uint16_t q, rte_mbuf** pkts, uint16_t n, SendWorkerStats& st) {
+// Tags the packets for the port's VLAN, if any, and transmits all n
+// (retrying while the queue is full); on stop frees what is left. Returns how
+// many were sent.
+uint16_t tx_all(const TxConfig& cfg, uint16_t q, rte_mbuf** pkts, uint16_t n, SendWorkerStats& st) {
+  const uint16_t port = cfg.port;
+  if (cfg.vlan.on) {
+    const uint16_t kept = vlan_tag_burst(pkts, n, cfg.vlan);
+    st.tx_dropped.add(n - kept);
+    n = kept;
+  }
   uint16_t sent = 0;
   unsigned spins = 0;
   while (sent < n) {
@@ -206,7 +213,7 @@ unsigned SendWorker::generate_burst(const KeyTable* t, uint32_t ci, bool& done) 
     if (i + 1 < n) pattern_set_index(pl.b[(i + 1) & 1] + esp::kUdpLen, first + i + 1);
     aead_.seal_from(key->key, ops_[i], pl.b[i & 1]);
   }
-  const uint16_t sent = tx_all(sh_.cfg.port, q_, pkts, static_cast<uint16_t>(n), st_);
+  const uint16_t sent = tx_all(sh_.cfg, q_, pkts, static_cast<uint16_t>(n), st_);
   count_sent(ci, key, n, sent, uint64_t(n) * plen, wire);
   return n;
 }
@@ -215,6 +222,7 @@ unsigned SendWorker::generate_burst(const KeyTable* t, uint32_t ci, bool& done) 
 // payload and wire are the bytes of all n.
 void SendWorker::count_sent(uint32_t ci, KeySlot* key, uint16_t n, uint16_t sent, uint64_t payload,
                             uint64_t wire) noexcept {
+  if (sh_.cfg.vlan.on) wire += uint64_t(kVlanHdrLen) * n;
   const uint64_t bytes = sent == n ? payload : payload * sent / n;
   st_.packets.add(sent);
   st_.bytes.add(bytes);
@@ -255,6 +263,9 @@ unsigned SendWorker::ingest_burst(const KeyTable* t, bool& done) {
   for (uint16_t i = 0; i < got; ++i) {
     rte_mbuf* m = in[i];
     esp::Datagram d{};
+    // A feed may arrive tagged (an encoder on a VLAN): the tag goes, the
+    // datagram's group:port picks the channel whatever VLAN it came on.
+    if (m->data_len >= RTE_ETHER_HDR_LEN + kVlanHdrLen) rte_vlan_strip(m);
     if (!rte_pktmbuf_is_contiguous(m) ||
         !esp::parse_datagram(rte_pktmbuf_mtod(m, const uint8_t*), m->data_len, d)) {
       st_.ingest_bad.add();
@@ -330,7 +341,7 @@ unsigned SendWorker::seal_and_send(uint32_t ci, KeySlot* key, rte_mbuf** out, ui
     payload += udp_len - esp::kUdpLen;
   }
   aead_.seal_burst(key->key, ops_, n);
-  const uint16_t sent = tx_all(sh_.cfg.port, q_, out, n, st_);
+  const uint16_t sent = tx_all(sh_.cfg, q_, out, n, st_);
   count_sent(ci, key, n, sent, payload, wire);
   return sent;
 }
@@ -388,7 +399,7 @@ void SendWorker::send_notice(const KeyTable* t, uint32_t ci) {
   aead_.seal(key->key, ops_[0]);
   m->data_len = static_cast<uint16_t>(len);
   m->pkt_len = static_cast<uint32_t>(len);
-  if (tx_all(sh_.cfg.port, q_, &m, 1, st_) == 1) st_.notices.add();
+  if (tx_all(sh_.cfg, q_, &m, 1, st_) == 1) st_.notices.add();
 }
 
 int tx_worker_main(void* arg) {

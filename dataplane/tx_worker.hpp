@@ -24,6 +24,7 @@
 #include "dataplane/key_table.hpp"
 #include "dataplane/pacer.hpp"
 #include "dataplane/stats.hpp"
+#include "dataplane/vlan.hpp"
 
 namespace keycast::dp {
 
@@ -47,6 +48,7 @@ struct TxConfig {
   std::vector<TxChannel> channels;
   std::vector<uint32_t> payload_sizes;  // distinct, indexed by TxChannel::plain_slot
   GroupIndex groups;                    // ingest
+  VlanConfig vlan;                      // 802.1Q tag on every frame sent on port
 };
 
 // Keys a worker's data packets of one channel went out under, in the order

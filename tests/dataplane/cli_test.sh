@@ -49,6 +49,10 @@ expect_usage "--deliver" $R --key-file "$WORK/keys.txt" --deliver sideways
 expect_usage "--replay-window" $R --key-file "$WORK/keys.txt" --replay-window 0
 expect_usage "--port" $R --key-file "$WORK/keys.txt" --port 5
 expect_usage "--kms" $S --kms 127.0.0.1:7000
+expect_usage "--vlan" $S --key-file "$WORK/keys.txt" --vlan 4095
+expect_usage "--vlan-pcp" $S --key-file "$WORK/keys.txt" --vlan-pcp 3
+expect_usage "--vlan-pcp" $S --key-file "$WORK/keys.txt" --vlan 10 --vlan-pcp 8
+expect_usage "--vlan" $R --key-file "$WORK/keys.txt" --vlan 5000
 
 # Receiver telemetry carries the per-reason drop counters (net_null feeds it
 # zero-filled frames: not IPv4).

@@ -387,6 +387,90 @@ TEST(SendWorker, IngestPicksTheChannelByGroupAndPortAndKeepsTheDatagram) {
   }
 }
 
+namespace {
+// The frame with an 802.1Q (or, tpid 0x88a8, 802.1ad) tag after the MACs.
+std::vector<uint8_t> tagged(std::vector<uint8_t> f, uint16_t tci, uint16_t tpid = 0x8100) {
+  const uint8_t tag[4] = {static_cast<uint8_t>(tpid >> 8), static_cast<uint8_t>(tpid),
+                          static_cast<uint8_t>(tci >> 8), static_cast<uint8_t>(tci)};
+  f.insert(f.begin() + 12, tag, tag + 4);
+  return f;
+}
+}  // namespace
+
+TEST(RecvWorker, VlanPortTakesItsTaggedFramesOnly) {
+  Receiver r;
+  r.sh.cfg.vlan.on = true;
+  r.sh.cfg.vlan.id = 301;
+  const uint32_t g7 = kChans[0].group;
+  const uint16_t p7 = kChans[0].port;
+  std::vector<rte_mbuf*> in;
+  in.push_back(mbuf_of(tagged(frame(g7, p7, 7, 300, 1, 0), 301)));
+  in.push_back(mbuf_of(tagged(frame(g7, p7, 7, 300, 2, 1), 5 << 13 | 301)));  // a priority: still 301
+  in.push_back(mbuf_of(tagged(frame(g7, p7, 7, 300, 3, 2), 302)));            // another VLAN
+  in.push_back(mbuf_of(frame(g7, p7, 7, 300, 4, 3)));                          // untagged
+  in.push_back(mbuf_of(tagged(tagged(frame(g7, p7, 7, 300, 5, 4), 301), 301, 0x88a8)));  // QinQ
+  // As a NIC with VLAN strip hands them over: the tag in the mbuf, not the frame.
+  rte_mbuf* hw = mbuf_of(frame(g7, p7, 7, 300, 6, 5));
+  hw->ol_flags |= RTE_MBUF_F_RX_VLAN | RTE_MBUF_F_RX_VLAN_STRIPPED;
+  hw->vlan_tci = 301;
+  in.push_back(hw);
+  rte_mbuf* hw_other = mbuf_of(frame(g7, p7, 7, 300, 7, 6));
+  hw_other->ol_flags |= RTE_MBUF_F_RX_VLAN | RTE_MBUF_F_RX_VLAN_STRIPPED;
+  hw_other->vlan_tci = 7;
+  in.push_back(hw_other);
+  r.process(in);
+  EXPECT_EQ(r.chan(0).packets_ok.get(), 3u);
+  EXPECT_EQ(r.drops(Drop::WrongVlan), 4u);
+  EXPECT_EQ(r.drops(Drop::NotIpv4), 0u);
+  EXPECT_EQ(r.drops(Drop::AuthFail), 0u);
+}
+
+TEST(RecvWorker, UntaggedPortTakesPriorityTagsAndCountsOtherVlans) {
+  Receiver r;
+  const uint32_t g7 = kChans[0].group;
+  const uint16_t p7 = kChans[0].port;
+  std::vector<rte_mbuf*> in;
+  in.push_back(mbuf_of(frame(g7, p7, 7, 300, 1, 0)));
+  in.push_back(mbuf_of(tagged(frame(g7, p7, 7, 300, 2, 1), 4 << 13)));  // VID 0: priority only
+  in.push_back(mbuf_of(tagged(frame(g7, p7, 7, 300, 3, 2), 301)));
+  std::vector<uint8_t> runt(16, 0);  // tagged, but nothing after the tag
+  runt[12] = 0x81;
+  in.push_back(mbuf_of(runt));
+  r.process(in);
+  EXPECT_EQ(r.chan(0).packets_ok.get(), 2u);
+  EXPECT_EQ(r.drops(Drop::WrongVlan), 1u);
+  EXPECT_EQ(r.drops(Drop::NotIpv4), 1u);
+}
+
+TEST(SendWorker, VlanTagsEveryFrameAndTheVlanReceiverDeciphersThem) {
+  Sender tx(-1, 16, {64, 64, 64});
+  tx.sh.cfg.count = 40;
+  tx.sh.cfg.vlan.on = true;
+  tx.sh.cfg.vlan.id = 301;
+  tx.sh.cfg.vlan.pcp = 5;
+  Receiver r;
+  r.sh.cfg.vlan = tx.sh.cfg.vlan;
+  {
+    SendWorker w(tx.sh, 0, 1);
+    bool done = false;
+    for (unsigned b = 0; b < 10 && !done; ++b) w.generate_burst(tx.holder.acquire(), 0, done);
+    EXPECT_TRUE(done);
+  }
+  auto out = drain_port();
+  ASSERT_EQ(out.size(), 40u);
+  for (rte_mbuf* m : out) {
+    const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
+    ASSERT_EQ(f[12] << 8 | f[13], 0x8100);
+    EXPECT_EQ(f[14] << 8 | f[15], 5 << 13 | 301);
+    EXPECT_EQ(f[16] << 8 | f[17], 0x0800);
+  }
+  r.process(out);
+  EXPECT_EQ(r.chan(0).packets_ok.get(), 40u);
+  EXPECT_EQ(r.drops(Drop::WrongVlan), 0u);
+  // Wire bytes count the tag: 40 frames of frame_len(64) + 4.
+  EXPECT_EQ(tx.stats().wire_bytes.get(), 40u * (esp::frame_len(64) + 4));
+}
+
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   const std::string prefix = "kc_ut_" + std::to_string(getpid());
