@@ -11,6 +11,7 @@
 #include "common/secure.hpp"
 #include "keyplane/config.hpp"
 #include "keyplane/hostport.hpp"
+#include "keyplane/secret_file.hpp"
 #include "keyplane/server.hpp"
 
 namespace po = boost::program_options;
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> channels, acls;
   ServerConfig cfg;
   int64_t lifetime = 60000, p1 = 20000, p2 = 10000, grace = 5000;
+  bool allow_insecure_key_file = false;
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
@@ -37,7 +39,8 @@ int main(int argc, char** argv) {
     ("master", po::value(&masters), "slave: master HOST:PORT[,HOST:PORT...]")
     ("db", po::value(&cfg.db), "SQLite database path (created if missing)")
     ("master-key-file", po::value(&cfg.master_key_file), "file with the 256-bit key-wrapping key (64 hex digits or 32 bytes)")
-    ("gen-master-key", po::value(&genkey), "write a fresh master key file to PATH and exit")
+    ("gen-master-key", po::value(&genkey), "write a fresh master key file to PATH (mode 0600; never over an existing file) and exit")
+    ("allow-insecure-key-file", po::bool_switch(&allow_insecure_key_file), "start even if the master key file is readable by group or others")
     ("tls-cert", po::value(&cfg.tls.cert), "server certificate (PEM, role master or slave)")
     ("tls-key", po::value(&cfg.tls.key), "server private key (PEM)")
     ("tls-ca", po::value(&cfg.tls.ca), "CA certificate that issues every peer (PEM)")
@@ -90,9 +93,13 @@ int main(int argc, char** argv) {
       if (RAND_priv_bytes(k, sizeof k) != 1) throw std::runtime_error("RAND_priv_bytes failed");
       std::string hex = hex_encode(k, sizeof k);
       secure_zero(k, sizeof k);
-      std::ofstream f(genkey, std::ios::trunc);
-      if (!f) throw std::runtime_error("--gen-master-key " + genkey + ": cannot write");
-      f << hex << "\n";
+      hex += "\n";
+      try {
+        create_secret_file(genkey, hex, "--gen-master-key");
+      } catch (...) {
+        secure_zero(hex.data(), hex.size());
+        throw;
+      }
       secure_zero(hex.data(), hex.size());
       std::cout << "master key written to " << genkey << "\n";
       return 0;
@@ -137,6 +144,7 @@ int main(int argc, char** argv) {
     if (cfg.tls.ca.empty()) throw std::runtime_error("--tls-ca: required");
     if (cfg.db.empty()) throw std::runtime_error("--db: required");
     if (cfg.master_key_file.empty()) throw std::runtime_error("--master-key-file: required");
+    if (!allow_insecure_key_file) check_secret_file_mode(cfg.master_key_file, "--master-key-file");
   } catch (const std::exception& e) {
     std::cerr << "keycast-keyd: " << e.what() << "\n";
     return 2;

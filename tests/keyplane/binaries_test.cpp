@@ -1,6 +1,7 @@
 // keycast-keyd and keycast-ctl as processes: config file, option errors,
 // the ctl commands, clean stop on SIGTERM.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -114,6 +115,51 @@ TEST(Binaries, KeydRejectsBadOptionsNamingThem) {
   EXPECT_NE(out6.find("--master-key-file"), std::string::npos) << out6;
 }
 
+TEST(Binaries, MasterKeyFileIsOwnerOnlyNeverOverwrittenAndCheckedAtStart) {
+  TempDir d;
+  std::string keyd = KEYCAST_KEYD_BIN;
+  const std::string mk = d / "mk";
+  // Under the usual umask (022) a plain create would be 0644.
+  const mode_t old_mask = ::umask(022);
+  auto [rc, out] = run(keyd + " --gen-master-key " + mk);
+  ::umask(old_mask);
+  ASSERT_EQ(rc, 0) << out;
+  struct stat st {};
+  ASSERT_EQ(::stat(mk.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::string first;
+  {
+    std::ifstream f(mk);
+    std::getline(f, first);
+  }
+  EXPECT_EQ(first.size(), 64u);
+  // A second --gen-master-key on the same path is refused and the key stays.
+  auto [rc2, out2] = run(keyd + " --gen-master-key " + mk);
+  EXPECT_NE(rc2, 0);
+  EXPECT_NE(out2.find("refusing to overwrite"), std::string::npos) << out2;
+  std::string again;
+  {
+    std::ifstream f(mk);
+    std::getline(f, again);
+  }
+  EXPECT_EQ(again, first);
+  // A key file others can read: keyd does not start, and says how to fix it.
+  const std::string tls = " --tls-cert " + (pki() / "master.crt") + " --tls-key " + (pki() / "master.key") +
+                          " --tls-ca " + (pki() / "ca.crt") + " --listen 127.0.0.1:0 --db " + (d / "k.db");
+  ASSERT_EQ(::chmod(mk.c_str(), 0644), 0);
+  auto [rc3, out3] = run(keyd + " --master-key-file " + mk + tls);
+  EXPECT_EQ(rc3, 2);
+  EXPECT_NE(out3.find("--master-key-file"), std::string::npos) << out3;
+  EXPECT_NE(out3.find("chmod 600"), std::string::npos) << out3;
+  EXPECT_FALSE(std::filesystem::exists(d / "k.db")) << "a refused start must not create the database";
+  // --allow-insecure-key-file lets it past that check (here it then stops on a CA that does not exist).
+  auto [rc4, out4] = run(keyd + " --allow-insecure-key-file --master-key-file " + mk +
+                         " --tls-cert " + (pki() / "master.crt") + " --tls-key " + (pki() / "master.key") +
+                         " --tls-ca /nonexistent/ca.crt --listen 127.0.0.1:0 --db " + (d / "k.db"));
+  EXPECT_NE(rc4, 0);
+  EXPECT_EQ(out4.find("chmod 600"), std::string::npos) << out4;
+}
+
 TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
   TempDir d;
   std::string keyd = KEYCAST_KEYD_BIN, ctl = KEYCAST_CTL_BIN;
@@ -206,6 +252,8 @@ void start_keyd(KeydProc& k, const TempDir& d, const std::string& name, const st
   if (!std::filesystem::exists(mk)) {
     std::ofstream f(mk);
     f << std::string(64, 'c') << "\n";
+    f.close();
+    std::filesystem::permissions(mk, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   }
   std::vector<std::string> args = {KEYCAST_KEYD_BIN, "--listen", "127.0.0.1:0", "--role", role,
                                    "--db", d / (name + ".db"), "--master-key-file", mk,

@@ -193,6 +193,8 @@ inline std::string master_key(const TempDir& d, const std::string& name) {
   if (!std::filesystem::exists(mk)) {
     std::ofstream f(mk);
     f << "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n";
+    f.close();
+    std::filesystem::permissions(mk, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   }
   return mk;
 }
