@@ -24,8 +24,10 @@ void install_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  // SIGHUP and SIGQUIT too: their default actions kill the process without
+  // its final figures and usage reports, and a closing terminal or a stray
+  // `kill -HUP` (a reload, for a daemon) must not lose a bill.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaction(sig, &sa, nullptr);
 }
 
 uint32_t parse_ipv4(const std::string& s, const std::string& opt) {

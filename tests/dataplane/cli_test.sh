@@ -143,6 +143,28 @@ PIDS=()
 grep -q "keycast-send: done:" "$WORK/send.log" || { echo "FAIL: no final figures after SIGINT"; exit 1; }
 grep -q "keycast-send: t=" "$WORK/send.log" || { echo "FAIL: no periodic stats line"; exit 1; }
 grep -q "WARNING: static keys" "$WORK/send.log" || { echo "FAIL: no static key warning"; exit 1; }
+# SIGHUP and SIGQUIT stop either binary as SIGINT does: exit 0, final figures written.
+for sig in HUP QUIT; do
+  for b in send recv; do
+    rm -f "$WORK/sig.json"
+    "$BIN/keycast-$b" $EAL --file-prefix "kc_cli_sig_$ID" --vdev net_null0 -- --key-file "$WORK/keys.txt" \
+      --idle-sleep-us 100 $([ $b = send ] && echo --rate 5000) --stats-interval 0 --stats-json "$WORK/sig.json" \
+      > "$WORK/sig.log" 2>&1 &
+    SIGPID=$!
+    PIDS+=($SIGPID)
+    for _ in $(seq 1 100); do grep -q "Link up" "$WORK/sig.log" && break; sleep 0.1; done
+    sleep 0.5
+    kill -$sig "$SIGPID"
+    set +e
+    wait "$SIGPID"
+    rc=$?
+    set -e
+    PIDS=()
+    [ $rc -eq 0 ] && [ -s "$WORK/sig.json" ] && grep -q "keycast-$b: done:" "$WORK/sig.log" ||
+      { echo "FAIL: keycast-$b after SIG$sig: exit $rc, figures $( [ -s "$WORK/sig.json" ] && echo written || echo missing)"; tail -n 3 "$WORK/sig.log"; exit 1; }
+    echo "ok: SIG$sig stops keycast-$b cleanly (exit 0, final figures)"
+  done
+done
 # NIC bring-up: the link as l3fwd prints it, and the port's own counters in the JSON.
 grep -q "keycast-send: port 0 (net_null): Link up" "$WORK/send.log" || { echo "FAIL: no link line"; exit 1; }
 $PY -c "
