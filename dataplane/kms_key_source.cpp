@@ -66,11 +66,11 @@ KmsKeySource::~KmsKeySource() = default;
 int64_t KmsKeySource::p1() const { return o_.p1_ms > 0 ? o_.p1_ms : std::max<int64_t>(lifetime_ms_ / 3, 1); }
 int64_t KmsKeySource::p2() const { return o_.p2_ms > 0 ? o_.p2_ms : std::max<int64_t>(lifetime_ms_ / 6, 1); }
 
-kp::Callback KmsKeySource::enqueue(int tag) {
-  return [this, tag](kp::Result r) {
+kp::Callback KmsKeySource::enqueue(int tag, EpochUsage u) {
+  return [this, tag, u](kp::Result r) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      replies_.push_back(Reply{tag, std::move(r)});
+      replies_.push_back(Reply{tag, std::move(r), u});
     }
     cv_.notify_all();
   };
@@ -262,13 +262,15 @@ void KmsKeySource::switch_to_next(KeyControl& ctl, MonoClock::time_point now) {
 void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now) {
   kp::Result& r = rep.r;
   if (rep.tag == kUsage) {
-    if (r.ok()) {
-      ++usage_acked;
-      return;
+    usage_answered(rep);
+    if (!r.ok() && !warned_usage_) {
+      // Once: the next checkpoint (or the re-send of a final one) follows
+      // within an interval whatever the cause.
+      warned_usage_ = true;
+      std::fprintf(stderr, "%s: channel %u: usage checkpoint failed: %s (%s); re-sent every interval\n",
+                   role_name(true), o_.channel, std::string(kp::error_name(r.error)).c_str(),
+                   r.message.c_str());
     }
-    ++usage_failed;
-    std::fprintf(stderr, "%s: usage report failed: %s (%s)\n", role_name(true),
-                      std::string(kp::error_name(r.error)).c_str(), r.message.c_str());
     return;
   }
   if (rep.tag == kNext) next_in_flight_ = false;
@@ -295,9 +297,24 @@ std::deque<KmsKeySource::Reply> KmsKeySource::take_replies() {
   return got;
 }
 
+void KmsKeySource::usage_answered(const Reply& rep) {
+  auto it = usage_.find(rep.usage.spi);
+  if (rep.r.ok()) {
+    ++usage_acked;
+    if (it == usage_.end()) return;
+    UsageMark& m = it->second;
+    m.acked = std::max(m.acked, rep.usage.bytes);
+    if (m.in_flight == rep.usage.bytes) m.in_flight = kNone;
+    if (m.final && m.acked >= m.sent.bytes) usage_.erase(it);
+    return;
+  }
+  ++usage_failed;
+  if (it != usage_.end() && it->second.in_flight == rep.usage.bytes) it->second.in_flight = kNone;
+}
+
 void KmsKeySource::count_only(const Reply& rep) {
   if (rep.tag == kUsage)
-    ++(rep.r.ok() ? usage_acked : usage_failed);
+    usage_answered(rep);
   else
     ++(rep.r.ok() ? fetch_ok : fetch_errors);
 }
@@ -366,14 +383,36 @@ void KmsKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
   client_->fetch_spi(o_.channel, e.spi, enqueue(kBySpi));
 }
 
-void KmsKeySource::report_usage(const EpochUsage& u) {
+void KmsKeySource::send_checkpoint(UsageMark& m) {
   ++usage_reports;
-  client_->report_usage(o_.channel, u.spi, u.bytes, u.packets, enqueue(kUsage));
+  m.in_flight = m.sent.bytes;
+  client_->report_checkpoint(o_.channel, m.sent.spi, m.sent.bytes, m.sent.packets, enqueue(kUsage, m.sent));
 }
 
-bool KmsKeySource::report_final(const EpochUsage& u, std::chrono::milliseconds timeout) {
-  if (u.packets) report_usage(u);
-  return wait_usage(MonoClock::now() + timeout);
+void KmsKeySource::checkpoint(const EpochUsage& u) {
+  if (u.packets == 0) return;
+  UsageMark& m = usage_[u.spi];
+  if (m.final || m.in_flight != kNone || u.bytes <= m.sent.bytes) return;
+  m.sent = u;
+  send_checkpoint(m);
+}
+
+void KmsKeySource::report_usage(const EpochUsage& u) {
+  UsageMark& m = usage_[u.spi];
+  m.final = true;
+  if (u.bytes > m.sent.bytes || m.sent.packets == 0) m.sent = u;
+  if (m.acked >= m.sent.bytes && m.sent.packets != 0 && m.in_flight == kNone) {
+    usage_.erase(u.spi);  // the last checkpoint already said it all
+    return;
+  }
+  // Sent even if an earlier checkpoint is still on its way: the final
+  // figures must not wait for its answer, and the master keeps the maximum.
+  send_checkpoint(m);
+}
+
+void KmsKeySource::resend_usage() {
+  for (auto& [spi, m] : usage_)
+    if (m.final && m.in_flight == kNone && m.acked < m.sent.bytes) send_checkpoint(m);
 }
 
 bool KmsKeySource::wait_usage(MonoClock::time_point until) {
@@ -382,7 +421,9 @@ bool KmsKeySource::wait_usage(MonoClock::time_point until) {
     if (usage_acked + usage_failed >= usage_reports || MonoClock::now() >= until) break;
     std::this_thread::sleep_for(milliseconds(5));
   }
-  return usage_acked == usage_reports;
+  bool all = true;
+  for (auto& [spi, m] : usage_) all &= m.acked >= m.sent.bytes;
+  return all;
 }
 
 void KmsKeySource::settle(std::chrono::milliseconds timeout) { settle_until(MonoClock::now() + timeout); }

@@ -22,7 +22,9 @@
 //                 next key
 //   notice_lead before the switch: publish the in-band previous notice;
 //   at remaining time 0: switch to the next key, then report the finished
-//   epoch's bytes and packets (billing).
+//   epoch's bytes and packets (billing). Meanwhile, every usage interval,
+//   a checkpoint of the open epoch's totals so far: a sender killed
+//   mid-epoch leaves at most an interval unbilled.
 //   Sequence numbers of every key start from the wall clock in nanoseconds:
 //   a restarted kms-origin sender may be handed the key it used before its
 //   restart, and must still never repeat an IV under it.
@@ -65,11 +67,11 @@ struct KmsOptions {
   std::chrono::milliseconds start_timeout{10000};
 };
 
-// Per-epoch usage the sender reports (filled by the caller from the key slot
-// counters when the epoch is over).
+// An epoch's usage so far, read by the caller from the key slot's counters
+// (final once the epoch is over and an RCU grace period has passed).
 struct EpochUsage {
-  uint32_t spi;
-  uint64_t bytes, packets;
+  uint32_t spi = 0;
+  uint64_t bytes = 0, packets = 0;
 };
 
 // Validates the --kms option group shared by keycast-send and keycast-recv;
@@ -100,13 +102,18 @@ class KmsKeySource : public KeySource {
   void on_event(KeyControl& ctl, const ControlEvent& e) override;
   const char* name() const override { return "kms"; }
 
-  // Sender: bytes/packets of a finished epoch, reported to the master with a
-  // unique event id (exactly-once billing). report_final() waits (bounded)
-  // for the acknowledgements so nothing is lost at exit.
+  // Sender usage, all as checkpoints (the epoch's totals so far; the master
+  // keeps the high-water mark per instance, channel and SPI, so nothing is
+  // billed twice however often a figure is sent).
+  // checkpoint(): the open epoch, every usage interval; skipped while the
+  // previous one is unanswered or when nothing was sent since.
+  void checkpoint(const EpochUsage& u);
+  // report_usage(): an epoch's final figures (at the switch, at exit); sent
+  // again by resend_usage() until acknowledged.
   void report_usage(const EpochUsage& u);
-  bool report_final(const EpochUsage& u, std::chrono::milliseconds timeout);
-  // Waits (until the deadline) for every usage report's answer; true if all
-  // were acknowledged.
+  void resend_usage();
+  // Waits (until the deadline) for every usage report's answer; true if
+  // every epoch's last figures were acknowledged.
   bool wait_usage(MonoClock::time_point deadline);
   // At exit, after the workers stopped: wait (bounded) for the answers to
   // key requests still in flight and count them, installing nothing, so that
@@ -132,7 +139,17 @@ class KmsKeySource : public KeySource {
   struct Reply {
     int tag;
     kp::Result r;
+    EpochUsage usage;  // kUsage: the figures this answer is for
   };
+  static constexpr uint64_t kNone = ~uint64_t{0};
+  struct UsageMark {
+    EpochUsage sent;          // the latest figures sent
+    uint64_t acked = 0;       // bytes of the highest acknowledged figures
+    uint64_t in_flight = kNone;  // bytes of the unanswered checkpoint, if any
+    bool final = false;       // the epoch is over: sent.bytes is its total
+  };
+  void send_checkpoint(UsageMark& m);
+  void usage_answered(const Reply& rep);
   enum Tag { kStart = 1, kNext, kBySpi, kUsage };
   void submit_next(KeyControl& ctl, MonoClock::time_point now);
   void install(KeyControl& ctl, const kp::WireKey& k, MonoClock::time_point received_at,
@@ -142,7 +159,7 @@ class KmsKeySource : public KeySource {
   bool refuse_if_denied(const kp::Result& r);
   std::deque<Reply> take_replies();
   void switch_to_next(KeyControl& ctl, MonoClock::time_point now);
-  kp::Callback enqueue(int tag);
+  kp::Callback enqueue(int tag, EpochUsage u = {});
   int64_t p1() const;
   int64_t p2() const;
 
@@ -169,6 +186,8 @@ class KmsKeySource : public KeySource {
   };
   std::vector<Retiring> retiring_;
   std::vector<std::shared_ptr<KeySlot>> finished_;
+  std::map<uint32_t, UsageMark> usage_;  // by SPI: epochs with figures not yet acknowledged
+  bool warned_usage_ = false;
 };
 
 }  // namespace keycast::dp

@@ -34,6 +34,7 @@
 #include "dataplane/pattern.hpp"
 #include "dataplane/stats.hpp"
 #include "dataplane/tx_worker.hpp"
+#include "dataplane/usage_reporter.hpp"
 
 namespace po = boost::program_options;
 using namespace keycast;
@@ -69,6 +70,7 @@ struct SendOptions {
   VlanConfig vlan;
   bool use_kms = false;
   KmsOptions kms;
+  uint32_t usage_interval_ms = 1000;
 };
 
 SendOptions parse_options(int argc, char** argv) {
@@ -99,6 +101,7 @@ SendOptions parse_options(int argc, char** argv) {
       ("key-origin", po::value<std::string>(&key_origin)->default_value("kms"), "kms|sender (with --kms): who makes the keys")
       ("lifetime-ms", po::value<int64_t>(&o.kms.lifetime_ms)->default_value(60000), "--key-origin sender: lifetime of each key made here")
       ("p1-ms", po::value<int64_t>(&o.kms.p1_ms)->default_value(0), "obtain the next key this long before the switch (0: a third of the lifetime)")
+      ("usage-interval-ms", po::value<uint32_t>(&o.usage_interval_ms)->default_value(1000), "with --kms: a killed sender leaves at most this much traffic unbilled (each open key epoch's usage is checkpointed twice per interval; 0: reports only at the switch and at exit)")
       ("payload-size", po::value<uint32_t>(&o.payload_size)->default_value(512), "generator UDP payload bytes (>= 16; a channel's payload-size= overrides it)")
       ("rate", po::value<uint64_t>(&o.rate)->default_value(0), "packets per second per channel (a channel's rate= overrides it; ingest: of the port), 0 = as fast as possible")
       ("ingest-port", po::value<int>(&o.ingest_port)->default_value(-1), "encipher plaintext IPv4/UDP frames from this port instead of generating")
@@ -142,6 +145,8 @@ SendOptions parse_options(int argc, char** argv) {
     if (o.kms.lifetime_ms < 100) throw UsageError("--lifetime-ms: must be >= 100");
     if (o.kms.p1_ms < 0 || o.kms.p1_ms >= o.kms.lifetime_ms)
       throw UsageError("--p1-ms: must be in 0..lifetime");
+    if (o.usage_interval_ms != 0 && o.usage_interval_ms < 100)
+      throw UsageError("--usage-interval-ms: must be 0 or >= 100");
     o.use_kms = true;
   } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca") || vm.count("tls-crl")) {
     throw UsageError("--tls-cert/--tls-key/--tls-ca/--tls-crl need --kms");
@@ -314,47 +319,7 @@ int run(int argc, char** argv) {
   ko.rotate_stagger = opt.rotate_stagger;
   ChannelKeySources chan_keys(pub, opt.channels, tags, slot_params, std::move(ko));
   const bool kms = chan_keys.uses_kms();
-  // Usage per finished key epoch (billing): read once no worker can still
-  // be adding to the slot's counters, i.e. after an RCU grace period.
-  uint64_t usage_packets = 0, usage_bytes = 0;
-  auto report_finished = [&](bool final_report) {
-    if (!kms) return;
-    std::vector<std::vector<std::shared_ptr<KeySlot>>> fin(nch);
-    bool any = false;
-    for (std::size_t ci = 0; ci < nch; ++ci) {
-      fin[ci] = chan_keys.kms(ci).take_finished_epochs();
-      any |= !fin[ci].empty();
-    }
-    if (!any && !final_report) return;
-    holder.synchronize();
-    for (std::size_t ci = 0; ci < nch; ++ci)
-      for (auto& s : fin[ci]) {
-        if (!s) continue;
-        EpochUsage u{s->spi, s->sent_bytes(), s->sent_packets()};
-        usage_packets += u.packets;
-        usage_bytes += u.bytes;
-        if (u.packets) chan_keys.kms(ci).report_usage(u);
-      }
-    if (!final_report) return;
-    // Every channel's open epoch, then one wait for all the answers.
-    for (std::size_t ci = 0; ci < nch; ++ci) {
-      KeyControl& ctl = pub.at(ci);
-      if (auto cur = ctl.slot(ctl.current_spi())) {
-        const EpochUsage u{cur->spi, cur->sent_bytes(), cur->sent_packets()};
-        usage_packets += u.packets;
-        usage_bytes += u.bytes;
-        if (u.packets) chan_keys.kms(ci).report_usage(u);
-      }
-    }
-    const auto acks_by = MonoClock::now() + std::chrono::milliseconds(5000);
-    for (std::size_t ci = 0; ci < nch; ++ci)
-      if (KmsKeySource& k = chan_keys.kms(ci); !k.wait_usage(acks_by))
-        std::fprintf(stderr, "keycast-send: WARNING: channel %u: %lu of %lu usage reports not acknowledged\n",
-                     opt.channels[ci].id, static_cast<unsigned long>(k.usage_reports - k.usage_acked),
-                     static_cast<unsigned long>(k.usage_reports));
-    // So that kms_ok/kms_errors are final.
-    chan_keys.settle(MonoClock::now() + std::chrono::milliseconds(1000));
-  };
+  UsageReporter usage(chan_keys, pub, holder, std::chrono::milliseconds(opt.usage_interval_ms));
   const uint64_t hz = rte_get_tsc_hz();
   const uint64_t t_launch = rte_get_tsc_cycles();
   const uint64_t t_start = t_launch + hz / 1000 * opt.start_delay_ms;
@@ -417,7 +382,7 @@ int run(int argc, char** argv) {
       chan_keys.poll(MonoClock::now());
       if (now >= t_start)
         for (std::size_t ci = 0; ci < nch; ++ci) note_spi(ci);
-      report_finished(false);
+      if (kms) usage.poll(MonoClock::now());
     }
     holder.reclaim();
     if (stop_at && now >= stop_at) break;
@@ -454,7 +419,16 @@ int run(int argc, char** argv) {
   const uint64_t t_end = rte_get_tsc_cycles();
   const double duration = t_end > t_start ? tsc_seconds(t_end - t_start) : 0;
   holder.synchronize();
-  report_finished(true);
+  if (kms) {
+    for (std::size_t ci : usage.finish(MonoClock::now() + std::chrono::milliseconds(5000))) {
+      const KmsKeySource& k = chan_keys.kms(ci);
+      std::fprintf(stderr, "keycast-send: WARNING: channel %u: %lu of %lu usage reports not acknowledged\n",
+                   opt.channels[ci].id, static_cast<unsigned long>(k.usage_reports - k.usage_acked),
+                   static_cast<unsigned long>(k.usage_reports));
+    }
+    // So that kms_ok/kms_errors are final.
+    chan_keys.settle(MonoClock::now() + std::chrono::milliseconds(1000));
+  }
   // The final key_switches and spi_list describe the stream: the keys the
   // workers' data packets went out under, merged in order of first use (a
   // run through more keys than the workers keep falls back to the control's
@@ -474,8 +448,8 @@ int run(int argc, char** argv) {
     const KmsTotals k = chan_keys.kms_totals();
     figs.push_back(Figure::integer("usage_reports", k.usage_reports));
     figs.push_back(Figure::integer("usage_acked", k.usage_acked));
-    figs.push_back(Figure::integer("usage_packets", usage_packets));
-    figs.push_back(Figure::integer("usage_bytes", usage_bytes));
+    figs.push_back(Figure::integer("usage_packets", usage.packets()));
+    figs.push_back(Figure::integer("usage_bytes", usage.bytes()));
     figs.push_back(Figure::integer("kms_requests", k.requests));
     figs.push_back(Figure::integer("kms_ok", k.ok));
     figs.push_back(Figure::integer("kms_errors", k.errors));

@@ -31,10 +31,12 @@ struct ChannelPolicy {
 ChannelPolicy parse_channel_policy(const std::string& spec, const ChannelPolicy& defaults);
 std::string describe(const ChannelPolicy& p);
 
+// Prices in integer micro-units of the currency (keyplane/money.hpp).
 struct Tariffs {
-  double per_request = 0.0;  // price per key data request
-  double per_gib = 0.0;      // price per GiB of decipherable multicast data
+  int64_t per_request_micros = 0;  // per key data request
+  int64_t per_gib_micros = 0;      // per GiB (2^30 bytes) of decipherable multicast data
   std::string currency = "EUR";
+  int currency_decimals = 2;       // of the human amount; ISO 4217 by default
 };
 
 struct ServerConfig {

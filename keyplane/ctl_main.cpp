@@ -6,6 +6,7 @@
 
 #include "keyplane/client/client.hpp"
 #include "keyplane/hostport.hpp"
+#include "keyplane/wall_time.hpp"
 
 namespace po = boost::program_options;
 using namespace keycast;
@@ -38,7 +39,7 @@ void print_key(const WireKey& k, bool reveal) {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  std::string servers, format = "table";
+  std::string servers, format = "table", since, until;
   std::vector<std::string> words;
   bool next = false, reveal = false;
   int64_t timeout_ms = 5000;
@@ -50,7 +51,12 @@ int main(int argc, char** argv) {
       "  status                        server role, peers, counters (JSON)\n"
       "  channels                      channel policies and current/next SPIs (JSON)\n"
       "  rotate CHANNEL                force a key change (admin, master)\n"
-      "  billing [--format table|json|csv]   per-client counts and fees (admin, master)\n"
+      "  billing [--since T] [--until T] [--format table|json|csv]\n"
+      "                                per-client counts and fees of [T, T) (admin, master)\n"
+      "  billing close PERIOD_END      close the period ending at PERIOD_END: one immutable\n"
+      "                                invoice per client (admin, master)\n"
+      "  billing invoices [--format F] the invoices written so far (admin, master)\n"
+      "                                T: RFC 3339, e.g. 2026-12-01T00:00:00Z or 2026-12-01\n"
       "  key CHANNEL [--next] [--reveal]     current (or next) key as an authorised peer\n"
       "  wireshark-keys CHANNEL        Wireshark esp_sa UAT lines for previous/current/next keys\n"
       "Options");
@@ -64,6 +70,8 @@ int main(int argc, char** argv) {
     ("tls-crl", po::value(&tls.crl), "CA's PEM CRL: refuse a revoked server certificate")
     ("timeout-ms", po::value(&timeout_ms)->default_value(5000), "request timeout")
     ("format", po::value(&format)->default_value("table"), "billing output: table|json|csv")
+    ("since", po::value(&since), "billing: from this time (RFC 3339, inclusive)")
+    ("until", po::value(&until), "billing: up to this time (RFC 3339, exclusive)")
     ("next", po::bool_switch(&next), "key: the next key instead of the current one")
     ("reveal", po::bool_switch(&reveal), "key: print the key bytes (key||salt hex)")
     ("words", po::value(&words), "COMMAND and its arguments");
@@ -104,8 +112,31 @@ int main(int argc, char** argv) {
     } else if (cmd == "billing") {
       if (format != "table" && format != "json" && format != "csv")
         throw std::runtime_error("--format " + format + ": must be table, json or csv");
-      m.type = MsgType::AdminBilling;
       m.text = format;
+      auto when = [](const std::string& opt, const std::string& v) {
+        auto t = parse_rfc3339(v);
+        if (!t) throw std::runtime_error(opt + " " + v + ": expected RFC 3339, e.g. 2026-12-01T00:00:00Z");
+        return *t;
+      };
+      const std::string sub = words.size() > 1 ? words[1] : "";
+      if (sub.empty()) {
+        m.type = MsgType::AdminBilling;
+        if (!since.empty()) m.since_ms = when("--since", since);
+        if (!until.empty()) m.until_ms = when("--until", until);
+        if (m.since_ms && m.until_ms && *m.since_ms >= *m.until_ms)
+          throw std::runtime_error("--since " + since + " is not before --until " + until);
+      } else if (sub == "close") {
+        if (words.size() != 3) throw std::runtime_error("billing close: expected PERIOD_END (RFC 3339)");
+        m.type = MsgType::AdminBillingClose;
+        m.until_ms = when("PERIOD_END", words[2]);
+      } else if (sub == "invoices") {
+        if (words.size() != 2) throw std::runtime_error("billing invoices: too many arguments");
+        m.type = MsgType::AdminInvoices;
+      } else {
+        throw std::runtime_error("billing " + sub + ": unknown (close, invoices, or none)");
+      }
+      if (m.type != MsgType::AdminBilling && (!since.empty() || !until.empty()))
+        throw std::runtime_error("--since/--until: only with plain 'billing'");
     } else if (cmd == "key") {
       need_channel();
       m.type = MsgType::KeyRequest;
@@ -119,7 +150,7 @@ int main(int argc, char** argv) {
     } else {
       throw std::runtime_error("unknown command '" + cmd + "' (try --help)");
     }
-    if (cmd != "status" && cmd != "channels" && cmd != "rotate" && cmd != "billing" && words.size() > 2)
+    if (cmd != "billing" && words.size() > 2)
       throw std::runtime_error(cmd + ": too many arguments");
   } catch (const std::exception& e) {
     std::cerr << "keycast-ctl: " << e.what() << "\n";

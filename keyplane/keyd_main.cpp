@@ -11,6 +11,7 @@
 #include "common/secure.hpp"
 #include "keyplane/config.hpp"
 #include "keyplane/hostport.hpp"
+#include "keyplane/money.hpp"
 #include "keyplane/secret_file.hpp"
 #include "keyplane/server.hpp"
 
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
       "Every option may also be given in the config file as 'name = value'\n"
       "(repeat 'channel = ...' and 'acl = ...' lines as needed)");
   std::string config, role = "master", masters, suite = "aes128gcm", origin = "kms", genkey;
+  std::string tariff_request, tariff_gib;
+  int currency_decimals_opt = -1;
   std::vector<std::string> channels, acls;
   ServerConfig cfg;
   int64_t lifetime = 60000, p1 = 20000, p2 = 10000, grace = 5000;
@@ -53,9 +56,10 @@ int main(int argc, char** argv) {
     ("suite", po::value(&suite)->default_value("aes128gcm"), "default suite aes128gcm|aes256gcm")
     ("key-origin", po::value(&origin)->default_value("kms"), "default key origin kms|sender")
     ("acl", po::value(&acls)->composing(), "CN=CHANNELS: narrow what a certificate may touch, e.g. client1=1,2 (repeatable)")
-    ("tariff-per-request", po::value(&cfg.tariffs.per_request)->default_value(0.0), "price per key data request")
-    ("tariff-per-gib", po::value(&cfg.tariffs.per_gib)->default_value(0.0), "price per GiB of decipherable data")
-    ("currency", po::value(&cfg.tariffs.currency)->default_value("EUR"), "currency label for fees")
+    ("tariff-per-request", po::value(&tariff_request)->default_value("0"), "price per key data request, decimal (up to 6 places)")
+    ("tariff-per-gib", po::value(&tariff_gib)->default_value("0"), "price per GiB of decipherable data, decimal (up to 6 places)")
+    ("currency", po::value(&cfg.tariffs.currency)->default_value("EUR"), "currency code (ISO 4217) of fees")
+    ("currency-decimals", po::value(&currency_decimals_opt), "decimals of the human fee amount (default: the currency's, e.g. 2 for EUR, 0 for JPY)")
     ("metrics", po::value(&cfg.metrics), "HOST:PORT for Prometheus text metrics (HTTP)")
     ("handshake-timeout-ms", po::value(&cfg.handshake_timeout_ms)->default_value(5000), "TLS handshake timeout")
     ("frame-timeout-ms", po::value(&cfg.frame_timeout_ms)->default_value(10000), "time to finish a started frame")
@@ -135,8 +139,22 @@ int main(int argc, char** argv) {
       cfg.channels[p.id] = p;
     }
     for (auto& a : acls) parse_acl(a, cfg);
-    if (cfg.tariffs.per_request < 0 || cfg.tariffs.per_gib < 0)
-      throw std::runtime_error("--tariff-per-request/--tariff-per-gib: must be >= 0");
+    auto price = [](const std::string& opt, const std::string& v) {
+      auto m = parse_micros(v);
+      if (!m) throw std::runtime_error(opt + " " + v + ": expected a decimal price >= 0 with at most 6 decimals");
+      return *m;
+    };
+    cfg.tariffs.per_request_micros = price("--tariff-per-request", tariff_request);
+    cfg.tariffs.per_gib_micros = price("--tariff-per-gib", tariff_gib);
+    if (cfg.tariffs.currency.empty() || cfg.tariffs.currency.size() > 8 ||
+        cfg.tariffs.currency.find_first_of(" ,\"\n") != std::string::npos)
+      throw std::runtime_error("--currency " + cfg.tariffs.currency + ": expected a currency code such as EUR");
+    cfg.tariffs.currency_decimals = currency_decimals(cfg.tariffs.currency);
+    if (vm.count("currency-decimals")) {
+      if (currency_decimals_opt < 0 || currency_decimals_opt > 6)
+        throw std::runtime_error("--currency-decimals " + std::to_string(currency_decimals_opt) + ": must be 0..6");
+      cfg.tariffs.currency_decimals = currency_decimals_opt;
+    }
     if (cfg.handshake_timeout_ms <= 0 || cfg.frame_timeout_ms <= 0 || cfg.idle_timeout_ms <= 0)
       throw std::runtime_error("--*-timeout-ms: must be > 0");
     if (cfg.tls.cert.empty()) throw std::runtime_error("--tls-cert: required");

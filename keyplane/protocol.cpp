@@ -14,10 +14,13 @@ std::string_view type_name(MsgType t) {
     case MsgType::KeyUpload: return "key_upload";
     case MsgType::UsageReport: return "usage_report";
     case MsgType::Ping: return "ping";
+    case MsgType::UsageCheckpoint: return "usage_checkpoint";
     case MsgType::AdminStatus: return "admin_status";
     case MsgType::AdminChannels: return "admin_channels";
     case MsgType::AdminRotate: return "admin_rotate";
     case MsgType::AdminBilling: return "admin_billing";
+    case MsgType::AdminBillingClose: return "admin_billing_close";
+    case MsgType::AdminInvoices: return "admin_invoices";
     case MsgType::ReplSubscribe: return "repl_subscribe";
     case MsgType::BillingForward: return "billing_forward";
     case MsgType::HelloOk: return "hello_ok";
@@ -34,8 +37,10 @@ static bool known_type(uint8_t t) {
   switch (static_cast<MsgType>(t)) {
     case MsgType::Hello: case MsgType::KeyRequest: case MsgType::GenerateRequest:
     case MsgType::KeyUpload: case MsgType::UsageReport: case MsgType::Ping:
+    case MsgType::UsageCheckpoint:
     case MsgType::AdminStatus: case MsgType::AdminChannels: case MsgType::AdminRotate:
-    case MsgType::AdminBilling: case MsgType::ReplSubscribe: case MsgType::BillingForward:
+    case MsgType::AdminBilling: case MsgType::AdminBillingClose: case MsgType::AdminInvoices:
+    case MsgType::ReplSubscribe: case MsgType::BillingForward:
     case MsgType::HelloOk: case MsgType::KeyReply: case MsgType::Ack: case MsgType::AdminReply:
     case MsgType::ReplKey: case MsgType::Error:
       return true;
@@ -216,6 +221,7 @@ void encode_bill(std::vector<uint8_t>& b, const BillEntry& e) {
   tlv_u32(in, TB_CHANNEL, e.channel);
   tlv_u32(in, TB_SPI, e.spi);
   if (e.event_id) tlv_u64(in, TB_EVENT_ID, e.event_id);
+  if (e.age_ms) tlv_u64(in, TB_AGE_MS, uint64_t(e.age_ms));
   tlv_bytes(b, T_BILL, in.data(), in.size());
 }
 
@@ -237,6 +243,9 @@ std::vector<uint8_t> encode(const Message& m) {
   if (m.packets) tlv_u64(b, T_PACKETS, *m.packets);
   if (m.event_id) tlv_u64(b, T_EVENT_ID, *m.event_id);
   if (m.seq) tlv_u64(b, T_SEQ, *m.seq);
+  if (m.instance) tlv_u64(b, T_INSTANCE, *m.instance);
+  if (m.since_ms) tlv_u64(b, T_SINCE_MS, uint64_t(*m.since_ms));
+  if (m.until_ms) tlv_u64(b, T_UNTIL_MS, uint64_t(*m.until_ms));
   if (m.error) tlv_u16(b, T_ERROR, uint16_t(*m.error));
   if (m.role) tlv_u8(b, T_ROLE, uint8_t(*m.role));
   if (!m.text.empty()) tlv_bytes(b, T_TEXT, m.text.data(), m.text.size());
@@ -336,7 +345,7 @@ DecodeStatus decode_key(const uint8_t* p, std::size_t n, WireKey& k) {
 }
 
 DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
-  std::optional<uint64_t> seq, req, ev;
+  std::optional<uint64_t> seq, req, ev, age;
   std::optional<uint32_t> ch, spi;
   bool have_id = false;
   DecodeStatus s = walk(p, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
@@ -346,6 +355,7 @@ DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
       case TB_CHANNEL: return take_int(ch, v, len);
       case TB_SPI: return take_int(spi, v, len);
       case TB_EVENT_ID: return take_int(ev, v, len);
+      case TB_AGE_MS: return take_int(age, v, len);
       case TB_IDENTITY:
         if (have_id) return DecodeStatus::DuplicateTag;
         if (len == 0 || len > 256) return DecodeStatus::BadValue;
@@ -359,7 +369,9 @@ DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
   if (s != DecodeStatus::Ok) return s;
   if (!seq || !req || !ch || !spi || !have_id) return DecodeStatus::MissingField;
   if (*seq == 0) return DecodeStatus::BadValue;
+  if (age && int64_t(*age) < 0) return DecodeStatus::BadValue;
   e.seq = *seq;
+  e.age_ms = int64_t(age.value_or(0));
   e.requests = *req;
   e.channel = *ch;
   e.spi = *spi;
@@ -385,6 +397,12 @@ DecodeStatus validate(const Message& m) {
       return DecodeStatus::Ok;
     case MsgType::UsageReport:
       return need(m.channel && m.spi && m.bytes && m.packets && m.event_id);
+    case MsgType::UsageCheckpoint:
+      return need(m.channel && m.spi && m.bytes && m.packets && m.instance);
+    case MsgType::AdminBilling:
+      if (m.since_ms && m.until_ms && *m.since_ms >= *m.until_ms) return DecodeStatus::BadValue;
+      return DecodeStatus::Ok;
+    case MsgType::AdminBillingClose: return need(m.until_ms.has_value());
     case MsgType::AdminRotate: return need(m.channel.has_value());
     case MsgType::ReplSubscribe: return need(m.seq.has_value());
     case MsgType::BillingForward: return need(!m.bills.empty());
@@ -418,7 +436,7 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
   m.req_id = h.req_id;
   std::optional<uint8_t> which, role;
   std::optional<uint16_t> err;
-  std::optional<uint64_t> rem;
+  std::optional<uint64_t> rem, since, until;
   bool have_text = false;
   DecodeStatus s = walk(body, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
     switch (tag) {
@@ -430,6 +448,9 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
       case T_PACKETS: return take_int(m.packets, v, len);
       case T_EVENT_ID: return take_int(m.event_id, v, len);
       case T_SEQ: return take_int(m.seq, v, len);
+      case T_INSTANCE: return take_int(m.instance, v, len);
+      case T_SINCE_MS: return take_int(since, v, len);
+      case T_UNTIL_MS: return take_int(until, v, len);
       case T_ERROR: return take_int(err, v, len);
       case T_ROLE: return take_int(role, v, len);
       case T_TEXT:
@@ -468,6 +489,8 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
   }
   if (err) m.error = ErrorCode(*err);
   if (rem) m.remaining_ms = int64_t(*rem);
+  if (since) m.since_ms = int64_t(*since);
+  if (until) m.until_ms = int64_t(*until);
   if (m.spi && *m.spi == 0) return DecodeStatus::BadValue;
   // SPI 0 inside a key is only meaningful in an upload ("assign one for me").
   if (m.type != MsgType::KeyUpload)

@@ -34,16 +34,19 @@ enum class MsgType : uint8_t {
   KeyUpload = 0x04,        // sender, sender-origin: sender made the key, uploads it
   UsageReport = 0x05,      // sender: bytes/packets sent under one key epoch
   Ping = 0x06,
+  UsageCheckpoint = 0x07,  // sender: cumulative bytes/packets of one key epoch so far
   AdminStatus = 0x10,
   AdminChannels = 0x11,
   AdminRotate = 0x12,
-  AdminBilling = 0x13,
+  AdminBilling = 0x13,       // counts and fees, all time or [since, until)
+  AdminBillingClose = 0x14,  // close the period ending at T_UNTIL_MS: one invoice per client
+  AdminInvoices = 0x15,      // the invoices written so far
   ReplSubscribe = 0x20,    // slave -> master: stream keys with seq > T_SEQ
   BillingForward = 0x22,   // slave -> master: billing events with unique seqs
   // replies: request type | 0x80
   HelloOk = 0x81,
   KeyReply = 0x82,         // reply to KeyRequest, GenerateRequest, KeyUpload, AdminRotate
-  Ack = 0x85,              // reply to UsageReport, Ping, ReplSubscribe, BillingForward
+  Ack = 0x85,              // reply to UsageReport, UsageCheckpoint, Ping, ReplSubscribe, BillingForward
   AdminReply = 0x90,       // JSON text in T_TEXT
   ReplKey = 0xA1,          // master -> slave push (request id 0)
   Error = 0xFF,
@@ -85,12 +88,16 @@ std::string_view slot_name(Slot s);
 enum Tag : uint16_t {
   T_CHANNEL = 1, T_SPI = 2, T_WHICH = 3, T_REMAINING_MS = 4, T_BYTES = 5, T_PACKETS = 6,
   T_EVENT_ID = 7, T_SEQ = 8, T_ERROR = 9, T_TEXT = 10, T_ROLE = 11, T_KEY = 12, T_BILL = 13,
+  T_INSTANCE = 14,  // u64: the sending process's random instance id (usage checkpoints)
+  T_SINCE_MS = 15,  // i64: billing period start, UTC wall-clock ms (inclusive)
+  T_UNTIL_MS = 16,  // i64: billing period end, UTC wall-clock ms (exclusive)
   // inside T_KEY
   TK_CHANNEL = 0x101, TK_SPI = 0x102, TK_SUITE = 0x103, TK_KEYMAT = 0x104,
   TK_REMAINING_MS = 0x105, TK_LIFETIME_MS = 0x106, TK_SLOT = 0x107,
   // inside T_BILL
   TB_SEQ = 0x201, TB_IDENTITY = 0x202, TB_REQUESTS = 0x203, TB_CHANNEL = 0x204, TB_SPI = 0x205,
   TB_EVENT_ID = 0x206,  // optional: the client's request event id (de-duplication)
+  TB_AGE_MS = 0x207,    // optional: how long ago the event happened, on the slave's clock
 };
 
 // A key as carried on the wire: decipherment (or encipherment, same bytes for
@@ -118,6 +125,7 @@ struct BillEntry {
   uint32_t channel = 0;
   uint32_t spi = 0;  // 0: no key held by this event
   uint64_t event_id = 0;  // client's request event id; 0: none (counted as is)
+  int64_t age_ms = 0;     // time since the event, when forwarded (billing period)
   bool operator==(const BillEntry&) const = default;
 };
 
@@ -130,6 +138,10 @@ struct Message {
   // event_id: a usage report's id (required), or a key request's (optional, set
   // once by the client and kept across re-sends so a billed request counts once).
   std::optional<uint64_t> bytes, packets, event_id, seq;
+  // instance: a usage checkpoint's sender process (bytes/packets are then
+  // totals of the epoch so far, kept as a high-water mark per instance).
+  std::optional<uint64_t> instance;
+  std::optional<int64_t> since_ms, until_ms;  // billing period bounds (wall clock)
   std::optional<ErrorCode> error;
   std::optional<Role> role;
   std::string text;  // error text, admin JSON, identity, software name

@@ -20,9 +20,12 @@
 
 #include "common/hex.hpp"
 #include "common/secure.hpp"
+#include "keyplane/billing_render.hpp"
 #include "keyplane/client/client.hpp"
+#include "keyplane/escape.hpp"
 #include "keyplane/hostport.hpp"
 #include "keyplane/store.hpp"
+#include "keyplane/wall_time.hpp"
 
 namespace keycast::kp {
 
@@ -33,53 +36,10 @@ using std::chrono::milliseconds;
 
 namespace {
 
-int64_t wall_ms() {
-  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 int64_t ms_between(MonoClock::time_point a, MonoClock::time_point b) {
   return std::chrono::duration_cast<milliseconds>(b - a).count();
 }
 
-std::string json_str(const std::string& s) {
-  std::string o = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      o += '\\';
-      o += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      o += b;
-    } else {
-      o += c;
-    }
-  }
-  return o + "\"";
-}
-
-std::string csv_str(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string o = "\"";
-  for (char c : s) {
-    if (c == '"') o += '"';
-    o += c;
-  }
-  return o + "\"";
-}
-
-std::string prom_label(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '"' || c == '\\') o += '\\';
-    if (c == '\n') {
-      o += "\\n";
-      continue;
-    }
-    o += c;
-  }
-  return o;
-}
 
 }  // namespace
 
@@ -129,6 +89,14 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::map<std::string, uint64_t> requests;  // requests without an event id
     std::vector<std::pair<std::string, uint64_t>> request_events;  // (identity, event id)
     std::set<std::tuple<std::string, uint32_t, uint32_t>> holders;
+    struct Checkpoint {
+      std::string sender;
+      uint64_t instance;
+      uint32_t channel, spi;
+      uint64_t bytes, packets;
+      std::size_t reply;  // index in replies
+    };
+    std::vector<Checkpoint> checkpoints;
     std::vector<std::pair<std::weak_ptr<Conn>, Message>> replies;
     bool scheduled = false;
   } pb;
@@ -137,6 +105,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   uint64_t duplicate_requests = 0;
   // Request event ids are kept a day: far beyond any client's re-send horizon.
   static constexpr int64_t kRequestEventRetentionS = 86400;
+  // Checkpoint high-water marks: a week after their epoch's last report.
+  static constexpr int64_t kCheckpointRetentionMs = 7 * 86400 * 1000LL;
+  uint64_t checkpoints_counted = 0, checkpoints_unchanged = 0;
   MonoClock::time_point last_event_prune{};
 
   // slave
@@ -195,7 +166,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     }
     // Keys: recompute monotonic deadlines from the stored wall-clock deadline.
     auto now = MonoClock::now();
-    int64_t wnow = wall_ms();
+    int64_t wnow = wall_now_ms();
     for (auto& sk : store->load_keys()) {
       Chan& c = chan_for(sk.channel);
       if (sk.expires_wall_ms - wnow < -(c.pol.grace_ms + cfg.retention_ms)) {
@@ -324,7 +295,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     sk.channel = c.pol.id;
     sk.spi = spi;
     sk.material = m;
-    sk.expires_wall_ms = wall_ms() + ms_between(now, expires);
+    sk.expires_wall_ms = wall_now_ms() + ms_between(now, expires);
     sk.lifetime_ms = lifetime_ms;
     store->begin();
     try {
@@ -661,9 +632,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         case MsgType::GenerateRequest: return on_generate(c, m);
         case MsgType::KeyUpload: return on_upload(c, m);
         case MsgType::UsageReport: return on_usage(c, m);
+        case MsgType::UsageCheckpoint: return on_checkpoint(c, m);
         case MsgType::AdminStatus:
         case MsgType::AdminChannels:
         case MsgType::AdminBilling:
+        case MsgType::AdminBillingClose:
+        case MsgType::AdminInvoices:
         case MsgType::AdminRotate: return on_admin(c, m);
         case MsgType::ReplSubscribe: return on_subscribe(c, m);
         case MsgType::BillingForward: return on_forward(c, m);
@@ -807,7 +781,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     store->begin();
     bool fresh;
     try {
-      fresh = store->add_usage(c->peer.identity, *m.event_id, ch->pol.id, *m.spi, *m.bytes, *m.packets);
+      fresh = store->add_usage(c->peer.identity, *m.event_id, ch->pol.id, *m.spi, *m.bytes, *m.packets,
+                               wall_now_ms());
       store->commit();
     } catch (...) {
       store->rollback();
@@ -822,6 +797,25 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     c->send(r);
   }
 
+  // A checkpoint carries the epoch's totals so far: booked in the group
+  // commit (one fsync for every channel's checkpoint of the second), acked
+  // after it. The high-water mark makes a re-send, a reordering after a
+  // reconnect or a replay after a master restart change nothing.
+  void on_checkpoint(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Sender}) || !require_master(c, m)) return;
+    Chan* ch = channel_for(c, m);
+    if (!ch) return;
+    Message r;
+    r.type = MsgType::Ack;
+    r.req_id = m.req_id;
+    r.channel = ch->pol.id;
+    r.remaining_ms = cur_remaining(*ch, MonoClock::now());
+    pb.checkpoints.push_back({c->peer.identity, *m.instance, ch->pol.id, *m.spi, *m.bytes, *m.packets,
+                              pb.replies.size()});
+    pb.replies.emplace_back(c, std::move(r));
+    schedule_commit();
+  }
+
   // Billing events are made durable in one transaction per batch (group
   // commit); the replies they belong to are released only after the commit.
   // A request with an event id counts once however often it is re-sent (its
@@ -834,6 +828,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       pb.requests[c->peer.identity] += 1;
     for (const auto& k : r.keys) pb.holders.emplace(c->peer.identity, k.channel, k.spi);
     pb.replies.emplace_back(c, std::move(r));
+    schedule_commit();
+  }
+
+  void schedule_commit() {
     if (!pb.scheduled) {
       // Commit after the event loop has had a moment to read more requests,
       // so one fsync covers a whole burst (e.g. a rekey storm).
@@ -855,28 +853,40 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     last_batch = b.replies.size();
     if (b.replies.empty() && b.requests.empty() && b.request_events.empty()) return;
     bool ok = true;
+    const int64_t at = wall_now_ms();
+    uint64_t counted = 0, unchanged = 0;
     try {
       store->begin();
       for (auto& [id, n] : b.requests) {
         if (master())
-          store->add_requests(id, n);
+          store->add_requests(id, n, at);
         else
-          store->outbox_add(id, n, 0, 0);
+          store->outbox_add(id, n, 0, 0, 0, at);
       }
       for (auto& [id, ev] : b.request_events) {
         if (master()) {
-          if (!store->add_request_event(id, ev)) ++duplicate_requests;
+          if (!store->add_request_event(id, ev, 1, at)) ++duplicate_requests;
         } else {
-          store->outbox_add(id, 1, 0, 0, ev);
+          store->outbox_add(id, 1, 0, 0, ev, at);
         }
       }
       for (auto& [id, ch, spi] : b.holders) {
         if (master())
           store->add_holder(id, ch, spi);
         else
-          store->outbox_add(id, 0, ch, spi);
+          store->outbox_add(id, 0, ch, spi, 0, at);
+      }
+      for (auto& cp : b.checkpoints) {
+        if (store->add_checkpoint(cp.sender, cp.instance, cp.channel, cp.spi, cp.bytes, cp.packets, at)) {
+          ++counted;
+        } else {
+          ++unchanged;
+          b.replies[cp.reply].second.text = "unchanged: at or below the high-water mark";
+        }
       }
       store->commit();
+      checkpoints_counted += counted;
+      checkpoints_unchanged += unchanged;
     } catch (const std::exception& e) {
       store->rollback();
       log(std::string("billing commit failed: ") + e.what());
@@ -899,7 +909,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     log(std::string(c->peer.role == Role::Admin ? "admin " : "refused admin request from ") +
         c->peer.identity + " (" + std::string(role_name(c->peer.role)) + ", " + c->remote + "): " +
         std::string(type_name(m.type)) + (m.channel ? " channel " + std::to_string(*m.channel) : "") +
-        (m.type == MsgType::AdminBilling && !m.text.empty() ? " format " + m.text.substr(0, 16) : ""));
+        (m.type == MsgType::AdminBilling && !m.text.empty() ? " format " + m.text.substr(0, 16) : "") +
+        (m.since_ms ? " since " + format_rfc3339(*m.since_ms) : "") +
+        (m.until_ms ? " until " + format_rfc3339(*m.until_ms) : ""));
     if (!require(c, m, {Role::Admin})) return;
     Message r;
     r.type = MsgType::AdminReply;
@@ -909,9 +921,36 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       case MsgType::AdminStatus: r.text = status_json(); break;
       case MsgType::AdminChannels: r.text = channels_json(now); break;
       case MsgType::AdminBilling:
+      case MsgType::AdminInvoices:
+      case MsgType::AdminBillingClose: {
         if (!require_master(c, m)) return;
-        r.text = billing_text(m.text.empty() ? "table" : m.text);
+        TextFormat f = TextFormat::Table;
+        if (!m.text.empty() && !parse_text_format(m.text, f))
+          return reply_error(c, m, ErrorCode::BadRequest, "format must be table, json or csv");
+        if (m.type == MsgType::AdminBilling) {
+          const int64_t since = m.since_ms.value_or(INT64_MIN), until = m.until_ms.value_or(kAllTime);
+          r.text = render_billing(store->billing(since, until), cfg.tariffs, since, until, f);
+        } else if (m.type == MsgType::AdminInvoices) {
+          r.text = render_invoices(store->invoices(), f);
+        } else {
+          // Everything accepted before the close is in the ledger first.
+          commit_billing();
+          std::vector<Invoice> inv;
+          try {
+            inv = store->close_period(*m.until_ms, wall_now_ms(), c->peer.identity, cfg.tariffs);
+          } catch (const std::invalid_argument& e) {
+            return reply_error(c, m, ErrorCode::BadRequest,
+                               std::string(e.what()) + " (closed until " +
+                                   (store->closed_until_ms() == INT64_MIN ? std::string("never")
+                                                                           : format_rfc3339(store->closed_until_ms())) +
+                                   ")");
+          }
+          log("billing period closed at " + format_rfc3339(*m.until_ms) + " by " + c->peer.identity + ": " +
+              std::to_string(inv.size()) + " invoice(s)");
+          r.text = render_invoices(inv, f);
+        }
         break;
+      }
       case MsgType::AdminRotate: {
         if (!require_master(c, m)) return;
         auto it = chans.find(*m.channel);
@@ -978,7 +1017,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     o << "},\"channels\":" << chans.size() << ",\"key_seq\":" << repl_seq.load()
       << ",\"slaves_subscribed\":" << subs << ",\"handshakes_ok\":" << handshakes_ok
       << ",\"handshakes_failed\":" << handshakes_failed << ",\"keys_made\":" << keys_made;
-    if (master()) o << ",\"billing_duplicate_requests\":" << duplicate_requests;
+    if (master())
+      o << ",\"billing_duplicate_requests\":" << duplicate_requests
+        << ",\"usage_checkpoints\":" << checkpoints_counted
+        << ",\"usage_checkpoints_unchanged\":" << checkpoints_unchanged << ",\"billing_closed_until\":"
+        << (store->closed_until_ms() == INT64_MIN ? std::string("null")
+                                                   : json_str(format_rfc3339(store->closed_until_ms())));
     if (!master()) {
       o << ",\"master_connected\":" << (upstream && upstream->connected() ? "true" : "false")
         << ",\"billing_outbox\":" << store->outbox_size();
@@ -1009,42 +1053,6 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       first = false;
     }
     o << "]";
-    return o.str();
-  }
-
-  std::string billing_text(const std::string& fmt) {
-    auto rows = store->billing();
-    auto fee = [&](const BillingRow& b) {
-      return double(b.requests) * cfg.tariffs.per_request +
-             double(b.bytes) / double(1ull << 30) * cfg.tariffs.per_gib;
-    };
-    std::ostringstream o;
-    o << std::fixed << std::setprecision(6);
-    if (fmt == "json") {
-      o << "{\"currency\":" << json_str(cfg.tariffs.currency)
-        << ",\"per_request\":" << cfg.tariffs.per_request << ",\"per_gib\":" << cfg.tariffs.per_gib
-        << ",\"clients\":[";
-      for (std::size_t i = 0; i < rows.size(); ++i) {
-        auto& b = rows[i];
-        o << (i ? "," : "") << "{\"identity\":" << json_str(b.identity) << ",\"requests\":" << b.requests
-          << ",\"bytes\":" << b.bytes << ",\"packets\":" << b.packets << ",\"epochs\":" << b.epochs
-          << ",\"fee\":" << fee(b) << "}";
-      }
-      o << "]}\n";
-    } else if (fmt == "csv") {
-      o << "identity,requests,bytes,packets,epochs,fee,currency\n";
-      for (auto& b : rows)
-        o << csv_str(b.identity) << "," << b.requests << "," << b.bytes << "," << b.packets << ","
-          << b.epochs << "," << fee(b) << "," << csv_str(cfg.tariffs.currency) << "\n";
-    } else {
-      o << std::left << std::setw(24) << "IDENTITY" << std::right << std::setw(12) << "REQUESTS"
-        << std::setw(18) << "BYTES" << std::setw(14) << "PACKETS" << std::setw(8) << "EPOCHS"
-        << std::setw(16) << ("FEE " + cfg.tariffs.currency) << "\n";
-      for (auto& b : rows)
-        o << std::left << std::setw(24) << b.identity << std::right << std::setw(12) << b.requests
-          << std::setw(18) << b.bytes << std::setw(14) << b.packets << std::setw(8) << b.epochs
-          << std::setw(16) << fee(b) << "\n";
-    }
     return o.str();
   }
 
@@ -1105,14 +1113,18 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::sort(bills.begin(), bills.end(), [](auto& a, auto& b) { return a.seq < b.seq; });
     store->begin();
     uint64_t last;
+    const int64_t now_ms = wall_now_ms();
     try {
       last = store->forward_applied(key);
       for (auto& e : bills) {
         if (e.seq <= last) continue;  // counted before: exactly once
+        // The event's own time, measured on the slave as an age: a request
+        // made before a close and forwarded after it is booked late.
+        const int64_t at = now_ms - e.age_ms;
         if (e.requests && e.event_id) {
-          if (!store->add_request_event(e.identity, e.event_id, e.requests)) ++duplicate_requests;
+          if (!store->add_request_event(e.identity, e.event_id, e.requests, at)) ++duplicate_requests;
         } else if (e.requests) {
-          store->add_requests(e.identity, e.requests);
+          store->add_requests(e.identity, e.requests, at);
         }
         if (e.spi) store->add_holder(e.identity, e.channel, e.spi);
         last = e.seq;
@@ -1183,7 +1195,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   void forward_billing() {
     if (master() || !upstream || forward_inflight || !upstream->connected()) return;
-    auto entries = store->outbox_peek(1000);
+    auto entries = store->outbox_peek(1000, wall_now_ms());
     if (entries.empty()) return;
     uint64_t last = entries.back().seq;
     Message m;
@@ -1221,6 +1233,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       last_event_prune = now;
       try {
         store->prune_request_events(kRequestEventRetentionS);
+        store->prune_checkpoints(kCheckpointRetentionMs, wall_now_ms());
       } catch (const std::exception& e) {
         log(std::string("pruning request event ids failed: ") + e.what());
       }

@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -12,6 +13,8 @@
 
 #include "common/hex.hpp"
 #include "common/secure.hpp"
+#include "keyplane/config.hpp"
+#include "keyplane/money.hpp"
 
 namespace keycast::kp {
 
@@ -112,6 +115,7 @@ Store::Store(const std::string& db_path, const std::string& master_key_file) : p
     // Databases from before request event ids: add the outbox column.
     if (!has_column("outbox", "event_id"))
       exec("ALTER TABLE outbox ADD COLUMN event_id INTEGER NOT NULL DEFAULT 0");
+    migrate();
     // Master-key check value: a wrong --master-key-file must fail loudly, not
     // produce garbage keys.
     StoredKey probe;
@@ -132,6 +136,76 @@ Store::Store(const std::string& db_path, const std::string& master_key_file) : p
     secure_zero(mk_, sizeof mk_);
     throw;
   }
+}
+
+// Schema versions after the base tables above (version 1). Each step runs
+// once, in a transaction with the version bump, so an interrupted upgrade
+// is rolled back whole and retried at the next start.
+void Store::migrate() {
+  static const char* const steps[] = {
+      // 2: a time-bucketed billing ledger (billing periods, invoices),
+      // usage checkpoints' high-water marks. The all-time totals of version 1
+      // become one bucket at the time of the upgrade.
+      R"(CREATE TABLE request_log(identity TEXT NOT NULL, at_ms INTEGER NOT NULL,
+           late INTEGER NOT NULL, count INTEGER NOT NULL, PRIMARY KEY(identity, at_ms, late));
+         CREATE INDEX request_log_at ON request_log(at_ms);
+         CREATE TABLE usage_log(channel INTEGER NOT NULL, spi INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+           late INTEGER NOT NULL, bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+           PRIMARY KEY(channel, spi, at_ms, late));
+         CREATE INDEX usage_log_at ON usage_log(at_ms);
+         CREATE TABLE usage_hw(sender TEXT NOT NULL, instance INTEGER NOT NULL, channel INTEGER NOT NULL,
+           spi INTEGER NOT NULL, bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+           at_ms INTEGER NOT NULL, PRIMARY KEY(sender, instance, channel, spi));
+         CREATE INDEX usage_hw_at ON usage_hw(at_ms);
+         CREATE TABLE periods(end_ms INTEGER PRIMARY KEY, start_ms INTEGER NOT NULL,
+           closed_at_ms INTEGER NOT NULL, closed_by TEXT NOT NULL);
+         CREATE TABLE invoices(period_end_ms INTEGER NOT NULL REFERENCES periods(end_ms),
+           identity TEXT NOT NULL, requests INTEGER NOT NULL, bytes INTEGER NOT NULL,
+           packets INTEGER NOT NULL, epochs INTEGER NOT NULL, late_requests INTEGER NOT NULL,
+           late_bytes INTEGER NOT NULL, late_packets INTEGER NOT NULL,
+           per_request_micros INTEGER NOT NULL, per_gib_micros INTEGER NOT NULL,
+           currency TEXT NOT NULL, fee_micros INTEGER NOT NULL, fee TEXT NOT NULL,
+           PRIMARY KEY(period_end_ms, identity));
+         CREATE TRIGGER periods_no_update BEFORE UPDATE ON periods
+           BEGIN SELECT RAISE(ABORT, 'closed billing periods are immutable'); END;
+         CREATE TRIGGER periods_no_delete BEFORE DELETE ON periods
+           BEGIN SELECT RAISE(ABORT, 'closed billing periods are immutable'); END;
+         CREATE TRIGGER invoices_no_update BEFORE UPDATE ON invoices
+           BEGIN SELECT RAISE(ABORT, 'invoices are immutable'); END;
+         CREATE TRIGGER invoices_no_delete BEFORE DELETE ON invoices
+           BEGIN SELECT RAISE(ABORT, 'invoices are immutable'); END;
+         INSERT INTO request_log(identity, at_ms, late, count)
+           SELECT identity, (CAST(strftime('%s','now') AS INTEGER) * 1000 / 60000) * 60000, 0, count
+           FROM requests WHERE count > 0;
+         INSERT INTO usage_log(channel, spi, at_ms, late, bytes, packets)
+           SELECT channel, spi, (CAST(strftime('%s','now') AS INTEGER) * 1000 / 60000) * 60000, 0,
+             bytes, packets FROM usage;
+         DROP TABLE requests;
+         DROP TABLE usage;
+         ALTER TABLE outbox ADD COLUMN at_ms INTEGER NOT NULL DEFAULT 0;)",
+  };
+  constexpr int kBase = 1;
+  const auto v = meta("schema_version");
+  int have = v ? std::stoi(*v) : kBase;
+  const int latest = kBase + int(std::size(steps));
+  if (have > latest)
+    throw std::runtime_error("--db " + path_ + ": schema version " + std::to_string(have) +
+                             " is newer than this keyd (" + std::to_string(latest) + ")");
+  for (; have < latest; ++have) {
+    begin();
+    try {
+      exec(steps[have - kBase]);
+      set_meta("schema_version", std::to_string(have + 1));
+      commit();
+    } catch (...) {
+      rollback();
+      throw;
+    }
+  }
+  sqlite3_stmt* s = prep("SELECT MAX(end_ms) FROM periods");
+  Reset r{s};
+  if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+    closed_until_ = sqlite3_column_int64(s, 0);
 }
 
 Store::~Store() {
@@ -322,13 +396,24 @@ void Store::set_meta(const std::string& k, const std::string& v) {
   STEP_DONE(s);
 }
 
-void Store::add_requests(const std::string& identity, uint64_t n) {
+int64_t Store::book_at(int64_t at_ms, bool& late) const {
+  late = at_ms < closed_until_;
+  if (late) return closed_until_;
+  // The open period's first bucket starts exactly at the last close.
+  return std::max(at_ms - (at_ms % kLedgerBucketMs + kLedgerBucketMs) % kLedgerBucketMs, closed_until_);
+}
+
+void Store::add_requests(const std::string& identity, uint64_t n, int64_t at_ms) {
+  bool late;
+  const int64_t at = book_at(at_ms, late);
   sqlite3_stmt* s = prep(
-      "INSERT INTO requests(identity,count) VALUES(?,?) ON CONFLICT(identity) DO UPDATE SET "
-      "count=count+excluded.count");
+      "INSERT INTO request_log(identity,at_ms,late,count) VALUES(?,?,?,?) "
+      "ON CONFLICT(identity,at_ms,late) DO UPDATE SET count=count+excluded.count");
   Reset r{s};
   sqlite3_bind_text(s, 1, identity.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(s, 2, int64_t(n));
+  sqlite3_bind_int64(s, 2, at);
+  sqlite3_bind_int(s, 3, late ? 1 : 0);
+  sqlite3_bind_int64(s, 4, int64_t(n));
   STEP_DONE(s);
 }
 
@@ -341,7 +426,7 @@ void Store::add_holder(const std::string& identity, uint32_t channel, uint32_t s
   STEP_DONE(s);
 }
 
-bool Store::add_request_event(const std::string& identity, uint64_t event_id, uint64_t n) {
+bool Store::add_request_event(const std::string& identity, uint64_t event_id, uint64_t n, int64_t at_ms) {
   sqlite3_stmt* s = prep("INSERT OR IGNORE INTO request_events(identity,event_id,at_s) VALUES(?,?,?)");
   {
     Reset r{s};
@@ -352,7 +437,7 @@ bool Store::add_request_event(const std::string& identity, uint64_t event_id, ui
     STEP_DONE(s);
   }
   if (sqlite3_changes(db_) == 0) return false;
-  add_requests(identity, n);
+  add_requests(identity, n, at_ms);
   return true;
 }
 
@@ -364,8 +449,25 @@ void Store::prune_request_events(int64_t max_age_s) {
   STEP_DONE(s);
 }
 
+void Store::book_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets, int64_t at_ms) {
+  bool late;
+  const int64_t at = book_at(at_ms, late);
+  sqlite3_stmt* u = prep(
+      "INSERT INTO usage_log(channel,spi,at_ms,late,bytes,packets) VALUES(?,?,?,?,?,?) "
+      "ON CONFLICT(channel,spi,at_ms,late) DO UPDATE SET bytes=bytes+excluded.bytes, "
+      "packets=packets+excluded.packets");
+  Reset r{u};
+  sqlite3_bind_int64(u, 1, channel);
+  sqlite3_bind_int64(u, 2, spi);
+  sqlite3_bind_int64(u, 3, at);
+  sqlite3_bind_int(u, 4, late ? 1 : 0);
+  sqlite3_bind_int64(u, 5, int64_t(bytes));
+  sqlite3_bind_int64(u, 6, int64_t(packets));
+  STEP_DONE(u);
+}
+
 bool Store::add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
-                      uint64_t bytes, uint64_t packets) {
+                      uint64_t bytes, uint64_t packets, int64_t at_ms) {
   sqlite3_stmt* s = prep("INSERT OR IGNORE INTO usage_events(sender,event_id) VALUES(?,?)");
   {
     Reset r{s};
@@ -374,40 +476,198 @@ bool Store::add_usage(const std::string& sender, uint64_t event_id, uint32_t cha
     STEP_DONE(s);
   }
   if (sqlite3_changes(db_) == 0) return false;
-  sqlite3_stmt* u = prep(
-      "INSERT INTO usage(channel,spi,bytes,packets) VALUES(?,?,?,?) ON CONFLICT(channel,spi) DO "
-      "UPDATE SET bytes=bytes+excluded.bytes, packets=packets+excluded.packets");
-  Reset r{u};
-  sqlite3_bind_int64(u, 1, channel);
-  sqlite3_bind_int64(u, 2, spi);
-  sqlite3_bind_int64(u, 3, int64_t(bytes));
-  sqlite3_bind_int64(u, 4, int64_t(packets));
-  STEP_DONE(u);
+  book_usage(channel, spi, bytes, packets, at_ms);
   return true;
 }
 
-std::vector<BillingRow> Store::billing() {
+bool Store::add_checkpoint(const std::string& sender, uint64_t instance, uint32_t channel, uint32_t spi,
+                           uint64_t bytes, uint64_t packets, int64_t at_ms) {
+  uint64_t hw_bytes = 0, hw_packets = 0;
+  {
+    sqlite3_stmt* s = prep(
+        "SELECT bytes, packets FROM usage_hw WHERE sender=? AND instance=? AND channel=? AND spi=?");
+    Reset r{s};
+    sqlite3_bind_text(s, 1, sender.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, int64_t(instance));
+    sqlite3_bind_int64(s, 3, channel);
+    sqlite3_bind_int64(s, 4, spi);
+    if (sqlite3_step(s) == SQLITE_ROW) {
+      hw_bytes = uint64_t(sqlite3_column_int64(s, 0));
+      hw_packets = uint64_t(sqlite3_column_int64(s, 1));
+    }
+  }
+  // Bytes and packets move together in one sender; each keeps its own mark
+  // so that neither is ever booked twice.
+  const uint64_t db = bytes > hw_bytes ? bytes - hw_bytes : 0;
+  const uint64_t dp = packets > hw_packets ? packets - hw_packets : 0;
+  if (db == 0 && dp == 0) return false;
+  sqlite3_stmt* u = prep(
+      "INSERT INTO usage_hw(sender,instance,channel,spi,bytes,packets,at_ms) VALUES(?,?,?,?,?,?,?) "
+      "ON CONFLICT(sender,instance,channel,spi) DO UPDATE SET bytes=MAX(bytes,excluded.bytes), "
+      "packets=MAX(packets,excluded.packets), at_ms=excluded.at_ms");
+  {
+    Reset r{u};
+    sqlite3_bind_text(u, 1, sender.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(u, 2, int64_t(instance));
+    sqlite3_bind_int64(u, 3, channel);
+    sqlite3_bind_int64(u, 4, spi);
+    sqlite3_bind_int64(u, 5, int64_t(bytes));
+    sqlite3_bind_int64(u, 6, int64_t(packets));
+    sqlite3_bind_int64(u, 7, at_ms);
+    STEP_DONE(u);
+  }
+  book_usage(channel, spi, db, dp, at_ms);
+  return true;
+}
+
+void Store::prune_checkpoints(int64_t max_age_ms, int64_t now_ms) {
+  sqlite3_stmt* s = prep("DELETE FROM usage_hw WHERE at_ms < ?");
+  Reset r{s};
+  sqlite3_bind_int64(s, 1, now_ms - max_age_ms);
+  STEP_DONE(s);
+}
+
+std::vector<BillingRow> Store::billing(int64_t since_ms, int64_t until_ms) {
   std::vector<BillingRow> out;
   sqlite3_stmt* s = prep(R"(
-    WITH ids AS (SELECT identity FROM requests UNION SELECT identity FROM holders)
-    SELECT ids.identity,
-      COALESCE((SELECT count FROM requests r WHERE r.identity = ids.identity), 0),
-      COALESCE((SELECT SUM(u.bytes) FROM holders h JOIN usage u
-                ON u.channel = h.channel AND u.spi = h.spi WHERE h.identity = ids.identity), 0),
-      COALESCE((SELECT SUM(u.packets) FROM holders h JOIN usage u
-                ON u.channel = h.channel AND u.spi = h.spi WHERE h.identity = ids.identity), 0),
-      (SELECT COUNT(*) FROM holders h WHERE h.identity = ids.identity)
-    FROM ids ORDER BY ids.identity)");
+    WITH r AS (SELECT identity, SUM(count) AS n, SUM(late * count) AS ln FROM request_log
+               WHERE at_ms >= ?1 AND at_ms < ?2 GROUP BY identity),
+         u AS (SELECT channel, spi, SUM(bytes) AS b, SUM(packets) AS p, SUM(late * bytes) AS lb,
+                 SUM(late * packets) AS lp FROM usage_log
+               WHERE at_ms >= ?1 AND at_ms < ?2 GROUP BY channel, spi),
+         hu AS (SELECT h.identity, SUM(u.b) AS b, SUM(u.p) AS p, SUM(u.lb) AS lb, SUM(u.lp) AS lp,
+                  COUNT(*) AS e FROM holders h JOIN u ON u.channel = h.channel AND u.spi = h.spi
+                GROUP BY h.identity),
+         ids AS (SELECT identity FROM r UNION SELECT identity FROM hu)
+    SELECT ids.identity, COALESCE(r.n, 0), COALESCE(hu.b, 0), COALESCE(hu.p, 0), COALESCE(hu.e, 0),
+           COALESCE(r.ln, 0), COALESCE(hu.lb, 0), COALESCE(hu.lp, 0)
+    FROM ids LEFT JOIN r ON r.identity = ids.identity LEFT JOIN hu ON hu.identity = ids.identity
+    ORDER BY ids.identity)");
   Reset r{s};
-  while (sqlite3_step(s) == SQLITE_ROW) {
+  sqlite3_bind_int64(s, 1, since_ms);
+  sqlite3_bind_int64(s, 2, until_ms);
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     BillingRow b;
     b.identity = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
     b.requests = uint64_t(sqlite3_column_int64(s, 1));
     b.bytes = uint64_t(sqlite3_column_int64(s, 2));
     b.packets = uint64_t(sqlite3_column_int64(s, 3));
     b.epochs = uint64_t(sqlite3_column_int64(s, 4));
+    b.late_requests = uint64_t(sqlite3_column_int64(s, 5));
+    b.late_bytes = uint64_t(sqlite3_column_int64(s, 6));
+    b.late_packets = uint64_t(sqlite3_column_int64(s, 7));
     out.push_back(std::move(b));
   }
+  if (rc != SQLITE_DONE) throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));
+  return out;
+}
+
+std::vector<Invoice> Store::close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
+                                         const Tariffs& t) {
+  if (end_ms <= closed_until_)
+    throw std::invalid_argument("the period up to " + std::to_string(closed_until_) +
+                                " ms is already closed; the end must be later");
+  if (end_ms > now_ms) throw std::invalid_argument("the period end is in the future");
+  int64_t start = closed_until_;
+  if (start == INT64_MIN) {
+    // The first period starts with the first event booked.
+    sqlite3_stmt* s = prep(
+        "SELECT MIN(m) FROM (SELECT MIN(at_ms) AS m FROM request_log UNION ALL "
+        "SELECT MIN(at_ms) FROM usage_log)");
+    Reset r{s};
+    start = end_ms;
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+      start = std::min<int64_t>(end_ms, sqlite3_column_int64(s, 0));
+  }
+  std::vector<Invoice> out;
+  begin();
+  try {
+    {
+      sqlite3_stmt* p = prep("INSERT INTO periods(end_ms,start_ms,closed_at_ms,closed_by) VALUES(?,?,?,?)");
+      Reset r{p};
+      sqlite3_bind_int64(p, 1, end_ms);
+      sqlite3_bind_int64(p, 2, start);
+      sqlite3_bind_int64(p, 3, now_ms);
+      sqlite3_bind_text(p, 4, closed_by.c_str(), -1, SQLITE_TRANSIENT);
+      STEP_DONE(p);
+    }
+    for (auto& row : billing(start, end_ms)) {
+      Invoice inv;
+      inv.start_ms = start;
+      inv.end_ms = end_ms;
+      inv.closed_at_ms = now_ms;
+      inv.closed_by = closed_by;
+      inv.per_request_micros = t.per_request_micros;
+      inv.per_gib_micros = t.per_gib_micros;
+      inv.currency = t.currency;
+      inv.fee_micros = fee_micros(row.requests, row.bytes, t);
+      inv.fee = amount_text(inv.fee_micros, t.currency_decimals);
+      inv.row = std::move(row);
+      sqlite3_stmt* s = prep(
+          "INSERT INTO invoices(period_end_ms,identity,requests,bytes,packets,epochs,late_requests,"
+          "late_bytes,late_packets,per_request_micros,per_gib_micros,currency,fee_micros,fee) "
+          "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+      Reset r{s};
+      sqlite3_bind_int64(s, 1, end_ms);
+      sqlite3_bind_text(s, 2, inv.row.identity.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(s, 3, int64_t(inv.row.requests));
+      sqlite3_bind_int64(s, 4, int64_t(inv.row.bytes));
+      sqlite3_bind_int64(s, 5, int64_t(inv.row.packets));
+      sqlite3_bind_int64(s, 6, int64_t(inv.row.epochs));
+      sqlite3_bind_int64(s, 7, int64_t(inv.row.late_requests));
+      sqlite3_bind_int64(s, 8, int64_t(inv.row.late_bytes));
+      sqlite3_bind_int64(s, 9, int64_t(inv.row.late_packets));
+      sqlite3_bind_int64(s, 10, inv.per_request_micros);
+      sqlite3_bind_int64(s, 11, inv.per_gib_micros);
+      sqlite3_bind_text(s, 12, inv.currency.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(s, 13, inv.fee_micros);
+      sqlite3_bind_text(s, 14, inv.fee.c_str(), -1, SQLITE_TRANSIENT);
+      STEP_DONE(s);
+      out.push_back(std::move(inv));
+    }
+    commit();
+  } catch (...) {
+    rollback();
+    throw;
+  }
+  closed_until_ = end_ms;
+  return out;
+}
+
+std::vector<Invoice> Store::invoices() {
+  std::vector<Invoice> out;
+  sqlite3_stmt* s = prep(R"(
+    SELECT p.start_ms, p.end_ms, p.closed_at_ms, p.closed_by, i.identity, i.requests, i.bytes,
+           i.packets, i.epochs, i.late_requests, i.late_bytes, i.late_packets,
+           i.per_request_micros, i.per_gib_micros, i.currency, i.fee_micros, i.fee
+    FROM invoices i JOIN periods p ON p.end_ms = i.period_end_ms ORDER BY p.end_ms, i.identity)");
+  Reset r{s};
+  int rc;
+  auto text = [&](int i) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(s, i))); };
+  auto u64 = [&](int i) { return uint64_t(sqlite3_column_int64(s, i)); };
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    Invoice v;
+    v.start_ms = sqlite3_column_int64(s, 0);
+    v.end_ms = sqlite3_column_int64(s, 1);
+    v.closed_at_ms = sqlite3_column_int64(s, 2);
+    v.closed_by = text(3);
+    v.row.identity = text(4);
+    v.row.requests = u64(5);
+    v.row.bytes = u64(6);
+    v.row.packets = u64(7);
+    v.row.epochs = u64(8);
+    v.row.late_requests = u64(9);
+    v.row.late_bytes = u64(10);
+    v.row.late_packets = u64(11);
+    v.per_request_micros = sqlite3_column_int64(s, 12);
+    v.per_gib_micros = sqlite3_column_int64(s, 13);
+    v.currency = text(14);
+    v.fee_micros = sqlite3_column_int64(s, 15);
+    v.fee = text(16);
+    out.push_back(std::move(v));
+  }
+  if (rc != SQLITE_DONE) throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));
   return out;
 }
 
@@ -430,20 +690,21 @@ void Store::set_forward_applied(const std::string& slave, uint64_t seq) {
 }
 
 void Store::outbox_add(const std::string& identity, uint64_t requests, uint32_t channel,
-                       uint32_t spi, uint64_t event_id) {
-  sqlite3_stmt* s = prep("INSERT INTO outbox(identity,requests,channel,spi,event_id) VALUES(?,?,?,?,?)");
+                       uint32_t spi, uint64_t event_id, int64_t at_ms) {
+  sqlite3_stmt* s = prep("INSERT INTO outbox(identity,requests,channel,spi,event_id,at_ms) VALUES(?,?,?,?,?,?)");
   Reset r{s};
   sqlite3_bind_text(s, 1, identity.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(s, 2, int64_t(requests));
   sqlite3_bind_int64(s, 3, channel);
   sqlite3_bind_int64(s, 4, spi);
   sqlite3_bind_int64(s, 5, int64_t(event_id));
+  sqlite3_bind_int64(s, 6, at_ms);
   STEP_DONE(s);
 }
 
-std::vector<BillEntry> Store::outbox_peek(std::size_t limit) {
+std::vector<BillEntry> Store::outbox_peek(std::size_t limit, int64_t now_ms) {
   std::vector<BillEntry> out;
-  sqlite3_stmt* s = prep("SELECT seq,identity,requests,channel,spi,event_id FROM outbox ORDER BY seq LIMIT ?");
+  sqlite3_stmt* s = prep("SELECT seq,identity,requests,channel,spi,event_id,at_ms FROM outbox ORDER BY seq LIMIT ?");
   Reset r{s};
   sqlite3_bind_int64(s, 1, int64_t(limit));
   while (sqlite3_step(s) == SQLITE_ROW) {
@@ -454,6 +715,8 @@ std::vector<BillEntry> Store::outbox_peek(std::size_t limit) {
     e.channel = uint32_t(sqlite3_column_int64(s, 3));
     e.spi = uint32_t(sqlite3_column_int64(s, 4));
     e.event_id = uint64_t(sqlite3_column_int64(s, 5));
+    // Rows from before the column have no time: billed on arrival.
+    if (const int64_t at = sqlite3_column_int64(s, 6); at > 0 && now_ms > at) e.age_ms = now_ms - at;
     out.push_back(std::move(e));
   }
   return out;

@@ -30,13 +30,36 @@ struct StoredKey {
   int64_t lifetime_ms = 0;
 };
 
+struct Tariffs;
+
 struct BillingRow {
   std::string identity;
   uint64_t requests = 0;
   uint64_t bytes = 0;    // bytes of every key epoch the identity held a key for
   uint64_t packets = 0;
-  uint64_t epochs = 0;   // key epochs held
+  uint64_t epochs = 0;   // key epochs held that carried traffic
+  // Of the above: events of an already closed period that arrived after it
+  // was closed (billed here, in the next open period).
+  uint64_t late_requests = 0, late_bytes = 0, late_packets = 0;
 };
+
+// A closed billing period [start_ms, end_ms): one immutable row per client.
+struct Invoice {
+  int64_t start_ms = 0, end_ms = 0, closed_at_ms = 0;
+  std::string closed_by;
+  BillingRow row;
+  int64_t per_request_micros = 0, per_gib_micros = 0;
+  std::string currency;
+  int64_t fee_micros = 0;
+  std::string fee;  // fee_micros in the currency's decimals
+};
+
+// Usage and requests are kept in a ledger of kLedgerBucketMs buckets (one
+// row per key epoch or client per minute, whatever the report rate). Period
+// bounds are exact at closed period ends and on minute boundaries; elsewhere
+// they resolve to the bucket.
+constexpr int64_t kLedgerBucketMs = 60000;
+constexpr int64_t kAllTime = INT64_MAX;
 
 class Store {
  public:
@@ -62,28 +85,51 @@ class Store {
   std::optional<std::string> meta(const std::string& k);
   void set_meta(const std::string& k, const std::string& v);
 
-  // Billing (master).
-  void add_requests(const std::string& identity, uint64_t n);
+  // Billing (master). at_ms: when the event happened (UTC wall clock); an
+  // event of a period already closed is booked at the start of the open
+  // period and flagged late.
+  void add_requests(const std::string& identity, uint64_t n, int64_t at_ms);
   // Counts one billed key request carrying the client's request event id;
   // false when (identity, event_id) was already counted (a re-send after a
   // lost reply, on this server or forwarded by a slave).
-  bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n = 1);
+  bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n, int64_t at_ms);
   // Forgets request event ids older than max_age_s: a client re-sends within
   // its request timeout, so a day of history is ample and the table stays bounded.
   void prune_request_events(int64_t max_age_s);
   void add_holder(const std::string& identity, uint32_t channel, uint32_t spi);
-  // false when (sender, event_id) was already counted.
+  // An increment (usage report): false when (sender, event_id) was already counted.
   bool add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
-                 uint64_t bytes, uint64_t packets);
-  std::vector<BillingRow> billing();
+                 uint64_t bytes, uint64_t packets, int64_t at_ms);
+  // A checkpoint: the epoch's totals so far from one sender process. Only
+  // the part above the high-water mark of (sender, instance, channel, spi) is
+  // booked, so re-sent, reordered or replayed checkpoints change nothing.
+  // false when nothing was above the mark.
+  bool add_checkpoint(const std::string& sender, uint64_t instance, uint32_t channel, uint32_t spi,
+                      uint64_t bytes, uint64_t packets, int64_t at_ms);
+  // High-water marks untouched for max_age_ms are dropped: a sender process
+  // re-sends within seconds, never days later.
+  void prune_checkpoints(int64_t max_age_ms, int64_t now_ms);
+  // Totals per client of the events booked in [since_ms, until_ms).
+  std::vector<BillingRow> billing(int64_t since_ms = INT64_MIN, int64_t until_ms = kAllTime);
+
+  // Billing periods. The end of the last closed period (INT64_MIN: none).
+  int64_t closed_until_ms() const { return closed_until_; }
+  // Closes [closed_until_ms() or the first event, end_ms): writes the period
+  // and one invoice per client with events in it, in one transaction.
+  // Throws std::invalid_argument when end_ms is not after the last closed
+  // end or is in the future.
+  std::vector<Invoice> close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
+                                    const Tariffs& tariffs);
+  std::vector<Invoice> invoices();
   uint64_t forward_applied(const std::string& slave);
   void set_forward_applied(const std::string& slave, uint64_t seq);
 
   // Outbox (slave): billing events waiting to be forwarded to the master.
   // event_id 0: not de-duplicated (holdings, or requests from clients that send no id).
+  // at_ms: when the event happened (its age travels with it to the master).
   void outbox_add(const std::string& identity, uint64_t requests, uint32_t channel, uint32_t spi,
-                  uint64_t event_id = 0);
-  std::vector<BillEntry> outbox_peek(std::size_t limit);
+                  uint64_t event_id, int64_t at_ms);
+  std::vector<BillEntry> outbox_peek(std::size_t limit, int64_t now_ms);
   void outbox_delete_upto(uint64_t seq);
   uint64_t outbox_size();
 
@@ -91,6 +137,9 @@ class Store {
   void exec(const char* sql);
   sqlite3_stmt* prep(const char* sql);
   bool has_column(const char* table, const char* column);
+  void migrate();
+  int64_t book_at(int64_t at_ms, bool& late) const;
+  void book_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets, int64_t at_ms);
   std::vector<uint8_t> wrap(const StoredKey& k);
   bool unwrap(const uint8_t* blob, std::size_t n, StoredKey& k, uint8_t suite);
 
@@ -98,6 +147,7 @@ class Store {
   std::string path_;
   uint8_t mk_[32] = {};
   int tx_depth_ = 0;
+  int64_t closed_until_ = INT64_MIN;
   std::map<const char*, sqlite3_stmt*> stmts_;
 };
 

@@ -67,6 +67,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   std::function<void(Client&)> on_connect;
   uint64_t event_prefix = 0;
   uint32_t event_counter = 0;
+  uint64_t instance = 0;  // set once in the constructor, read from any thread
 
   // shared with other threads
   std::mutex mu;
@@ -80,6 +81,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     for (const auto& s : o.servers) hosts.push_back(parse_host_port(s, "--server"));
     ctx = make_client_context(o.tls);
     new_event_prefix();
+    uint8_t r[8];
+    if (RAND_bytes(r, sizeof r) != 1) throw std::runtime_error("RAND_bytes failed");
+    for (uint8_t b : r) instance = instance << 8 | b;
   }
 
   // Event ids are a random 32-bit prefix per client instance and a counter:
@@ -453,17 +457,35 @@ void Client::upload(const WireKey& key, Callback cb) {
   request(std::move(m), std::move(cb));
 }
 
+namespace {
+Message usage_message(MsgType t, uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets) {
+  Message m;
+  m.type = t;
+  m.channel = channel;
+  m.spi = spi;
+  m.bytes = bytes;
+  m.packets = packets;
+  return m;
+}
+}  // namespace
+
 void Client::report_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets,
                           Callback cb) {
+  post_usage(usage_message(MsgType::UsageReport, channel, spi, bytes, packets), std::move(cb));
+}
+
+void Client::report_checkpoint(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets,
+                               Callback cb) {
+  Message m = usage_message(MsgType::UsageCheckpoint, channel, spi, bytes, packets);
+  m.instance = impl_->instance;
+  post_usage(std::move(m), std::move(cb));
+}
+
+void Client::post_usage(Message m, Callback cb) {
   auto impl = impl_;
-  auto fn = [impl, channel, spi, bytes, packets, cb = std::move(cb)]() mutable {
-    Message m;
-    m.type = MsgType::UsageReport;
-    m.channel = channel;
-    m.spi = spi;
-    m.bytes = bytes;
-    m.packets = packets;
-    m.event_id = impl->next_event_id();
+  auto fn = [impl, m = std::move(m), cb = std::move(cb)]() mutable {
+    // Event ids are drawn on the io thread, like every other request's.
+    if (m.type == MsgType::UsageReport) m.event_id = impl->next_event_id();
     impl->submit(std::move(m), std::move(cb));
   };
   if (impl->on_io())
@@ -471,6 +493,8 @@ void Client::report_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64
   else
     asio::post(impl->io, std::move(fn));
 }
+
+uint64_t Client::instance_id() const { return impl_->instance; }
 
 bool Client::poll(Result& out) {
   std::lock_guard<std::mutex> g(impl_->mu);

@@ -90,6 +90,15 @@ class Client {
   // fresh unique event id, so the master counts it exactly once.
   void report_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets,
                     Callback cb = {});
+  // Usage checkpoint: the epoch's totals so far (not an increment). The
+  // master books only what exceeds the high-water mark it keeps for
+  // (this client's instance_id(), channel, spi), so any checkpoint may be
+  // re-sent, lost or overtaken by a later one without a byte billed twice.
+  void report_checkpoint(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets,
+                         Callback cb = {});
+  // Random per Client object, i.e. per process: a restarted sender starts
+  // fresh marks for its new epochs.
+  uint64_t instance_id() const;
   // Any request message (admin commands, replication). req_id is assigned here.
   void request(Message m, Callback cb = {});
 
@@ -111,6 +120,7 @@ class Client {
   uint64_t connects() const;  // successful handshakes so far
 
  private:
+  void post_usage(Message m, Callback cb);
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };

@@ -213,7 +213,7 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
 
   auto [rc6, bill] = run(as_admin + " billing --format csv");
   EXPECT_EQ(rc6, 0) << bill;
-  EXPECT_NE(bill.find("client,3,0,0,1,0.750000,EUR"), std::string::npos) << bill;
+  EXPECT_NE(bill.find("client,3,0,0,0,0.75,EUR,750000,0,0,0,,"), std::string::npos) << bill;
   auto [rc7, billj] = run(as_admin + " billing --format json");
   EXPECT_EQ(rc7, 0);
   EXPECT_NE(billj.find("\"requests\":3"), std::string::npos) << billj;

@@ -112,10 +112,16 @@ TEST(Codec, EveryRequestTypeRoundTrips) {
   m = {}; m.type = MsgType::AdminChannels; ms.push_back(m);
   m = {}; m.type = MsgType::AdminRotate; m.channel = 2; ms.push_back(m);
   m = {}; m.type = MsgType::AdminBilling; m.text = "csv"; ms.push_back(m);
+  m = {}; m.type = MsgType::UsageCheckpoint; m.channel = 1; m.spi = 301; m.bytes = 1ull << 41; m.packets = 7; m.instance = 0xfedcba9876543210ull; ms.push_back(m);
+  m = {}; m.type = MsgType::AdminBilling; m.text = "json"; m.since_ms = 1796083200000; m.until_ms = 1798761600000; ms.push_back(m);
+  m = {}; m.type = MsgType::AdminBilling; m.since_ms = -5; ms.push_back(m);  // before 1970: allowed
+  m = {}; m.type = MsgType::AdminBillingClose; m.until_ms = 1796083200000; ms.push_back(m);
+  m = {}; m.type = MsgType::AdminInvoices; m.text = "table"; ms.push_back(m);
   m = {}; m.type = MsgType::ReplSubscribe; m.seq = 0; ms.push_back(m);
   m = {}; m.type = MsgType::ReplKey; m.seq = 77; m.keys.push_back(sample_key(1, 999)); ms.push_back(m);
   m = {}; m.type = MsgType::BillingForward; m.text = "abcd";
-  m.bills.push_back({1, "client", 3, 0, 0, 0x1234567800000009ull}); m.bills.push_back({2, "client", 0, 1, 256}); ms.push_back(m);
+  m.bills.push_back({1, "client", 3, 0, 0, 0x1234567800000009ull}); m.bills.push_back({2, "client", 0, 1, 256});
+  m.bills.push_back({3, "client", 1, 0, 0, 0, 86400000}); ms.push_back(m);
   m = {}; m.type = MsgType::HelloOk; m.role = Role::Slave; ms.push_back(m);
   m = {}; m.type = MsgType::Ack; m.seq = 5; ms.push_back(m);
   m = {}; m.type = MsgType::AdminReply; m.text = std::string(100000, 'x'); ms.push_back(m);
@@ -134,10 +140,37 @@ TEST(Codec, EveryRequestTypeRoundTrips) {
     EXPECT_EQ(r.error, x.error);
     EXPECT_EQ(r.role, x.role);
     EXPECT_EQ(r.remaining_ms, x.remaining_ms);
+    EXPECT_EQ(r.instance, x.instance);
+    EXPECT_EQ(r.since_ms, x.since_ms);
+    EXPECT_EQ(r.until_ms, x.until_ms);
     EXPECT_EQ(r.bills, x.bills);
     ASSERT_EQ(r.keys.size(), x.keys.size());
     for (std::size_t i = 0; i < r.keys.size(); ++i) EXPECT_TRUE(r.keys[i].material == x.keys[i].material);
   }
+}
+
+TEST(Codec, BillingAndCheckpointFieldsAreChecked) {
+  Message m;
+  m.type = MsgType::UsageCheckpoint;
+  m.channel = 1;
+  m.spi = 2;
+  m.bytes = 3;
+  m.packets = 4;
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::MissingField);  // no instance: it would not be idempotent
+  m.instance = 9;
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::Ok);
+  m = {};
+  m.type = MsgType::AdminBillingClose;
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::MissingField);
+  m = {};
+  m.type = MsgType::AdminBilling;
+  m.since_ms = 2000;
+  m.until_ms = 2000;
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // an empty period
+  m = {};
+  m.type = MsgType::BillingForward;
+  m.bills.push_back({1, "client", 1, 0, 0, 0, -1});
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // an event from the future
 }
 
 TEST(Codec, RejectsBadHeaders) {
