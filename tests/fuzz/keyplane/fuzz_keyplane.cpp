@@ -23,7 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (decode(again.data(), again.size(), n) != DecodeStatus::Ok) std::abort();
   if (n.type != m.type || n.req_id != m.req_id || n.channel != m.channel || n.spi != m.spi ||
       n.which != m.which || n.remaining_ms != m.remaining_ms || n.seq != m.seq ||
-      n.text != m.text || n.keys.size() != m.keys.size() || n.bills.size() != m.bills.size())
+      n.text != m.text || n.instance != m.instance || n.since_ms != m.since_ms ||
+      n.until_ms != m.until_ms || n.bytes != m.bytes || n.packets != m.packets ||
+      n.keys.size() != m.keys.size() || n.bills.size() != m.bills.size())
     std::abort();
   for (size_t i = 0; i < m.keys.size(); ++i)
     if (!(n.keys[i].material == m.keys[i].material) || n.keys[i].spi != m.keys[i].spi ||
