@@ -7,8 +7,17 @@ namespace keycast::dp {
 ChannelKeySources::ChannelKeySources(KeyPublisher& pub, const std::vector<ChannelConfig>& chans,
                          const std::vector<uint32_t>& tags, SlotParams slot, ChannelKeySourcesOptions o)
     : pub_(pub), start_timeout_(o.kms.start_timeout) {
-  std::shared_ptr<kp::Client> client;  // one connection for every channel
-  if (o.use_kms) client = make_kms_client(o.kms);
+  std::shared_ptr<kp::Client>& client = client_;  // one connection for every channel
+  if (o.use_kms) {
+    client = make_kms_client(o.kms);
+    if (o.sender)
+      client->set_push_handler([route = route_](kp::Message m) {
+        if (m.type != kp::MsgType::KeyPush || !m.channel) return;
+        std::lock_guard<std::mutex> lock(route->mu);
+        auto it = route->by_channel.find(*m.channel);
+        if (it != route->by_channel.end()) it->second->on_push(std::move(m));
+      });
+  }
   const std::size_t n = chans.size();
   for (std::size_t ci = 0; ci < n; ++ci) {
     const ChannelConfig& c = chans[ci];
@@ -18,6 +27,7 @@ ChannelKeySources::ChannelKeySources(KeyPublisher& pub, const std::vector<Channe
       ko.channel = c.id;
       if (c.suite) ko.suite = *c.suite;
       auto k = std::make_unique<KmsKeySource>(ko, client);
+      route_->by_channel[c.id] = k.get();
       kms_.push_back(k.get());
       sources_.push_back(std::move(k));
       continue;
@@ -31,6 +41,29 @@ ChannelKeySources::ChannelKeySources(KeyPublisher& pub, const std::vector<Channe
     statics_.push_back(st.get());
     sources_.push_back(std::move(st));
   }
+}
+
+ChannelKeySources::~ChannelKeySources() {
+  std::lock_guard<std::mutex> lock(route_->mu);
+  route_->by_channel.clear();
+}
+
+void ChannelKeySources::send_checkpoints(const std::vector<std::pair<std::size_t, EpochUsage>>& due) {
+  if (due.empty() || !client_) return;
+  std::vector<kp::UsageEntry> entries;
+  std::vector<std::pair<uint32_t, EpochUsage>> who;
+  for (const auto& [ci, u] : due)
+    if (auto e = kms_[ci]->checkpoint_due(u)) {
+      entries.push_back(*e);
+      who.emplace_back(e->channel, u);
+    }
+  if (entries.empty()) return;
+  client_->report_checkpoints(std::move(entries), [route = route_, who = std::move(who)](kp::Result r) {
+    std::lock_guard<std::mutex> lock(route->mu);
+    for (const auto& [ch, u] : who)
+      if (auto it = route->by_channel.find(ch); it != route->by_channel.end())
+        it->second->checkpoint_answered(r, u);
+  });
 }
 
 void ChannelKeySources::start(MonoClock::time_point static_start) {
@@ -66,6 +99,7 @@ KmsTotals ChannelKeySources::kms_totals() const {
     t.usage_reports += k->usage_reports;
     t.usage_acked += k->usage_acked;
     t.late_switches += k->late_switches;
+    t.evictions += k->evictions;
   }
   return t;
 }

@@ -5,7 +5,9 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "common/key_record.hpp"
@@ -31,7 +33,7 @@ struct ChannelKeySourcesOptions {
 // Sums over the channels' key-server sources (final figures).
 struct KmsTotals {
   uint64_t requests = 0, ok = 0, errors = 0, unanswered = 0, event_fetches = 0, refused = 0,
-           usage_reports = 0, usage_acked = 0, late_switches = 0;
+           usage_reports = 0, usage_acked = 0, late_switches = 0, evictions = 0;
 };
 
 class ChannelKeySources {
@@ -56,16 +58,28 @@ class ChannelKeySources {
   // Milliseconds from the first start request to each channel's answer,
   // sorted (channels that got keys at start; key servers only).
   std::vector<double> start_answer_ms() const;
+  // Open epochs' checkpoints of every channel that has one due, in one frame
+  // (index = channel index).
+  void send_checkpoints(const std::vector<std::pair<std::size_t, EpochUsage>>& due);
   // At exit: wait (until the deadline) for answers still on their way, so
   // the counters match what the key servers counted.
   void settle(MonoClock::time_point until);
+  ~ChannelKeySources();
 
  private:
   KeyPublisher& pub_;
   std::vector<std::unique_ptr<KeySource>> sources_;  // index = channel index
   std::vector<KmsKeySource*> kms_;
+  std::shared_ptr<kp::Client> client_;  // shared by the key-server sources
   std::vector<StaticKeySource*> statics_;
   std::chrono::milliseconds start_timeout_{10000};
+  // Routes the master's key pushes to the channel's source; emptied first
+  // thing at destruction, under its lock, so no push reaches a source gone.
+  struct PushRoute {
+    std::mutex mu;
+    std::map<uint32_t, KmsKeySource*> by_channel;
+  };
+  std::shared_ptr<PushRoute> route_ = std::make_shared<PushRoute>();
   MonoClock::time_point start_begun_{};
 };
 

@@ -273,6 +273,7 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
     }
     return;
   }
+  if (rep.tag == kPush) return apply_push(ctl, r, now);
   if (rep.tag == kNext) next_in_flight_ = false;
   if (!r.ok()) {
     ++fetch_errors;
@@ -383,18 +384,79 @@ void KmsKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
   client_->fetch_spi(o_.channel, e.spi, enqueue(kBySpi));
 }
 
+void KmsKeySource::on_push(kp::Message m) {
+  kp::Result r;
+  r.received_at = MonoClock::now();
+  r.remaining_ms = m.remaining_ms;
+  r.keys = m.keys;
+  r.reply = std::move(m);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    replies_.push_back(Reply{kPush, std::move(r), {}});
+  }
+  cv_.notify_all();
+}
+
+// A client lost the channel (eviction): its next key is dropped here too,
+// never used; the current key ends when the master says (within its evict
+// time) and the switch goes to the fresh key the push carries (kms-origin)
+// or that this sender makes and uploads now (sender-origin). The in-band
+// notice then names the fresh key, so entitled receivers fetch it in time.
+void KmsKeySource::apply_push(KeyControl& ctl, const kp::Result& r, MonoClock::time_point now) {
+  if (!o_.sender || refused_ || ctl.current_spi() == 0) return;
+  ++evictions;
+  if (const uint32_t n = ctl.next_spi()) {
+    ctl.remove(n);
+    ends_.erase(n);
+    ctl.clear_next();
+    next_end_ = {};
+  }
+  ctl.clear_notice();
+  notice_set_ = false;
+  bool changed = true;
+  for (const auto& k : r.keys) install(ctl, k, r.received_at, changed);
+  std::fprintf(stderr, "%s: channel %u: key server: %s: switching to a fresh key in %lld ms\n",
+               role_name(true), o_.channel, r.reply.text.c_str(),
+               static_cast<long long>(ms_until(cur_end_, now)));
+  if (o_.sender_origin) {
+    next_in_flight_ = false;
+    next_retry_ = {};
+    submit_next(ctl, now);
+  }
+  ctl.publish();
+}
+
 void KmsKeySource::send_checkpoint(UsageMark& m) {
   ++usage_reports;
   m.in_flight = m.sent.bytes;
   client_->report_checkpoint(o_.channel, m.sent.spi, m.sent.bytes, m.sent.packets, enqueue(kUsage, m.sent));
 }
 
-void KmsKeySource::checkpoint(const EpochUsage& u) {
-  if (u.packets == 0) return;
+std::optional<kp::UsageEntry> KmsKeySource::checkpoint_due(const EpochUsage& u) {
+  if (u.packets == 0) return std::nullopt;
   UsageMark& m = usage_[u.spi];
-  if (m.final || m.in_flight != kNone || u.bytes <= m.sent.bytes) return;
+  if (m.final || m.in_flight != kNone || u.bytes <= m.sent.bytes) return std::nullopt;
   m.sent = u;
-  send_checkpoint(m);
+  m.in_flight = u.bytes;
+  ++usage_reports;
+  return kp::UsageEntry{o_.channel, u.spi, u.bytes, u.packets};
+}
+
+void KmsKeySource::checkpoint_answered(const kp::Result& r, const EpochUsage& u) {
+  kp::Result mine;
+  mine.error = r.error;
+  mine.message = r.message;
+  mine.received_at = r.received_at;
+  const auto& refused = r.reply.channel_list;
+  if (r.ok() && std::find(refused.begin(), refused.end(), o_.channel) != refused.end()) {
+    mine.error = kp::ErrorCode::ChannelDenied;
+    mine.message = "usage of channel " + std::to_string(o_.channel) + " refused by the key server";
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    replies_.push_back(Reply{kUsage, std::move(mine), u});
+  }
+  cv_.notify_all();
 }
 
 void KmsKeySource::report_usage(const EpochUsage& u) {

@@ -100,14 +100,22 @@ class KmsKeySource : public KeySource {
   MonoClock::time_point start_answered_at() const { return start_answered_; }
   void poll(KeyControl& ctl, MonoClock::time_point now) override;
   void on_event(KeyControl& ctl, const ControlEvent& e) override;
+  // A key_push from the master for this channel (any thread): applied at
+  // the next poll().
+  void on_push(kp::Message m);
   const char* name() const override { return "kms"; }
 
   // Sender usage, all as checkpoints (the epoch's totals so far; the master
   // keeps the high-water mark per instance, channel and SPI, so nothing is
   // billed twice however often a figure is sent).
-  // checkpoint(): the open epoch, every usage interval; skipped while the
-  // previous one is unanswered or when nothing was sent since.
-  void checkpoint(const EpochUsage& u);
+  // checkpoint_due(): the open epoch at a checkpoint tick: the entry to send
+  // (then counted as sent and in flight), or nothing while the previous one
+  // is unanswered or when nothing was sent since. The caller sends every
+  // channel's entries in one frame and hands each its answer with
+  // checkpoint_answered() (from any thread).
+  std::optional<kp::UsageEntry> checkpoint_due(const EpochUsage& u);
+  void checkpoint_answered(const kp::Result& r, const EpochUsage& u);
+  uint32_t channel() const { return o_.channel; }
   // report_usage(): an epoch's final figures (at the switch, at exit); sent
   // again by resend_usage() until acknowledged.
   void report_usage(const EpochUsage& u);
@@ -133,7 +141,7 @@ class KmsKeySource : public KeySource {
   // fetches = fetch_ok + fetch_errors + unanswered(): requests sent, answered
   // with keys, answered with an error.
   uint64_t fetches = 0, fetch_ok = 0, fetch_errors = 0, event_fetches = 0, usage_reports = 0,
-           usage_acked = 0, usage_failed = 0, late_switches = 0;
+           usage_acked = 0, usage_failed = 0, late_switches = 0, evictions = 0;
 
  private:
   struct Reply {
@@ -150,7 +158,8 @@ class KmsKeySource : public KeySource {
   };
   void send_checkpoint(UsageMark& m);
   void usage_answered(const Reply& rep);
-  enum Tag { kStart = 1, kNext, kBySpi, kUsage };
+  enum Tag { kStart = 1, kNext, kBySpi, kUsage, kPush };
+  void apply_push(KeyControl& ctl, const kp::Result& r, MonoClock::time_point now);
   void submit_next(KeyControl& ctl, MonoClock::time_point now);
   void install(KeyControl& ctl, const kp::WireKey& k, MonoClock::time_point received_at,
                bool& changed);

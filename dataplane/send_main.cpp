@@ -35,6 +35,7 @@
 #include "dataplane/stats.hpp"
 #include "dataplane/tx_worker.hpp"
 #include "dataplane/usage_reporter.hpp"
+#include "keyplane/wall_time.hpp"
 
 namespace po = boost::program_options;
 using namespace keycast;
@@ -335,9 +336,12 @@ int run(int argc, char** argv) {
     std::lock_guard<std::mutex> lock(fig_mu);
     if (v.spi_now != 0) {
       ++v.switches;
-      std::fprintf(stderr, "keycast-send: %skey switch %lu: SPI %u -> %u\n",
+      // UTC time: a switch is matched against admin actions (eviction) and
+      // other hosts' logs.
+      std::fprintf(stderr, "keycast-send: %skey switch %lu: SPI %u -> %u at %s\n",
                    nch > 1 ? ("channel " + std::to_string(opt.channels[ci].id) + ": ").c_str() : "",
-                   static_cast<unsigned long>(v.switches), v.spi_now, s);
+                   static_cast<unsigned long>(v.switches), v.spi_now, s,
+                   kp::format_rfc3339(kp::wall_now_ms()).c_str());
     }
     v.spi_now = s;
     v.spis.push_back(s);
@@ -455,6 +459,7 @@ int run(int argc, char** argv) {
     figs.push_back(Figure::integer("kms_errors", k.errors));
     figs.push_back(Figure::integer("kms_unanswered", k.unanswered));
     figs.push_back(Figure::integer("late_switches", k.late_switches));
+    figs.push_back(Figure::integer("evictions", k.evictions));
   }
   std::fprintf(stderr,
                "keycast-send: done: packets_sent=%lu bytes_sent=%lu duration_s=%.3f "

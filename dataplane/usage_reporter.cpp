@@ -40,15 +40,18 @@ void UsageReporter::poll(MonoClock::time_point now) {
   next_checkpoint_ = next_checkpoint_ == MonoClock::time_point{} || now - next_checkpoint_ > half
                          ? now + half
                          : next_checkpoint_ + half;
+  std::vector<std::pair<std::size_t, EpochUsage>> due;
   for (std::size_t ci = 0; ci < keys_.size(); ++ci) {
-    KmsKeySource& k = keys_.kms(ci);
-    k.resend_usage();
+    keys_.kms(ci).resend_usage();
     // Read while the workers add to them: each worker's counter only grows,
     // so the sum read is at most what was sent and never less than the last.
     KeyControl& ctl = pub_.at(ci);
     if (auto cur = ctl.slot(ctl.current_spi()))
-      k.checkpoint(EpochUsage{cur->spi, cur->sent_bytes(), cur->sent_packets()});
+      due.emplace_back(ci, EpochUsage{cur->spi, cur->sent_bytes(), cur->sent_packets()});
   }
+  // Every channel's checkpoint in one frame: one message a tick to the
+  // master, however many channels.
+  keys_.send_checkpoints(due);
 }
 
 std::vector<std::size_t> UsageReporter::finish(MonoClock::time_point deadline) {

@@ -33,6 +33,7 @@ ChannelPolicy parse_channel_policy(const std::string& spec, const ChannelPolicy&
       else if (k == "p1") p.p1_ms = parse_ms(v, opt + " p1");
       else if (k == "p2") p.p2_ms = parse_ms(v, opt + " p2");
       else if (k == "grace") p.grace_ms = parse_ms(v, opt + " grace");
+      else if (k == "evict") p.evict_ms = parse_ms(v, opt + " evict");
       else if (k == "suite") {
         auto s = parse_suite(v);
         if (!s) throw std::runtime_error(opt + ": suite must be aes128gcm or aes256gcm");
@@ -43,7 +44,7 @@ ChannelPolicy parse_channel_policy(const std::string& spec, const ChannelPolicy&
         else throw std::runtime_error(opt + ": origin must be kms or sender");
       } else {
         throw std::runtime_error(opt + ": unknown key '" + k +
-                                 "' (lifetime, p1, p2, grace, suite, origin)");
+                                 "' (lifetime, p1, p2, grace, evict, suite, origin)");
       }
     }
   }
@@ -51,13 +52,14 @@ ChannelPolicy parse_channel_policy(const std::string& spec, const ChannelPolicy&
   if (!(p.p1_ms < p.lifetime_ms)) throw std::runtime_error(opt + ": p1 must be < lifetime");
   if (!(p.p2_ms < p.p1_ms)) throw std::runtime_error(opt + ": p2 must be < p1");
   if (p.p2_ms <= 0) throw std::runtime_error(opt + ": p2 must be > 0");
+  if (p.evict_ms < 100) throw std::runtime_error(opt + ": evict must be >= 100 ms");
   return p;
 }
 
 std::string describe(const ChannelPolicy& p) {
   std::ostringstream o;
   o << p.id << ":lifetime=" << p.lifetime_ms << ",p1=" << p.p1_ms << ",p2=" << p.p2_ms
-    << ",grace=" << p.grace_ms << ",suite=" << suite_name(p.suite)
+    << ",grace=" << p.grace_ms << ",evict=" << p.evict_ms << ",suite=" << suite_name(p.suite)
     << ",origin=" << (p.origin == KeyOrigin::Kms ? "kms" : "sender");
   return o.str();
 }

@@ -21,6 +21,7 @@ struct ChannelPolicy {
   int64_t p1_ms = 20000;        // next key made when current remaining reaches P1
   int64_t p2_ms = 10000;        // clients fetch the next key at P2 (< P1)
   int64_t grace_ms = 5000;      // receivers keep the previous key this long
+  int64_t evict_ms = 2000;      // a client losing the channel: its keys are out of use this soon
   Suite suite = Suite::Aes128Gcm;
   KeyOrigin origin = KeyOrigin::Kms;
 };
@@ -61,6 +62,8 @@ struct ServerConfig {
   int64_t retention_ms = 600000;  // keep expired keys this long for by-SPI lookups
   int64_t forward_interval_ms = 200;
   int64_t group_commit_us = 1000;  // billing batch window before the fsync
+  int64_t entitlement_sync_ms = 5000;  // grant/revoke: wait this long for every slave's confirmation
+  std::string audit_log;  // append-only JSON lines of admin actions, or empty
   bool verbose = false;
 };
 

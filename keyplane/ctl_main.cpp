@@ -6,6 +6,7 @@
 
 #include "keyplane/client/client.hpp"
 #include "keyplane/hostport.hpp"
+#include "keyplane/tls.hpp"
 #include "keyplane/wall_time.hpp"
 
 namespace po = boost::program_options;
@@ -57,6 +58,10 @@ int main(int argc, char** argv) {
       "                                invoice per client (admin, master)\n"
       "  billing invoices [--format F] the invoices written so far (admin, master)\n"
       "                                T: RFC 3339, e.g. 2026-12-01T00:00:00Z or 2026-12-01\n"
+      "  grant CN CHANNELS             entitle client CN to CHANNELS (1,2,5 or *) (admin, master)\n"
+      "  revoke CN CHANNELS            take CHANNELS (or *) away from CN; its open sessions are\n"
+      "                                refused at their next request (admin, master)\n"
+      "  entitlements [CN]             stored entitlements (JSON)\n"
       "  key CHANNEL [--next] [--reveal]     current (or next) key as an authorised peer\n"
       "  wireshark-keys CHANNEL        Wireshark esp_sa UAT lines for previous/current/next keys\n"
       "Options");
@@ -137,6 +142,19 @@ int main(int argc, char** argv) {
       }
       if (m.type != MsgType::AdminBilling && (!since.empty() || !until.empty()))
         throw std::runtime_error("--since/--until: only with plain 'billing'");
+    } else if (cmd == "grant" || cmd == "revoke") {
+      if (words.size() != 3) throw std::runtime_error(cmd + ": expected CN CHANNELS (e.g. client1 1,2 or client1 '*')");
+      auto list = parse_channel_list(words[2]);
+      if (!list || (!list->first && list->second.empty()))
+        throw std::runtime_error(cmd + " " + words[1] + " " + words[2] + ": CHANNELS must be * or a list of integers");
+      m.type = cmd == "grant" ? MsgType::AdminGrant : MsgType::AdminRevoke;
+      m.text = words[1];
+      m.all = list->first;
+      if (!m.all) m.channel_list.assign(list->second.begin(), list->second.end());
+    } else if (cmd == "entitlements") {
+      if (words.size() > 2) throw std::runtime_error("entitlements: expected at most CN");
+      m.type = MsgType::AdminEntitlements;
+      if (words.size() == 2) m.text = words[1];
     } else if (cmd == "key") {
       need_channel();
       m.type = MsgType::KeyRequest;
@@ -150,7 +168,7 @@ int main(int argc, char** argv) {
     } else {
       throw std::runtime_error("unknown command '" + cmd + "' (try --help)");
     }
-    if (cmd != "billing" && words.size() > 2)
+    if (cmd != "billing" && cmd != "grant" && cmd != "revoke" && words.size() > 2)
       throw std::runtime_error(cmd + ": too many arguments");
   } catch (const std::exception& e) {
     std::cerr << "keycast-ctl: " << e.what() << "\n";
@@ -166,7 +184,7 @@ int main(int argc, char** argv) {
     Client c(o);
     Result r = c.call(std::move(m));
     if (!r.ok()) return fail(r);
-    if (cmd == "status" || cmd == "channels") {
+    if (cmd == "status" || cmd == "channels" || cmd == "entitlements" || cmd == "grant" || cmd == "revoke") {
       std::cout << r.message << "\n";
     } else if (cmd == "billing") {
       std::cout << r.message;

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   int currency_decimals_opt = -1;
   std::vector<std::string> channels, acls;
   ServerConfig cfg;
-  int64_t lifetime = 60000, p1 = 20000, p2 = 10000, grace = 5000;
+  int64_t lifetime = 60000, p1 = 20000, p2 = 10000, grace = 5000, evict = 2000;
   bool allow_insecure_key_file = false;
   // clang-format off
   desc.add_options()
@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
     ("p1-ms", po::value(&p1)->default_value(20000), "default first preset P1 (next key made)")
     ("p2-ms", po::value(&p2)->default_value(10000), "default second preset P2 (clients fetch next key)")
     ("grace-ms", po::value(&grace)->default_value(5000), "default grace G for the previous key")
+    ("evict-ms", po::value(&evict)->default_value(2000), "default: when a client loses a channel, the channel switches to a fresh key within MS")
     ("suite", po::value(&suite)->default_value("aes128gcm"), "default suite aes128gcm|aes256gcm")
     ("key-origin", po::value(&origin)->default_value("kms"), "default key origin kms|sender")
     ("acl", po::value(&acls)->composing(), "CN=CHANNELS: narrow what a certificate may touch, e.g. client1=1,2 (repeatable)")
@@ -66,6 +67,8 @@ int main(int argc, char** argv) {
     ("idle-timeout-ms", po::value(&cfg.idle_timeout_ms)->default_value(300000), "close a connection idle this long")
     ("max-connections", po::value(&cfg.max_connections)->default_value(20000), "connection limit")
     ("retention-ms", po::value(&cfg.retention_ms)->default_value(600000), "keep expired keys for by-SPI lookups")
+    ("audit-log", po::value(&cfg.audit_log), "append one JSON line per admin action (rotate, billing close, grant, revoke, TLS reload) to FILE (created 0600)")
+    ("entitlement-sync-ms", po::value(&cfg.entitlement_sync_ms)->default_value(5000), "grant/revoke: wait this long for every subscribed slave to confirm")
     ("group-commit-us", po::value(&cfg.group_commit_us)->default_value(1000), "billing batch window under load (0: commit every event-loop turn)")
     ("verbose,v", po::bool_switch(&cfg.verbose), "log connections and key events (never key bytes)");
   // clang-format on
@@ -128,6 +131,7 @@ int main(int argc, char** argv) {
     cfg.defaults.p1_ms = p1;
     cfg.defaults.p2_ms = p2;
     cfg.defaults.grace_ms = grace;
+    cfg.defaults.evict_ms = evict;
     cfg.defaults.suite = *s;
     cfg.defaults.origin = origin == "kms" ? KeyOrigin::Kms : KeyOrigin::Sender;
     // validate the defaults the same way as a channel spec
@@ -155,6 +159,7 @@ int main(int argc, char** argv) {
         throw std::runtime_error("--currency-decimals " + std::to_string(currency_decimals_opt) + ": must be 0..6");
       cfg.tariffs.currency_decimals = currency_decimals_opt;
     }
+    if (cfg.entitlement_sync_ms <= 0) throw std::runtime_error("--entitlement-sync-ms: must be > 0");
     if (cfg.handshake_timeout_ms <= 0 || cfg.frame_timeout_ms <= 0 || cfg.idle_timeout_ms <= 0)
       throw std::runtime_error("--*-timeout-ms: must be > 0");
     if (cfg.tls.cert.empty()) throw std::runtime_error("--tls-cert: required");

@@ -21,6 +21,12 @@ std::string_view type_name(MsgType t) {
     case MsgType::AdminBilling: return "admin_billing";
     case MsgType::AdminBillingClose: return "admin_billing_close";
     case MsgType::AdminInvoices: return "admin_invoices";
+    case MsgType::AdminGrant: return "admin_grant";
+    case MsgType::AdminRevoke: return "admin_revoke";
+    case MsgType::AdminEntitlements: return "admin_entitlements";
+    case MsgType::ReplAck: return "repl_ack";
+    case MsgType::ReplEntitlement: return "repl_entitlement";
+    case MsgType::KeyPush: return "key_push";
     case MsgType::ReplSubscribe: return "repl_subscribe";
     case MsgType::BillingForward: return "billing_forward";
     case MsgType::HelloOk: return "hello_ok";
@@ -41,6 +47,8 @@ static bool known_type(uint8_t t) {
     case MsgType::AdminStatus: case MsgType::AdminChannels: case MsgType::AdminRotate:
     case MsgType::AdminBilling: case MsgType::AdminBillingClose: case MsgType::AdminInvoices:
     case MsgType::ReplSubscribe: case MsgType::BillingForward:
+    case MsgType::AdminGrant: case MsgType::AdminRevoke: case MsgType::AdminEntitlements:
+    case MsgType::ReplAck: case MsgType::ReplEntitlement: case MsgType::KeyPush:
     case MsgType::HelloOk: case MsgType::KeyReply: case MsgType::Ack: case MsgType::AdminReply:
     case MsgType::ReplKey: case MsgType::Error:
       return true;
@@ -64,6 +72,7 @@ std::string_view error_name(ErrorCode e) {
     case ErrorCode::Internal: return "internal";
     case ErrorCode::TooLarge: return "too_large";
     case ErrorCode::Busy: return "busy";
+    case ErrorCode::NotConfirmed: return "not_confirmed";
     case ErrorCode::Timeout: return "timeout";
     case ErrorCode::Unavailable: return "unavailable";
     case ErrorCode::Shutdown: return "shutdown";
@@ -225,6 +234,16 @@ void encode_bill(std::vector<uint8_t>& b, const BillEntry& e) {
   tlv_bytes(b, T_BILL, in.data(), in.size());
 }
 
+void encode_usage(std::vector<uint8_t>& b, const UsageEntry& u) {
+  std::vector<uint8_t> in;
+  in.reserve(48);
+  tlv_u32(in, TU_CHANNEL, u.channel);
+  tlv_u32(in, TU_SPI, u.spi);
+  tlv_u64(in, TU_BYTES, u.bytes);
+  tlv_u64(in, TU_PACKETS, u.packets);
+  tlv_bytes(b, T_USAGE, in.data(), in.size());
+}
+
 }  // namespace
 
 std::vector<uint8_t> encode(const Message& m) {
@@ -246,11 +265,18 @@ std::vector<uint8_t> encode(const Message& m) {
   if (m.instance) tlv_u64(b, T_INSTANCE, *m.instance);
   if (m.since_ms) tlv_u64(b, T_SINCE_MS, uint64_t(*m.since_ms));
   if (m.until_ms) tlv_u64(b, T_UNTIL_MS, uint64_t(*m.until_ms));
+  if (!m.channel_list.empty()) {
+    tlv_hdr(b, T_CHANNEL_LIST, uint32_t(m.channel_list.size() * 4));
+    for (uint32_t c : m.channel_list) put32(b, c);
+  }
+  if (m.all) tlv_u8(b, T_ALL, 1);
+  if (m.mode) tlv_u8(b, T_MODE, uint8_t(*m.mode));
   if (m.error) tlv_u16(b, T_ERROR, uint16_t(*m.error));
   if (m.role) tlv_u8(b, T_ROLE, uint8_t(*m.role));
   if (!m.text.empty()) tlv_bytes(b, T_TEXT, m.text.data(), m.text.size());
   for (const auto& k : m.keys) encode_key(b, k);
   for (const auto& e : m.bills) encode_bill(b, e);
+  for (const auto& u : m.usages) encode_usage(b, u);
   uint32_t len = uint32_t(b.size() - kHeaderLen);
   b[8] = uint8_t(len >> 24);
   b[9] = uint8_t(len >> 16);
@@ -379,6 +405,26 @@ DecodeStatus decode_bill(const uint8_t* p, std::size_t n, BillEntry& e) {
   return DecodeStatus::Ok;
 }
 
+DecodeStatus decode_usage(const uint8_t* p, std::size_t n, UsageEntry& u) {
+  std::optional<uint32_t> ch, spi;
+  std::optional<uint64_t> bytes, packets;
+  DecodeStatus s = walk(p, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
+    switch (tag) {
+      case TU_CHANNEL: return take_int(ch, v, len);
+      case TU_SPI: return take_int(spi, v, len);
+      case TU_BYTES: return take_int(bytes, v, len);
+      case TU_PACKETS: return take_int(packets, v, len);
+      default:
+        return (tag & 0x8000) ? DecodeStatus::Ok : DecodeStatus::UnknownTag;
+    }
+  });
+  if (s != DecodeStatus::Ok) return s;
+  if (!ch || !spi || !bytes || !packets) return DecodeStatus::MissingField;
+  if (*spi == 0) return DecodeStatus::BadValue;
+  u = {*ch, *spi, *bytes, *packets};
+  return DecodeStatus::Ok;
+}
+
 DecodeStatus validate(const Message& m) {
   auto need = [](bool ok) { return ok ? DecodeStatus::Ok : DecodeStatus::MissingField; };
   switch (m.type) {
@@ -397,12 +443,27 @@ DecodeStatus validate(const Message& m) {
       return DecodeStatus::Ok;
     case MsgType::UsageReport:
       return need(m.channel && m.spi && m.bytes && m.packets && m.event_id);
-    case MsgType::UsageCheckpoint:
-      return need(m.channel && m.spi && m.bytes && m.packets && m.instance);
+    case MsgType::UsageCheckpoint: {
+      if (!m.instance) return DecodeStatus::MissingField;
+      const bool single = m.channel || m.spi || m.bytes || m.packets;
+      if (single && !m.usages.empty()) return DecodeStatus::BadValue;  // one form or the other
+      return need(!m.usages.empty() || (m.channel && m.spi && m.bytes && m.packets));
+    }
     case MsgType::AdminBilling:
       if (m.since_ms && m.until_ms && *m.since_ms >= *m.until_ms) return DecodeStatus::BadValue;
       return DecodeStatus::Ok;
     case MsgType::AdminBillingClose: return need(m.until_ms.has_value());
+    case MsgType::AdminGrant:
+    case MsgType::AdminRevoke:
+      if (m.text.empty() || (m.channel_list.empty() && !m.all)) return DecodeStatus::MissingField;
+      return m.all && !m.channel_list.empty() ? DecodeStatus::BadValue : DecodeStatus::Ok;
+    case MsgType::ReplAck: return need(m.seq.has_value());
+    case MsgType::ReplEntitlement: return need(m.seq && !m.text.empty() && m.mode);
+    case MsgType::KeyPush:
+      if (!m.channel || !m.remaining_ms) return DecodeStatus::MissingField;
+      for (const auto& k : m.keys)
+        if (k.channel != *m.channel) return DecodeStatus::BadValue;
+      return DecodeStatus::Ok;
     case MsgType::AdminRotate: return need(m.channel.has_value());
     case MsgType::ReplSubscribe: return need(m.seq.has_value());
     case MsgType::BillingForward: return need(!m.bills.empty());
@@ -434,7 +495,8 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
   Message m;
   m.type = MsgType(h.type);
   m.req_id = h.req_id;
-  std::optional<uint8_t> which, role;
+  std::optional<uint8_t> which, role, all, mode;
+  bool have_list = false;
   std::optional<uint16_t> err;
   std::optional<uint64_t> rem, since, until;
   bool have_text = false;
@@ -451,6 +513,21 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
       case T_INSTANCE: return take_int(m.instance, v, len);
       case T_SINCE_MS: return take_int(since, v, len);
       case T_UNTIL_MS: return take_int(until, v, len);
+      case T_ALL: return take_int(all, v, len);
+      case T_MODE: return take_int(mode, v, len);
+      case T_CHANNEL_LIST: {
+        if (have_list) return DecodeStatus::DuplicateTag;
+        if (len == 0 || len % 4 || len / 4 > kMaxChannelList) return DecodeStatus::BadValue;
+        have_list = true;
+        m.channel_list.reserve(len / 4);
+        for (std::size_t i = 0; i < len; i += 4) {
+          const uint32_t c = get32(v + i);
+          // Ascending without repeats: one encoding per set.
+          if (!m.channel_list.empty() && c <= m.channel_list.back()) return DecodeStatus::BadValue;
+          m.channel_list.push_back(c);
+        }
+        return DecodeStatus::Ok;
+      }
       case T_ERROR: return take_int(err, v, len);
       case T_ROLE: return take_int(role, v, len);
       case T_TEXT:
@@ -465,6 +542,13 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
         DecodeStatus ks = decode_key(v, len, k);
         if (ks == DecodeStatus::Ok) m.keys.push_back(std::move(k));
         return ks;
+      }
+      case T_USAGE: {
+        if (m.usages.size() >= kMaxBillsPerFrame) return DecodeStatus::BadValue;
+        UsageEntry u;
+        DecodeStatus us = decode_usage(v, len, u);
+        if (us == DecodeStatus::Ok) m.usages.push_back(u);
+        return us;
       }
       case T_BILL: {
         if (m.bills.size() >= kMaxBillsPerFrame) return DecodeStatus::BadValue;
@@ -489,6 +573,14 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
   }
   if (err) m.error = ErrorCode(*err);
   if (rem) m.remaining_ms = int64_t(*rem);
+  if (all) {
+    if (*all != 1) return DecodeStatus::BadValue;
+    m.all = true;
+  }
+  if (mode) {
+    if (*mode > uint8_t(EntitlementMode::AllExcept)) return DecodeStatus::BadValue;
+    m.mode = EntitlementMode(*mode);
+  }
   if (since) m.since_ms = int64_t(*since);
   if (until) m.until_ms = int64_t(*until);
   if (m.spi && *m.spi == 0) return DecodeStatus::BadValue;

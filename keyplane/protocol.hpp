@@ -26,6 +26,7 @@ constexpr std::size_t kMaxBody = 1u << 20;  // 1 MiB
 constexpr std::size_t kMaxText = 512u << 10;
 constexpr std::size_t kMaxKeysPerFrame = 64;
 constexpr std::size_t kMaxBillsPerFrame = 4096;
+constexpr std::size_t kMaxChannelList = 65536;
 
 enum class MsgType : uint8_t {
   Hello = 0x01,
@@ -41,16 +42,25 @@ enum class MsgType : uint8_t {
   AdminBilling = 0x13,       // counts and fees, all time or [since, until)
   AdminBillingClose = 0x14,  // close the period ending at T_UNTIL_MS: one invoice per client
   AdminInvoices = 0x15,      // the invoices written so far
+  AdminGrant = 0x16,         // entitle identity T_TEXT to channels (T_CHANNEL_LIST or T_ALL)
+  AdminRevoke = 0x17,        // take channels away from identity T_TEXT
+  AdminEntitlements = 0x18,  // the stored entitlements (of identity T_TEXT, if given)
   ReplSubscribe = 0x20,    // slave -> master: stream keys with seq > T_SEQ
   BillingForward = 0x22,   // slave -> master: billing events with unique seqs
+  ReplAck = 0x23,          // slave -> master: entitlements applied up to T_SEQ
   // replies: request type | 0x80
   HelloOk = 0x81,
   KeyReply = 0x82,         // reply to KeyRequest, GenerateRequest, KeyUpload, AdminRotate
   Ack = 0x85,              // reply to UsageReport, UsageCheckpoint, Ping, ReplSubscribe, BillingForward
   AdminReply = 0x90,       // JSON text in T_TEXT
   ReplKey = 0xA1,          // master -> slave push (request id 0)
+  ReplEntitlement = 0xA2,  // master -> slave push: one identity's entitlement (request id 0)
+  KeyPush = 0xA3,          // master -> a channel's senders: switch early to a fresh key (request id 0)
   Error = 0xFF,
 };
+
+// How a client identity's stored entitlement reads (keyplane/entitlements.hpp).
+enum class EntitlementMode : uint8_t { Unmanaged = 0, Only = 1, AllExcept = 2 };
 
 enum class Which : uint8_t { Current = 0, Next = 1, Both = 2, BySpi = 3, All = 4 };
 enum class Slot : uint8_t { Previous = 0, Current = 1, Next = 2, Other = 3 };
@@ -71,6 +81,7 @@ enum class ErrorCode : uint16_t {
   Internal = 11,
   TooLarge = 12,
   Busy = 13,
+  NotConfirmed = 14,  // applied on the master, not yet confirmed by every slave
   // produced by the client library, never on the wire
   Timeout = 100,
   Unavailable = 101,
@@ -91,6 +102,10 @@ enum Tag : uint16_t {
   T_INSTANCE = 14,  // u64: the sending process's random instance id (usage checkpoints)
   T_SINCE_MS = 15,  // i64: billing period start, UTC wall-clock ms (inclusive)
   T_UNTIL_MS = 16,  // i64: billing period end, UTC wall-clock ms (exclusive)
+  T_CHANNEL_LIST = 17,  // bytes: n x u32 channel ids, ascending, no repeats
+  T_ALL = 18,           // u8 1: every channel ("*")
+  T_MODE = 19,          // u8: an entitlement's mode (EntitlementMode)
+  T_USAGE = 20,         // nested: one epoch's usage in a batched checkpoint
   // inside T_KEY
   TK_CHANNEL = 0x101, TK_SPI = 0x102, TK_SUITE = 0x103, TK_KEYMAT = 0x104,
   TK_REMAINING_MS = 0x105, TK_LIFETIME_MS = 0x106, TK_SLOT = 0x107,
@@ -98,6 +113,8 @@ enum Tag : uint16_t {
   TB_SEQ = 0x201, TB_IDENTITY = 0x202, TB_REQUESTS = 0x203, TB_CHANNEL = 0x204, TB_SPI = 0x205,
   TB_EVENT_ID = 0x206,  // optional: the client's request event id (de-duplication)
   TB_AGE_MS = 0x207,    // optional: how long ago the event happened, on the slave's clock
+  // inside T_USAGE (all required)
+  TU_CHANNEL = 0x301, TU_SPI = 0x302, TU_BYTES = 0x303, TU_PACKETS = 0x304,
 };
 
 // A key as carried on the wire: decipherment (or encipherment, same bytes for
@@ -129,6 +146,13 @@ struct BillEntry {
   bool operator==(const BillEntry&) const = default;
 };
 
+// One key epoch's usage so far (a batched usage checkpoint).
+struct UsageEntry {
+  uint32_t channel = 0, spi = 0;
+  uint64_t bytes = 0, packets = 0;
+  bool operator==(const UsageEntry&) const = default;
+};
+
 struct Message {
   MsgType type = MsgType::Ping;
   uint32_t req_id = 0;
@@ -142,11 +166,15 @@ struct Message {
   // totals of the epoch so far, kept as a high-water mark per instance).
   std::optional<uint64_t> instance;
   std::optional<int64_t> since_ms, until_ms;  // billing period bounds (wall clock)
+  std::vector<uint32_t> channel_list;          // T_CHANNEL_LIST
+  bool all = false;                            // T_ALL
+  std::optional<EntitlementMode> mode;
   std::optional<ErrorCode> error;
   std::optional<Role> role;
   std::string text;  // error text, admin JSON, identity, software name
   std::vector<WireKey> keys;
   std::vector<BillEntry> bills;
+  std::vector<UsageEntry> usages;  // T_USAGE: a checkpoint of many epochs (one frame per tick)
 };
 
 enum class DecodeStatus {

@@ -12,6 +12,7 @@
 #include <iomanip>
 #include <iostream>
 #include <future>
+#include <list>
 #include <map>
 #include <mutex>
 #include <set>
@@ -20,8 +21,10 @@
 
 #include "common/hex.hpp"
 #include "common/secure.hpp"
+#include "keyplane/audit_log.hpp"
 #include "keyplane/billing_render.hpp"
 #include "keyplane/client/client.hpp"
+#include "keyplane/entitlements.hpp"
 #include "keyplane/escape.hpp"
 #include "keyplane/hostport.hpp"
 #include "keyplane/store.hpp"
@@ -98,7 +101,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     };
     std::vector<Checkpoint> checkpoints;
     std::vector<std::pair<std::weak_ptr<Conn>, Message>> replies;
-    bool scheduled = false;
+    bool scheduled = false, lazy = false;
   } pb;
   std::size_t last_batch = 0;
   // Re-sent billed requests recognised by event id (not billed again).
@@ -115,6 +118,24 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::atomic<uint64_t> repl_seq{0};
   bool forward_inflight = false;
   std::string instance_id;
+
+  // entitlements and the admin audit trail
+  Entitlements ents;
+  std::unique_ptr<AuditLog> audit;
+  AuditEntry* audit_pending = nullptr;  // the admin action being handled (its errors are its result)
+  // A grant/revoke waiting for every subscribed slave to confirm it.
+  struct Confirm {
+    std::weak_ptr<Conn> admin;
+    Message reply;
+    uint64_t seq;
+    std::vector<std::pair<std::string, std::weak_ptr<Conn>>> slaves;
+    std::unique_ptr<asio::steady_timer> timer;
+    AuditEntry entry;
+  };
+  std::list<Confirm> confirms;
+  // Master: the sessions of each channel's senders (eviction pushes).
+  std::map<uint32_t, std::vector<std::weak_ptr<Conn>>> chan_senders;
+  uint64_t evictions = 0;
 
   // metrics
   std::map<std::string, uint64_t> req_by_type, err_by_code;
@@ -145,7 +166,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (cfg.role == Role::Slave && cfg.masters.empty())
       throw std::runtime_error("--master: a slave needs the master's HOST:PORT");
     ctx = make_server_context(cfg.tls);
+    if (!cfg.audit_log.empty()) audit = std::make_unique<AuditLog>(cfg.audit_log);
     store = std::make_unique<Store>(cfg.db, cfg.master_key_file);
+    for (auto& [id, e] : store->load_entitlements()) ents.set(id, std::move(e));
     if (auto r = store->meta("role"); r && *r != std::string(role_name(cfg.role)))
       throw std::runtime_error("--role " + std::string(role_name(cfg.role)) + ": database " +
                                cfg.db + " belongs to a " + *r);
@@ -390,6 +413,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::deque<std::vector<uint8_t>> wq;
     std::size_t wq_bytes = 0;
     bool writing = false, closed = false, close_after = false, subscribed = false, authed = false;
+    uint64_t entitlements_acked = 0;  // a subscribed slave: entitlement changes applied up to
+    std::set<uint32_t> served;        // channels this session was handed keys for
     PeerInfo peer;
     std::string remote;
 
@@ -576,6 +601,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void reply_error(const std::shared_ptr<Conn>& c, const Message& req, ErrorCode code,
                    const std::string& text, std::optional<int64_t> rem = std::nullopt) {
     ++err_by_code[std::string(error_name(code))];
+    if (audit_pending) {
+      audit_pending->result = std::string(error_name(code));
+      audit_pending->detail = text;
+    }
     c->send(make_error(req.req_id, code, text, rem));
   }
 
@@ -599,6 +628,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (!c->peer.allows(ch)) {
       reply_error(c, m, ErrorCode::ChannelDenied,
                   "channel " + std::to_string(ch) + " is not allowed for " + c->peer.identity);
+      return nullptr;
+    }
+    // Checked on every request, so an open session loses a revoked channel
+    // at its next request for it.
+    if ((c->peer.role == Role::Client || c->peer.role == Role::Sender) && !ents.allows(c->peer.identity, ch)) {
+      reply_error(c, m, ErrorCode::ChannelDenied,
+                  "channel " + std::to_string(ch) + " is not entitled to " + c->peer.identity);
       return nullptr;
     }
     auto it = chans.find(ch);
@@ -638,9 +674,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         case MsgType::AdminBilling:
         case MsgType::AdminBillingClose:
         case MsgType::AdminInvoices:
+        case MsgType::AdminGrant:
+        case MsgType::AdminRevoke:
+        case MsgType::AdminEntitlements:
         case MsgType::AdminRotate: return on_admin(c, m);
         case MsgType::ReplSubscribe: return on_subscribe(c, m);
         case MsgType::BillingForward: return on_forward(c, m);
+        case MsgType::ReplAck: return on_repl_ack(c, m);
         default:
           return reply_error(c, m, ErrorCode::BadRequest,
                              std::string(type_name(m.type)) + " is not a request");
@@ -699,6 +739,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         break;
       }
     }
+    c->served.insert(ch->pol.id);
     if (c->peer.role == Role::Client)
       bill_and_reply(c, std::move(r), m.event_id);
     else
@@ -709,6 +750,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (!require(c, m, {Role::Sender}) || !require_master(c, m)) return;
     Chan* ch = channel_for(c, m);
     if (!ch) return;
+    note_sender(c, ch->pol.id);
     if (ch->pol.origin != KeyOrigin::Kms)
       return reply_error(c, m, ErrorCode::WrongOrigin,
                          "channel " + std::to_string(ch->pol.id) + " is sender-origin: upload keys");
@@ -737,6 +779,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (!require(c, m, {Role::Sender}) || !require_master(c, m)) return;
     Chan* ch = channel_for(c, m);
     if (!ch) return;
+    note_sender(c, ch->pol.id);
     if (ch->pol.origin != KeyOrigin::Sender)
       return reply_error(c, m, ErrorCode::WrongOrigin,
                          "channel " + std::to_string(ch->pol.id) + " is kms-origin: send generate requests");
@@ -803,8 +846,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // reconnect or a replay after a master restart change nothing.
   void on_checkpoint(const std::shared_ptr<Conn>& c, const Message& m) {
     if (!require(c, m, {Role::Sender}) || !require_master(c, m)) return;
+    if (!m.usages.empty()) return on_checkpoints(c, m);
     Chan* ch = channel_for(c, m);
     if (!ch) return;
+    note_sender(c, ch->pol.id);
     Message r;
     r.type = MsgType::Ack;
     r.req_id = m.req_id;
@@ -813,7 +858,32 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     pb.checkpoints.push_back({c->peer.identity, *m.instance, ch->pol.id, *m.spi, *m.bytes, *m.packets,
                               pb.replies.size()});
     pb.replies.emplace_back(c, std::move(r));
-    schedule_commit();
+    schedule_commit(true);
+  }
+
+  // A sender's checkpoint of all its channels at once (one frame per tick,
+  // however many channels). Epochs of channels this sender may not report
+  // are left out and named in the ack's T_CHANNEL_LIST; the rest are booked.
+  void on_checkpoints(const std::shared_ptr<Conn>& c, const Message& m) {
+    Message r;
+    r.type = MsgType::Ack;
+    r.req_id = m.req_id;
+    std::set<uint32_t> refused;
+    for (const auto& u : m.usages) {
+      auto it = chans.find(u.channel);
+      if (!c->peer.allows(u.channel) || !ents.allows(c->peer.identity, u.channel) || it == chans.end() ||
+          (!it->second.configured && it->second.keys.empty())) {
+        refused.insert(u.channel);
+        continue;
+      }
+      note_sender(c, u.channel);
+      pb.checkpoints.push_back({c->peer.identity, *m.instance, u.channel, u.spi, u.bytes, u.packets,
+                                pb.replies.size()});
+    }
+    r.channel_list.assign(refused.begin(), refused.end());
+    if (!refused.empty()) ++err_by_code[std::string(error_name(ErrorCode::ChannelDenied))];
+    pb.replies.emplace_back(c, std::move(r));
+    schedule_commit(true);
   }
 
   // Billing events are made durable in one transaction per batch (group
@@ -831,7 +901,24 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     schedule_commit();
   }
 
-  void schedule_commit() {
+  // lazy: nobody waits for this event's reply (a checkpoint): commit within
+  // kLazyCommit, together with whatever else arrives meanwhile, so a
+  // thousand channels' checkpoints cost one fsync, not a thousand in the
+  // way of key requests. A key request arriving meanwhile commits them all
+  // at once.
+  static constexpr std::chrono::milliseconds kLazyCommit{20};
+  void schedule_commit(bool lazy = false) {
+    if (pb.scheduled && pb.lazy && !lazy) {
+      pb.lazy = false;
+      commit_timer.cancel();  // its handler commits now
+      return;
+    }
+    if (!pb.scheduled && lazy) {
+      pb.scheduled = pb.lazy = true;
+      commit_timer.expires_after(kLazyCommit);
+      commit_timer.async_wait([this](boost::system::error_code) { commit_billing(); });
+      return;
+    }
     if (!pb.scheduled) {
       // Commit after the event loop has had a moment to read more requests,
       // so one fsync covers a whole burst (e.g. a rekey storm).
@@ -855,6 +942,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     bool ok = true;
     const int64_t at = wall_now_ms();
     uint64_t counted = 0, unchanged = 0;
+    std::map<std::size_t, uint64_t> unchanged_in;  // by reply
     try {
       store->begin();
       for (auto& [id, n] : b.requests) {
@@ -881,12 +969,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           ++counted;
         } else {
           ++unchanged;
-          b.replies[cp.reply].second.text = "unchanged: at or below the high-water mark";
+          ++unchanged_in[cp.reply];
         }
       }
       store->commit();
       checkpoints_counted += counted;
       checkpoints_unchanged += unchanged;
+      for (auto& [i, n] : unchanged_in)
+        b.replies[i].second.text = (n > 1 ? std::to_string(n) + " epochs " : std::string()) +
+                                   "unchanged: at or below the high-water mark";
     } catch (const std::exception& e) {
       store->rollback();
       log(std::string("billing commit failed: ") + e.what());
@@ -912,6 +1003,28 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         (m.type == MsgType::AdminBilling && !m.text.empty() ? " format " + m.text.substr(0, 16) : "") +
         (m.since_ms ? " since " + format_rfc3339(*m.since_ms) : "") +
         (m.until_ms ? " until " + format_rfc3339(*m.until_ms) : ""));
+    // Actions (not reads) go to the audit trail with their result, refused
+    // attempts included; a grant/revoke writes its line when its slaves
+    // have confirmed it (or not), just before its reply.
+    const char* action = audit_action(m.type);
+    AuditEntry entry;
+    struct Pending {
+      Impl& s;
+      AuditEntry* e;
+      ~Pending() {
+        s.audit_pending = nullptr;
+        if (e) s.write_audit(*e);
+      }
+    } pending{*this, action ? &entry : nullptr};
+    if (action) {
+      entry = audit_entry(c, action);
+      if (m.channel) entry.channels.push_back(*m.channel);
+      entry.channels.insert(entry.channels.end(), m.channel_list.begin(), m.channel_list.end());
+      if (m.type == MsgType::AdminGrant || m.type == MsgType::AdminRevoke)
+        entry.detail = "identity " + m.text + (m.all ? " channels *" : "");
+      if (m.type == MsgType::AdminBillingClose) entry.detail = "period end " + format_rfc3339(*m.until_ms);
+      audit_pending = &entry;
+    }
     if (!require(c, m, {Role::Admin})) return;
     Message r;
     r.type = MsgType::AdminReply;
@@ -919,6 +1032,23 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     auto now = MonoClock::now();
     switch (m.type) {
       case MsgType::AdminStatus: r.text = status_json(); break;
+      case MsgType::AdminEntitlements: {
+        std::string o = "[";
+        for (auto& [id, e] : ents.all())
+          if (m.text.empty() || m.text == id) o += (o.size() > 1 ? "," : "") + entitlement_json(id, e);
+        // An identity never granted or revoked anything: its certificate decides.
+        if (!m.text.empty() && !ents.find(m.text)) o += entitlement_json(m.text, Entitlement{});
+        r.text = o + "]";
+        break;
+      }
+      case MsgType::AdminGrant:
+      case MsgType::AdminRevoke: {
+        if (!require_master(c, m)) return;
+        if (m.text.size() > 256) return reply_error(c, m, ErrorCode::BadRequest, "identity longer than 256 bytes");
+        change_entitlement(c, m, std::move(entry));
+        pending.e = nullptr;  // written when the slaves have answered
+        return;
+      }
       case MsgType::AdminChannels: r.text = channels_json(now); break;
       case MsgType::AdminBilling:
       case MsgType::AdminInvoices:
@@ -947,6 +1077,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           }
           log("billing period closed at " + format_rfc3339(*m.until_ms) + " by " + c->peer.identity + ": " +
               std::to_string(inv.size()) + " invoice(s)");
+          entry.detail += ", " + std::to_string(inv.size()) + " invoice(s)";
           r.text = render_invoices(inv, f);
         }
         break;
@@ -975,6 +1106,225 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       default: break;
     }
     c->send(r);
+  }
+
+  static const char* audit_action(MsgType t) {
+    switch (t) {
+      case MsgType::AdminRotate: return "rotate";
+      case MsgType::AdminBillingClose: return "billing_close";
+      case MsgType::AdminGrant: return "grant";
+      case MsgType::AdminRevoke: return "revoke";
+      default: return nullptr;
+    }
+  }
+  AuditEntry audit_entry(const std::shared_ptr<Conn>& c, const std::string& action) {
+    AuditEntry e;
+    e.who = c->peer.identity;
+    e.role = std::string(role_name(c->peer.role));
+    e.from = c->remote;
+    e.action = action;
+    return e;
+  }
+  void write_audit(const AuditEntry& e) {
+    if (audit && !audit->write(e))
+      log("AUDIT LOG WRITE FAILED (" + cfg.audit_log + "): " + e.action + " by " + e.who + ": " +
+          std::strerror(errno));
+  }
+
+  // grant/revoke: applied and made durable on the master at once, pushed to
+  // every subscribed slave, answered when each has confirmed it (or after
+  // --entitlement-sync-ms with not_confirmed naming the silent ones: the
+  // change stands, and a slave that reconnects gets every entitlement
+  // before any key, so it can never hand a later key to a revoked client).
+  void change_entitlement(const std::shared_ptr<Conn>& c, const Message& m, AuditEntry entry) {
+    const std::set<uint32_t> list(m.channel_list.begin(), m.channel_list.end());
+    const Entitlement none;
+    const Entitlement* old = ents.find(m.text);
+    Entitlement e = m.type == MsgType::AdminGrant ? granted(old ? *old : none, m.all, list)
+                                                   : revoked(old ? *old : none, m.all, list);
+    std::vector<uint32_t> lost;
+    for (auto& [id, ch] : chans)
+      if ((old ? *old : none).allows(id) && !e.allows(id)) lost.push_back(id);
+    e.seq = ents.seq() + 1;
+    try {
+      store->begin();
+      store->put_entitlement(m.text, e);
+      store->set_meta("entitlement_seq", std::to_string(e.seq));
+      store->commit();
+    } catch (const std::exception& ex) {
+      store->rollback();
+      entry.result = "internal";
+      entry.detail += ": " + std::string(ex.what());
+      write_audit(entry);
+      return reply_error(c, m, ErrorCode::Internal, "entitlement store unavailable");
+    }
+    ents.set(m.text, e);
+    const Message push = entitlement_frame(m.text, e);
+    Confirm cf;
+    cf.admin = c;
+    cf.seq = e.seq;
+    cf.entry = std::move(entry);
+    if (!lost.empty()) {
+      std::string l;
+      for (uint32_t id : lost) l += (l.empty() ? "" : ",") + std::to_string(id);
+      cf.entry.detail += ", channels lost: " + l;
+    }
+    cf.reply.type = MsgType::AdminReply;
+    cf.reply.req_id = m.req_id;
+    cf.reply.text = entitlement_json(m.text, e);
+    for (auto& w : subscribers)
+      if (auto s = w.lock(); s && !s->closed) {
+        s->send(push);
+        cf.slaves.emplace_back(s->peer.identity + " " + s->remote, w);
+      }
+    log(std::string(m.type == MsgType::AdminGrant ? "grant" : "revoke") + " by " + c->peer.identity +
+        ": " + cf.reply.text + ", pushed to " + std::to_string(cf.slaves.size()) + " slave(s)");
+    // After the entitlement push: a slave stores the revocation before it
+    // can see the fresh key.
+    for (uint32_t id : lost) {
+      auto it = chans.find(id);
+      if (it == chans.end() || !it->second.configured) continue;
+      const std::string d = evict(it->second, "revoke " + m.text);
+      write_audit(AuditEntry{cf.entry.who, cf.entry.role, cf.entry.from, "eviction", {id}, "ok",
+                             "identity " + m.text + ": " + d});
+    }
+    cf.timer = std::make_unique<asio::steady_timer>(io);
+    confirms.push_back(std::move(cf));
+    auto it = std::prev(confirms.end());
+    it->timer->expires_after(milliseconds(cfg.entitlement_sync_ms));
+    it->timer->async_wait([this, it](boost::system::error_code ec) {
+      if (!ec) finish_confirm(it, true);
+    });
+    check_confirms();
+  }
+
+  void note_sender(const std::shared_ptr<Conn>& c, uint32_t ch) {
+    auto& v = chan_senders[ch];
+    for (auto it = v.begin(); it != v.end();) {
+      auto s = it->lock();
+      if (s.get() == c.get()) return;
+      it = !s || s->closed ? v.erase(it) : std::next(it);
+    }
+    v.push_back(c);
+  }
+
+  // A client lost the channel: it may hold the current key and the next
+  // one (fetched at P2, from this server or any slave; holdings reach the
+  // master late, so every next key counts as handed out). The next key is
+  // discarded everywhere (its end moved into the past and replicated, so
+  // slaves drop it too), a fresh one made (kms-origin), the current key cut
+  // to end within the channel's evict time, and the channel's senders told
+  // at once on their open sessions. A sender-origin sender makes and uploads
+  // the fresh key itself. From the switch on nothing is sent under a key
+  // the client ever received.
+  std::string evict(Chan& ch, const std::string& why) {
+    const auto now = MonoClock::now();
+    prune(ch, now);
+    View v = view(ch, now);
+    if (!v.cur) return "channel " + std::to_string(ch.pol.id) + ": no current key";
+    const MemKey cur = *v.cur;
+    std::optional<MemKey> old_next;
+    if (v.next) old_next = *v.next;
+    // The push takes a moment to reach the sender and the sender a moment
+    // to act: aim a little early so the switch lands within evict_ms.
+    const auto margin = milliseconds(std::min<int64_t>(250, ch.pol.evict_ms / 4));
+    const auto target = std::min(cur.expires, now + milliseconds(ch.pol.evict_ms) - margin);
+    if (old_next)
+      add_key(ch, old_next->spi, old_next->material,
+              now - milliseconds(ch.pol.grace_ms + cfg.retention_ms + 1000), old_next->lifetime_ms, 0);
+    prune(ch, now);
+    const MemKey& c2 = add_key(ch, cur.spi, cur.material, target, cur.lifetime_ms, 0);
+    Message p;
+    p.type = MsgType::KeyPush;
+    p.req_id = 0;
+    p.channel = ch.pol.id;
+    p.remaining_ms = ms_between(now, target);
+    p.text = why;
+    p.keys.push_back(wire(ch, c2, Slot::Current, now));
+    std::string fresh = "sender makes it";
+    if (ch.pol.origin == KeyOrigin::Kms) {
+      const MemKey& f = make_key(ch, target + milliseconds(ch.pol.lifetime_ms));
+      p.keys.push_back(wire(ch, f, Slot::Next, now));
+      fresh = "spi " + std::to_string(f.spi);
+    }
+    std::size_t told = 0;
+    for (auto& w : chan_senders[ch.pol.id])
+      if (auto s = w.lock(); s && !s->closed) {
+        s->send(p);
+        ++told;
+      }
+    for (auto& k : p.keys) secure_zero(k.material.key, sizeof k.material.key);
+    ++evictions;
+    schedule(ch);
+    const std::string d = "channel " + std::to_string(ch.pol.id) + ": current spi " + std::to_string(cur.spi) +
+                          " ends in " + std::to_string(*p.remaining_ms) + " ms, next " +
+                          (old_next ? "spi " + std::to_string(old_next->spi) + " discarded" : "none") +
+                          ", fresh " + fresh + ", " + std::to_string(told) + " sender session(s) told";
+    log("eviction (" + why + "): " + d);
+    return d;
+  }
+
+  Message entitlement_frame(const std::string& id, const Entitlement& e) {
+    Message p;
+    p.type = MsgType::ReplEntitlement;
+    p.req_id = 0;
+    p.seq = e.seq;
+    p.text = id;
+    p.mode = e.mode;
+    p.channel_list.assign(e.channels.begin(), e.channels.end());
+    return p;
+  }
+
+  void on_repl_ack(const std::shared_ptr<Conn>& c, const Message& m) {
+    if (!require(c, m, {Role::Slave}) || !require_master(c, m)) return;
+    c->entitlements_acked = std::max(c->entitlements_acked, *m.seq);
+    Message r;
+    r.type = MsgType::Ack;
+    r.req_id = m.req_id;
+    c->send(r);
+    check_confirms();
+  }
+
+  void check_confirms() {
+    for (auto it = confirms.begin(); it != confirms.end();) {
+      auto next = std::next(it);
+      bool all = true;
+      for (auto& [name, w] : it->slaves) {
+        auto s = w.lock();
+        all &= s && s->entitlements_acked >= it->seq;
+      }
+      if (all) finish_confirm(it, false);
+      it = next;
+    }
+  }
+
+  void finish_confirm(std::list<Confirm>::iterator it, bool timed_out) {
+    Confirm& cf = *it;
+    std::string missing;
+    std::size_t confirmed = 0;
+    for (auto& [name, w] : cf.slaves) {
+      auto s = w.lock();
+      if (s && s->entitlements_acked >= cf.seq)
+        ++confirmed;
+      else
+        missing += (missing.empty() ? "" : ", ") + name;
+    }
+    if (auto a = cf.admin.lock()) {
+      if (missing.empty() || !timed_out) {
+        a->send(cf.reply);
+      } else {
+        cf.entry.result = std::string(error_name(ErrorCode::NotConfirmed));
+        ++err_by_code[cf.entry.result];
+        a->send(make_error(cf.reply.req_id, ErrorCode::NotConfirmed,
+                           "applied on the master, not confirmed within " +
+                               std::to_string(cfg.entitlement_sync_ms) + " ms by: " + missing));
+      }
+    }
+    cf.entry.detail += ", confirmed by " + std::to_string(confirmed) + " of " +
+                       std::to_string(cf.slaves.size()) + " slave(s)";
+    write_audit(cf.entry);
+    cf.timer->cancel();
+    confirms.erase(it);
   }
 
   // Forced rotation: the current key's remaining time is cut to P1 (if longer)
@@ -1015,6 +1365,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     for (auto& w : subscribers)
       if (!w.expired()) ++subs;
     o << "},\"channels\":" << chans.size() << ",\"key_seq\":" << repl_seq.load()
+      << ",\"entitlement_seq\":" << ents.seq() << ",\"identities_managed\":" << ents.all().size()
       << ",\"slaves_subscribed\":" << subs << ",\"handshakes_ok\":" << handshakes_ok
       << ",\"handshakes_failed\":" << handshakes_failed << ",\"keys_made\":" << keys_made;
     if (master())
@@ -1085,6 +1436,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void on_subscribe(const std::shared_ptr<Conn>& c, const Message& m) {
     if (!require(c, m, {Role::Slave}) || !require_master(c, m)) return;
     auto now = MonoClock::now();
+    // Entitlements before any key: a slave never holds a key it could hand
+    // to a client it does not yet know is revoked.
+    for (auto& [id, e] : ents.all()) c->send(entitlement_frame(id, e));
     std::vector<std::pair<uint64_t, std::pair<uint32_t, uint32_t>>> todo;
     for (auto& [id, ch] : chans)
       for (auto& [spi, k] : ch.keys)
@@ -1179,7 +1533,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   void apply_repl(Message m) {
-    if (stopping || m.type != MsgType::ReplKey || m.keys.size() != 1 || !m.seq) return;
+    if (stopping) return;
+    if (m.type == MsgType::ReplEntitlement && m.seq && m.mode && !m.text.empty()) return apply_entitlement(m);
+    if (m.type != MsgType::ReplKey || m.keys.size() != 1 || !m.seq) return;
     const WireKey& k = m.keys[0];
     Chan& c = chan_for(k.channel);
     auto now = MonoClock::now();
@@ -1191,6 +1547,26 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       log(std::string("cannot store replicated key: ") + e.what());
     }
     for (auto& kk : m.keys) secure_zero(kk.material.key, sizeof kk.material.key);
+  }
+
+  void apply_entitlement(const Message& m) {
+    Entitlement e;
+    e.mode = *m.mode;
+    e.channels.insert(m.channel_list.begin(), m.channel_list.end());
+    e.seq = *m.seq;
+    try {
+      store->put_entitlement(m.text, e);
+    } catch (const std::exception& ex) {
+      // Not confirmed: the master's admin learns this slave is behind.
+      log(std::string("cannot store replicated entitlement: ") + ex.what());
+      return;
+    }
+    ents.set(m.text, e);
+    log("entitlement of " + entitlement_json(m.text, e));
+    Message a;
+    a.type = MsgType::ReplAck;
+    a.seq = e.seq;
+    upstream->request(std::move(a));
   }
 
   void forward_billing() {
@@ -1395,13 +1771,30 @@ std::string Server::reload_tls() {
       std::vector<Impl::Conn*> gone;
       for (auto* c : impl->conns)
         if (c->authed && !peer_still_valid(c->s.native_handle(), impl->ctx->native_handle())) gone.push_back(c);
+      // A client whose certificate is no longer valid loses every channel it
+      // was handed keys for in that session: evicted like a revoke.
+      std::map<uint32_t, std::string> lost;
+      for (auto* c : gone)
+        if (c->peer.role == Role::Client)
+          for (uint32_t ch : c->served) lost[ch] += (lost[ch].empty() ? "" : ",") + c->peer.identity;
       for (auto* c : gone) c->close("certificate not valid under the reloaded CA/CRL");
+      if (impl->master())
+        for (auto& [id, who] : lost) {
+          auto it = impl->chans.find(id);
+          if (it == impl->chans.end() || !it->second.configured) continue;
+          const std::string d = impl->evict(it->second, "certificate of " + who + " no longer valid");
+          impl->write_audit(AuditEntry{"keyd", "local", "SIGHUP", "eviction", {id}, "ok", who + ": " + d});
+        }
       impl->log("TLS files reloaded (certificate, key, CA" +
                 std::string(impl->cfg.tls.crl.empty() ? "" : ", CRL " + impl->cfg.tls.crl) + "); " +
                 std::to_string(gone.size()) + " open session(s) ended");
+      AuditEntry a{"keyd", "local", "SIGHUP", "tls_reload", {}, "ok",
+                   std::to_string(gone.size()) + " open session(s) ended"};
+      impl->write_audit(a);
       done->set_value("");
     } catch (const std::exception& e) {
       impl->log(std::string("TLS reload failed, previous files stay in force: ") + e.what());
+      impl->write_audit(AuditEntry{"keyd", "local", "SIGHUP", "tls_reload", {}, "failed", e.what()});
       done->set_value(e.what());
     }
   });

@@ -183,6 +183,9 @@ void Store::migrate() {
          DROP TABLE requests;
          DROP TABLE usage;
          ALTER TABLE outbox ADD COLUMN at_ms INTEGER NOT NULL DEFAULT 0;)",
+      // 3: runtime entitlements (master: the source; slave: as replicated).
+      R"(CREATE TABLE entitlements(identity TEXT PRIMARY KEY, mode INTEGER NOT NULL,
+           channels TEXT NOT NULL, seq INTEGER NOT NULL);)",
   };
   constexpr int kBase = 1;
   const auto v = meta("schema_version");
@@ -669,6 +672,41 @@ std::vector<Invoice> Store::invoices() {
   }
   if (rc != SQLITE_DONE) throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));
   return out;
+}
+
+std::vector<std::pair<std::string, Entitlement>> Store::load_entitlements() {
+  std::vector<std::pair<std::string, Entitlement>> out;
+  sqlite3_stmt* s = prep("SELECT identity, mode, channels, seq FROM entitlements ORDER BY seq");
+  Reset r{s};
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    Entitlement e;
+    const int mode = sqlite3_column_int(s, 1);
+    if (mode < 0 || mode > int(EntitlementMode::AllExcept))
+      throw std::runtime_error("--db " + path_ + ": entitlement with unknown mode " + std::to_string(mode));
+    e.mode = EntitlementMode(mode);
+    std::stringstream list(reinterpret_cast<const char*>(sqlite3_column_text(s, 2)));
+    for (std::string c; std::getline(list, c, ',');)
+      if (!c.empty()) e.channels.insert(uint32_t(std::stoul(c)));
+    e.seq = uint64_t(sqlite3_column_int64(s, 3));
+    out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), std::move(e));
+  }
+  if (rc != SQLITE_DONE) throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));
+  return out;
+}
+
+void Store::put_entitlement(const std::string& identity, const Entitlement& e) {
+  std::string list;
+  for (uint32_t c : e.channels) list += (list.empty() ? "" : ",") + std::to_string(c);
+  sqlite3_stmt* s = prep(
+      "INSERT INTO entitlements(identity,mode,channels,seq) VALUES(?,?,?,?) ON CONFLICT(identity) "
+      "DO UPDATE SET mode=excluded.mode, channels=excluded.channels, seq=excluded.seq");
+  Reset r{s};
+  sqlite3_bind_text(s, 1, identity.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int(s, 2, int(e.mode));
+  sqlite3_bind_text(s, 3, list.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(s, 4, int64_t(e.seq));
+  STEP_DONE(s);
 }
 
 uint64_t Store::forward_applied(const std::string& slave) {

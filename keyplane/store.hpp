@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/key_record.hpp"
+#include "keyplane/entitlements.hpp"
 #include "keyplane/protocol.hpp"
 
 struct sqlite3;
@@ -121,6 +122,10 @@ class Store {
   std::vector<Invoice> close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
                                     const Tariffs& tariffs);
   std::vector<Invoice> invoices();
+  // Entitlements (master: the source of truth; slave: the replicated copy).
+  std::vector<std::pair<std::string, Entitlement>> load_entitlements();
+  void put_entitlement(const std::string& identity, const Entitlement& e);
+
   uint64_t forward_applied(const std::string& slave);
   void set_forward_applied(const std::string& slave, uint64_t seq);
 

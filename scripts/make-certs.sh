@@ -53,6 +53,7 @@ EXT
 leaf master master '*' "$serverside"
 leaf slave slave '*' "$serverside"
 leaf slave2 slave '*' "$serverside"
+leaf slave3 slave '*' "$serverside"
 leaf sender sender '*'
 leaf client client "${KEYCAST_CLIENT_CHANNELS:-1,2}"
 leaf client2 client "${KEYCAST_CLIENT2_CHANNELS:-2}"

@@ -494,6 +494,14 @@ void Client::post_usage(Message m, Callback cb) {
     asio::post(impl->io, std::move(fn));
 }
 
+void Client::report_checkpoints(std::vector<UsageEntry> entries, Callback cb) {
+  Message m;
+  m.type = MsgType::UsageCheckpoint;
+  m.usages = std::move(entries);
+  m.instance = impl_->instance;
+  post_usage(std::move(m), std::move(cb));
+}
+
 uint64_t Client::instance_id() const { return impl_->instance; }
 
 bool Client::poll(Result& out) {

@@ -96,6 +96,9 @@ class Client {
   // re-sent, lost or overtaken by a later one without a byte billed twice.
   void report_checkpoint(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets,
                          Callback cb = {});
+  // Checkpoints of many epochs in one frame (a sender's channels at one
+  // tick); the ack's reply.channel_list names channels refused.
+  void report_checkpoints(std::vector<UsageEntry> entries, Callback cb = {});
   // Random per Client object, i.e. per process: a restarted sender starts
   // fresh marks for its new epochs.
   uint64_t instance_id() const;

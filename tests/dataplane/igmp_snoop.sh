@@ -102,7 +102,7 @@ sleep 1.5  # past the querier's start-up wait
 TAPS+=("kgs$ID")
 "$BIN/keycast-send" $EAL --file-prefix "kc_igmp_s_$ID" -l 0,1 --main-lcore 1 --vdev "net_tap0,iface=kgs$ID" -- \
   --key-file "$WORK/keys.txt" --channels "$WORK/all.conf" --rate 1000 --count "$PER" --payload-size 200 \
-  --idle-sleep-us 100 --start-delay-ms 300 --stats-interval 0 --stats-json "$WORK/s.json" > "$WORK/s.log" 2>&1 &
+  --idle-sleep-us 100 --start-delay-ms 2000 --stats-interval 0 --stats-json "$WORK/s.json" > "$WORK/s.log" 2>&1 &
 PIDS+=($!)
 PID_s=$!
 attach "kgs$ID"

@@ -81,9 +81,12 @@ start_recv r302 1 --vlan 302
 start_recv notag 0
 
 TAPS+=("kvs$ID")
+# The sender's TAP joins the bridge only once it exists (attach below): the
+# start delay covers that on a loaded machine, so no frame is sent into a
+# TAP that is not on the bridge yet.
 "$BIN/keycast-send" $EAL --file-prefix "kc_vlan_s_$ID" -l 0,1 --main-lcore 1 --vdev "net_tap0,iface=kvs$ID" -- \
   --key-file "$WORK/keys.txt" --channels "$WORK/ch.conf" --vlan 301 --vlan-pcp 4 --rate 1000 --count "$PER" \
-  --payload-size 200 --idle-sleep-us 100 --start-delay-ms 300 --stats-interval 0 --stats-json "$WORK/s.json" \
+  --payload-size 200 --idle-sleep-us 100 --start-delay-ms 2000 --stats-interval 0 --stats-json "$WORK/s.json" \
   > "$WORK/s.log" 2>&1 &
 PIDS+=($!)
 PID_s=$!

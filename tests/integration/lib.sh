@@ -26,7 +26,7 @@ cleanup() {
     echo "---- logs ($WORK) ----"
     for f in "$WORK"/*.log "$WORK"/*.json; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
   fi
-  rm -rf "$WORK"
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"  # KEEP_WORK=1: keep every log for a post-mortem
   exit $rc
 }
 trap cleanup EXIT INT TERM
@@ -117,7 +117,7 @@ start_send() {
   "$SEND" $EAL --file-prefix "kci_${tag}_$ID" -l 0,1 --main-lcore "$main" \
     --vdev "net_tap0,iface=$ifc" -- \
     --tls-cert "$PKI/sender.crt" --tls-key "$PKI/sender.key" --tls-ca "$PKI/ca.crt" \
-    --payload-size 256 --idle-sleep-us 100 --start-delay-ms 1500 --stats-interval 2 \
+    --payload-size 256 --idle-sleep-us 100 --start-delay-ms "${START_DELAY_MS:-1500}" --stats-interval 2 \
     --stats-json "$WORK/$tag.json" "$@" > "$WORK/$tag.log" 2>&1 &
   PIDS+=($!)
   eval "PID_$tag=$!"

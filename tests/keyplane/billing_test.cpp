@@ -185,6 +185,17 @@ TEST_F(Billing, CheckpointsBookOnlyAboveTheHighWaterMark) {
   ASSERT_NE(sender2->instance_id(), inst);
   ASSERT_TRUE(sender2->call(checkpoint(sender2->instance_id(), spi, 200, 2)).ok());
   EXPECT_EQ(row_of(billing(*ad, {}, {}).message, "client").bytes, 1700u);
+  // A batch of many epochs in one frame: a channel this sender may not
+  // report (9: not served) is left out and named; the rest is booked.
+  std::promise<Result> pb;
+  sender2->report_checkpoints({{1, spi, 300, 3}, {9, 5, 1 << 20, 1}},
+                              [&](Result r) { pb.set_value(std::move(r)); });
+  Result batch = pb.get_future().get();
+  ASSERT_TRUE(batch.ok()) << batch.message;
+  EXPECT_EQ(batch.reply.channel_list, std::vector<uint32_t>{9});
+  EXPECT_EQ(row_of(billing(*ad, {}, {}).message, "client").bytes, 1800u);  // +100 above sender2's mark
+  ASSERT_TRUE(sender2->call(checkpoint(sender2->instance_id(), spi, 300, 3)).ok());  // the same again
+  EXPECT_EQ(row_of(billing(*ad, {}, {}).message, "client").bytes, 1800u);
   // A client may not report usage; a wrong channel is refused.
   EXPECT_EQ(cl->call(checkpoint(7, spi, 1 << 20, 1)).error, ErrorCode::NotAuthorised);
   Message other = checkpoint(inst, spi, 1 << 20, 1);
@@ -205,7 +216,7 @@ TEST_F(Billing, CheckpointsBookOnlyAboveTheHighWaterMark) {
   EXPECT_NE(replay.message.find("unchanged"), std::string::npos) << replay.message;
   ASSERT_TRUE(s3->call(checkpoint(inst, spi, 1600, 16)).ok());
   const Row r = row_of(billing(*ad3, {}, {}).message, "client");
-  EXPECT_EQ(r.bytes, 1800u);
+  EXPECT_EQ(r.bytes, 1900u);
   Result st = admin(*ad3, MsgType::AdminStatus);
   EXPECT_NE(st.message.find("\"usage_checkpoints\":1,\"usage_checkpoints_unchanged\":1"), std::string::npos)
       << st.message;

@@ -176,6 +176,7 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
       << "channel = 1:lifetime=60000,p1=20000,p2=10000,grace=5000,suite=aes256gcm,origin=kms\n"
       << "channel = 2:origin=sender\n"
       << "tariff-per-request = 0.25\n"
+      << "audit-log = " << (d / "audit.log") << "\n"
       << "metrics = 127.0.0.1:0\n";
   }
   Proc p;
@@ -231,6 +232,39 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
   EXPECT_NE(denied.find("not_authorised"), std::string::npos) << denied;
   auto [rc11, badcmd] = run(as_admin + " frobnicate");
   EXPECT_EQ(rc11, 2) << badcmd;
+
+  // Entitlements and billing periods from the command line.
+  auto [rg, grant] = run(as_admin + " revoke client 1");
+  EXPECT_EQ(rg, 0) << grant;
+  EXPECT_NE(grant.find("\"mode\":\"all_except\",\"channels\":[1]"), std::string::npos) << grant;
+  EXPECT_EQ(run(as_client + " key 1").first, 1);  // channel_denied
+  EXPECT_EQ(run(as_admin + " grant client '*'").first, 0);
+  EXPECT_EQ(run(as_client + " key 1").first, 0);
+  auto [re, ents] = run(as_admin + " entitlements client");
+  EXPECT_EQ(re, 0);
+  EXPECT_NE(ents.find("\"mode\":\"all_except\",\"channels\":[]"), std::string::npos) << ents;
+  for (const char* bad : {" grant client", " grant client 1,x", " revoke", " billing close",
+                          " billing close yesterday", " billing --since 2026-13-01",
+                          " billing --since 2026-12-02 --until 2026-12-01", " billing frobnicate"}) {
+    auto [rb, out] = run(as_admin + bad);
+    EXPECT_EQ(rb, 2) << bad << ": " << out;
+  }
+  auto [rcl, inv] = run(as_admin + " billing close 2026-01-01T00:00:00Z --format csv");
+  EXPECT_EQ(rcl, 0) << inv;
+  EXPECT_NE(inv.find("identity,requests,bytes,packets,epochs,fee,currency,fee_micros"), std::string::npos) << inv;
+  auto [rcl2, inv2] = run(as_admin + " billing close 2026-01-01");
+  EXPECT_EQ(rcl2, 1) << inv2;  // already closed
+  EXPECT_NE(inv2.find("already closed"), std::string::npos) << inv2;
+  auto [rpi, period] = run(as_admin + " billing --since 2026-01-01 --format json");
+  EXPECT_EQ(rpi, 0) << period;
+  EXPECT_NE(period.find("\"since\":\"2026-01-01T00:00:00Z\",\"until\":null"), std::string::npos) << period;
+  // key, key --reveal, wireshark-keys, key after the grant: 4 at 0.25.
+  EXPECT_NE(period.find("\"identity\":\"client\",\"requests\":4,"), std::string::npos) << period;
+  EXPECT_NE(period.find("\"fee_micros\":1000000,\"fee\":\"1.00\""), std::string::npos) << period;
+  std::ifstream audit(d / "audit.log");
+  int audited = 0;
+  for (std::string l; std::getline(audit, l);) ++audited;
+  EXPECT_EQ(audited, 6) << "rotate, revoke and its eviction, grant, close, the refused close; reads are not audited";
 
   EXPECT_EQ(p.stop(SIGTERM), 0);  // clean stop
   // Server gone: ctl reports it as unreachable (exit 3), quickly.

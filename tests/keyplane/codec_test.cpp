@@ -117,6 +117,13 @@ TEST(Codec, EveryRequestTypeRoundTrips) {
   m = {}; m.type = MsgType::AdminBilling; m.since_ms = -5; ms.push_back(m);  // before 1970: allowed
   m = {}; m.type = MsgType::AdminBillingClose; m.until_ms = 1796083200000; ms.push_back(m);
   m = {}; m.type = MsgType::AdminInvoices; m.text = "table"; ms.push_back(m);
+  m = {}; m.type = MsgType::UsageCheckpoint; m.instance = 3; m.usages = {{1, 300, 5, 1}, {4000000000u, 2, ~0ull, 9}}; ms.push_back(m);
+  m = {}; m.type = MsgType::AdminGrant; m.text = "client1"; m.channel_list = {1, 2, 4000000000u}; ms.push_back(m);
+  m = {}; m.type = MsgType::AdminRevoke; m.text = "client1"; m.all = true; ms.push_back(m);
+  m = {}; m.type = MsgType::AdminEntitlements; m.text = "client1"; ms.push_back(m);
+  m = {}; m.type = MsgType::ReplAck; m.seq = 12; ms.push_back(m);
+  m = {}; m.type = MsgType::ReplEntitlement; m.seq = 12; m.text = "c"; m.mode = EntitlementMode::AllExcept; m.channel_list = {7}; ms.push_back(m);
+  m = {}; m.type = MsgType::ReplEntitlement; m.seq = 13; m.text = "c"; m.mode = EntitlementMode::Only; ms.push_back(m);
   m = {}; m.type = MsgType::ReplSubscribe; m.seq = 0; ms.push_back(m);
   m = {}; m.type = MsgType::ReplKey; m.seq = 77; m.keys.push_back(sample_key(1, 999)); ms.push_back(m);
   m = {}; m.type = MsgType::BillingForward; m.text = "abcd";
@@ -143,6 +150,10 @@ TEST(Codec, EveryRequestTypeRoundTrips) {
     EXPECT_EQ(r.instance, x.instance);
     EXPECT_EQ(r.since_ms, x.since_ms);
     EXPECT_EQ(r.until_ms, x.until_ms);
+    EXPECT_EQ(r.channel_list, x.channel_list);
+    EXPECT_EQ(r.usages, x.usages);
+    EXPECT_EQ(r.all, x.all);
+    EXPECT_EQ(r.mode, x.mode);
     EXPECT_EQ(r.bills, x.bills);
     ASSERT_EQ(r.keys.size(), x.keys.size());
     for (std::size_t i = 0; i < r.keys.size(); ++i) EXPECT_TRUE(r.keys[i].material == x.keys[i].material);
@@ -159,6 +170,15 @@ TEST(Codec, BillingAndCheckpointFieldsAreChecked) {
   EXPECT_EQ(dec(encode(m)), DecodeStatus::MissingField);  // no instance: it would not be idempotent
   m.instance = 9;
   EXPECT_EQ(dec(encode(m)), DecodeStatus::Ok);
+  m.usages = {{1, 2, 3, 4}};
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // the single form and a batch at once
+  m.channel.reset();
+  m.spi.reset();
+  m.bytes.reset();
+  m.packets.reset();
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::Ok);
+  m.usages = {{1, 0, 3, 4}};
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // SPI 0
   m = {};
   m.type = MsgType::AdminBillingClose;
   EXPECT_EQ(dec(encode(m)), DecodeStatus::MissingField);
@@ -171,6 +191,36 @@ TEST(Codec, BillingAndCheckpointFieldsAreChecked) {
   m.type = MsgType::BillingForward;
   m.bills.push_back({1, "client", 1, 0, 0, 0, -1});
   EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // an event from the future
+}
+
+TEST(Codec, EntitlementFieldsAreChecked) {
+  Message m;
+  m.type = MsgType::AdminGrant;
+  m.channel_list = {1};
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::MissingField);  // whose?
+  m.text = "c";
+  m.channel_list.clear();
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::MissingField);  // which channels?
+  m.channel_list = {2, 1};
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // not ascending
+  m.channel_list = {1, 1};
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // repeated
+  m.channel_list = {1};
+  m.all = true;
+  EXPECT_EQ(dec(encode(m)), DecodeStatus::BadValue);  // both "*" and a list
+  std::vector<uint8_t> b;
+  tlv(b, T_TEXT, {'c'});
+  tlv(b, T_CHANNEL_LIST, {0, 0, 1});
+  EXPECT_EQ(dec(frame(0x16, b)), DecodeStatus::BadValue);  // not whole u32s
+  b.clear();
+  tlv(b, T_TEXT, {'c'});
+  tlv(b, T_ALL, {2});
+  EXPECT_EQ(dec(frame(0x16, b)), DecodeStatus::BadValue);
+  b.clear();
+  tlv(b, T_TEXT, {'c'});
+  tlv(b, T_SEQ, {0, 0, 0, 0, 0, 0, 0, 1});
+  tlv(b, T_MODE, {3});
+  EXPECT_EQ(dec(frame(0xA2, b)), DecodeStatus::BadValue);  // no such mode
 }
 
 TEST(Codec, RejectsBadHeaders) {

@@ -93,7 +93,8 @@ TEST(Access, CrlReloadedOnSighupEndsRevokedSessions) {
   ro.request_timeout = std::chrono::milliseconds(3000);
   ro.connect_timeout = std::chrono::milliseconds(3000);
   Client rv(ro), ok(client_options("client", {m.port}));
-  ASSERT_TRUE(fetch(rv, 1, Which::Current).ok()) << "not yet revoked";
+  Result held = fetch(rv, 1, Which::Both);
+  ASSERT_TRUE(held.ok()) << "not yet revoked";
   ASSERT_TRUE(fetch(ok, 1, Which::Current).ok());
   const uint64_t ok_connects = ok.connects();
 
@@ -103,6 +104,21 @@ TEST(Access, CrlReloadedOnSighupEndsRevokedSessions) {
                          20000))
       << slurp(d / "master.log");
   EXPECT_NE(slurp(d / "master.log").find("1 open session(s) ended"), std::string::npos) << slurp(d / "master.log");
+  // The ended session had keys of channel 1: the channel is evicted, its
+  // current key ends within the evict time (2 s by default) and the next one
+  // is fresh, never handed to the revoked peer.
+  EXPECT_NE(slurp(d / "master.log").find("eviction (certificate of revoked no longer valid): channel 1:"),
+            std::string::npos)
+      << slurp(d / "master.log");
+  Result after = fetch(ok, 1, Which::Both);
+  ASSERT_TRUE(after.ok()) << after.message;
+  ASSERT_EQ(after.keys.size(), 2u);
+  EXPECT_LE(*after.remaining_ms, 2000);
+  for (const auto& k : held.keys)
+    if (k.slot == Slot::Next) EXPECT_NE(after.keys[1].spi, k.spi) << "the revoked peer's next key is still next";
+  for (const auto& k : after.keys)
+    if (k.slot == Slot::Next)
+      for (const auto& h : held.keys) EXPECT_NE(k.spi, h.spi);
   Result r = fetch(rv, 1, Which::Current);
   EXPECT_FALSE(r.ok()) << "revoked peer still served after the reload";
   expect_refused(m.port, "revoked", "revoked certificate after SIGHUP");
