@@ -5,12 +5,16 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
+#include <rte_version.h>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
+
+#include "dataplane/eal_args.hpp"
+#include "keycast_version.hpp"
 
 namespace keycast::dp {
 
@@ -214,12 +218,35 @@ std::vector<unsigned> worker_lcores() {
 
 double tsc_seconds(uint64_t ticks) { return double(ticks) / double(rte_get_tsc_hz()); }
 
-int app_main(const char* name, int argc, char** argv, int (*run)(int, char**)) {
+int app_main(const char* name, int argc, char** argv, int (*run)(int, char**),
+             std::vector<std::string> (*option_names)()) {
+  if (has_flag(argc, argv, "--version")) {
+    std::printf("%s %s (%s)\n", name, kSoftwareVersion, rte_version());  // rte_version(): "DPDK 22.11.x"
+    return 0;
+  }
+  const int end = eal_end(argc, argv);
+  if (has_flag(argc - end, argv + end, "--help") || has_flag(argc - end, argv + end, "-h") ||
+      has_flag(end, argv, "--help") || has_flag(end, argv, "-h")) {
+    std::printf("EAL arguments (before --) are DPDK's: e.g. -l 0,1 (lcores: main = control, others = "
+                "workers), -a PCI (a NIC), --vdev (a virtual device), --file-prefix NAME, --no-huge -m 256 "
+                "(no hugepages). All of them: https://doc.dpdk.org/guides-22.11/linux_gsg/linux_eal_parameters.html\n");
+    char help[] = "--help";
+    char* args[] = {const_cast<char*>(name), help, nullptr};
+    return run(2, args);  // prints the application's options and exits 0
+  }
+  if (auto opt = misplaced_option(argc, argv, option_names())) {
+    std::fprintf(stderr, "%s: %s is an option of %s, not of DPDK's EAL: put it after --, e.g. %s -l 0,1 -- %s ...\n",
+                 name, opt->c_str(), name, name, opt->c_str());
+    return 2;
+  }
   install_signal_handlers();
   const int eal = rte_eal_init(argc, argv);
   if (eal < 0) {
-    std::fprintf(stderr, "%s: EAL init failed: %s\n", name, rte_strerror(rte_errno));
-    return 1;
+    const int err = rte_errno;
+    const std::string hint = eal_failure_hint(err);
+    std::fprintf(stderr, "%s: EAL init failed: %s%s%s\n", name, rte_strerror(err), hint.empty() ? "" : ": ",
+                 hint.c_str());
+    return err == EINVAL ? 2 : 1;
   }
   argc -= eal;
   argv += eal;

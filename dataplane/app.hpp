@@ -113,10 +113,15 @@ int worker_entry(const char* prog, unsigned id, Shared& sh, Body body) {
   return 0;
 }
 
-// The whole of main() for keycast-send/-recv: signal handlers first (a stop
-// request during EAL init is not lost), EAL init, run(argc, argv) on the
-// application arguments with argv[0] = NAME, EAL cleanup. Exit status: run's,
-// 2 for a UsageError, 1 for any other error (message prefixed with NAME).
-int app_main(const char* name, int argc, char** argv, int (*run)(int, char**));
+// The whole of main() for keycast-send/-recv: --version and --help answered
+// before EAL (they need no hugepages and no devices), an application option
+// put before -- refused in one line (exit 2), signal handlers (a stop
+// request during EAL init is not lost), EAL init (a failure gets one line
+// with the fix), run(argc, argv) on the application arguments with argv[0] =
+// NAME, EAL cleanup. Exit status: run's, 2 for a UsageError or bad EAL
+// arguments, 1 for any other error (message prefixed with NAME).
+// option_names: the application's long option names (for the -- check).
+int app_main(const char* name, int argc, char** argv, int (*run)(int, char**),
+             std::vector<std::string> (*option_names)());
 
 }  // namespace keycast::dp

@@ -69,7 +69,9 @@ struct RecvOptions {
   bool verify_from_first = false;
 };
 
-RecvOptions parse_options(int argc, char** argv) {
+// names: only collect the long option names (for app_main's check that
+// none of them was put among the EAL arguments).
+RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names = nullptr) {
   RecvOptions o;
   std::string deliver = "null", igmp = "on", local_ip = "0.0.0.0";
   std::vector<std::string> kms;
@@ -109,6 +111,10 @@ RecvOptions parse_options(int argc, char** argv) {
       ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
   add_vlan_options(d, vlan, false);
+  if (names) {
+    for (const auto& opt : d.options()) names->push_back(opt->long_name());
+    return o;
+  }
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -560,6 +566,12 @@ int run(int argc, char** argv) {
   return sh.failed.load() ? 1 : 0;
 }
 
+std::vector<std::string> option_names() {
+  std::vector<std::string> n;
+  parse_options(0, nullptr, &n);
+  return n;
+}
+
 }  // namespace
 
-int main(int argc, char** argv) { return keycast::dp::app_main("keycast-recv", argc, argv, run); }
+int main(int argc, char** argv) { return keycast::dp::app_main("keycast-recv", argc, argv, run, option_names); }

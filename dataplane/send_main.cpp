@@ -74,7 +74,9 @@ struct SendOptions {
   uint32_t usage_interval_ms = 1000;
 };
 
-SendOptions parse_options(int argc, char** argv) {
+// names: only collect the long option names (for app_main's check that
+// none of them was put among the EAL arguments).
+SendOptions parse_options(int argc, char** argv, std::vector<std::string>* names = nullptr) {
   SendOptions o;
   std::string source = "10.0.0.1";
   std::vector<std::string> kms;
@@ -116,6 +118,10 @@ SendOptions parse_options(int argc, char** argv) {
       ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
   add_vlan_options(d, vlan, true);
+  if (names) {
+    for (const auto& opt : d.options()) names->push_back(opt->long_name());
+    return o;
+  }
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
@@ -476,6 +482,12 @@ int run(int argc, char** argv) {
   return sh.failed.load() ? 1 : 0;
 }
 
+std::vector<std::string> option_names() {
+  std::vector<std::string> n;
+  parse_options(0, nullptr, &n);
+  return n;
+}
+
 }  // namespace
 
-int main(int argc, char** argv) { return keycast::dp::app_main("keycast-send", argc, argv, run); }
+int main(int argc, char** argv) { return keycast::dp::app_main("keycast-send", argc, argv, run, option_names); }

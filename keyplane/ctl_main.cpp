@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "keycast_version.hpp"
 #include "keyplane/client/client.hpp"
 #include "keyplane/hostport.hpp"
 #include "keyplane/tls.hpp"
@@ -68,6 +69,7 @@ int main(int argc, char** argv) {
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
+    ("version", "print the version")
     ("server", po::value(&servers), "key server HOST:PORT[,HOST:PORT...] (failover order)")
     ("tls-cert", po::value(&tls.cert), "client certificate (PEM)")
     ("tls-key", po::value(&tls.key), "client private key (PEM)")
@@ -90,6 +92,10 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "keycast-ctl: " << e.what() << "\n(try --help)\n";
     return 2;
+  }
+  if (vm.count("version")) {
+    std::cout << "keycast-ctl " << kSoftwareVersion << " (protocol version " << int(kVersion) << ")\n";
+    return 0;
   }
   if (vm.count("help") || words.empty()) {
     std::cout << desc << "\n";

@@ -9,6 +9,7 @@
 
 #include "common/hex.hpp"
 #include "common/secure.hpp"
+#include "keycast_version.hpp"
 #include "keyplane/config.hpp"
 #include "keyplane/hostport.hpp"
 #include "keyplane/money.hpp"
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (vm.count("version")) {
-    std::cout << "keycast-keyd 0.1.0 (protocol version " << int(kVersion) << ")\n";
+    std::cout << "keycast-keyd " << kSoftwareVersion << " (protocol version " << int(kVersion) << ")\n";
     return 0;
   }
   try {

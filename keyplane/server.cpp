@@ -21,6 +21,7 @@
 
 #include "common/hex.hpp"
 #include "common/secure.hpp"
+#include "keycast_version.hpp"
 #include "keyplane/audit_log.hpp"
 #include "keyplane/billing_render.hpp"
 #include "keyplane/client/client.hpp"
@@ -1353,7 +1354,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     for (auto* c : conns)
       if (c->authed) ++peers[std::string(role_name(c->peer.role))];
     std::ostringstream o;
-    o << "{\"role\":" << json_str(std::string(role_name(cfg.role))) << ",\"version\":\"0.1.0\""
+    o << "{\"role\":" << json_str(std::string(role_name(cfg.role))) << ",\"version\":" << json_str(kSoftwareVersion)
       << ",\"uptime_s\":" << ms_between(started, MonoClock::now()) / 1000
       << ",\"connections\":" << conns.size() << ",\"peers\":{";
     bool first = true;
@@ -1623,6 +1624,24 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // ---------------------------------------------------------------- metrics
   std::string metrics_text() {
     std::ostringstream o;
+    o << "# HELP keycast_build_info The running keyd: version, protocol version, role.\n"
+         "# TYPE keycast_build_info gauge\n"
+      << "keycast_build_info{version=\"" << kSoftwareVersion << "\",protocol=\"" << int(kVersion)
+      << "\",role=\"" << role_name(cfg.role) << "\"} 1\n";
+    {
+      const auto now = MonoClock::now();
+      o << "# HELP keycast_key_remaining_seconds Remaining effective time of each channel's current and "
+           "next key (absent: no such key).\n# TYPE keycast_key_remaining_seconds gauge\n";
+      for (auto& [id, c] : chans) {
+        View v = view(c, now);
+        if (v.cur)
+          o << "keycast_key_remaining_seconds{channel=\"" << id << "\",role=\"current\"} "
+            << double(ms_between(now, v.cur->expires)) / 1000.0 << "\n";
+        if (v.next)
+          o << "keycast_key_remaining_seconds{channel=\"" << id << "\",role=\"next\"} "
+            << double(ms_between(now, v.next->expires)) / 1000.0 << "\n";
+      }
+    }
     o << "# HELP keycast_requests_total Key-plane requests by message type.\n"
          "# TYPE keycast_requests_total counter\n";
     for (auto& [t, n] : req_by_type) o << "keycast_requests_total{type=\"" << t << "\"} " << n << "\n";
@@ -1638,14 +1657,28 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     for (auto& [id, c] : chans) o << "keycast_keys{channel=\"" << id << "\"} " << c.keys.size() << "\n";
     o << "# HELP keycast_spi_high_water Highest SPI issued by channel.\n# TYPE keycast_spi_high_water gauge\n";
     for (auto& [id, c] : chans) o << "keycast_spi_high_water{channel=\"" << id << "\"} " << c.hwm << "\n";
-    o << "# TYPE keycast_handshakes_total counter\n"
+    o << "# HELP keycast_handshakes_total TLS handshakes by result.\n# TYPE keycast_handshakes_total counter\n"
       << "keycast_handshakes_total{result=\"ok\"} " << handshakes_ok << "\n"
       << "keycast_handshakes_total{result=\"failed\"} " << handshakes_failed << "\n"
+      << "# HELP keycast_peers_dropped_total Peers disconnected for misbehaving (bad frames, timeouts, "
+         "write queue over its limit).\n"
       << "# TYPE keycast_peers_dropped_total counter\nkeycast_peers_dropped_total " << peers_dropped << "\n"
+      << "# HELP keycast_bad_frames_total Frames refused by the codec.\n"
       << "# TYPE keycast_bad_frames_total counter\nkeycast_bad_frames_total " << frames_bad << "\n"
+      << "# HELP keycast_keys_made_total Keys this server made (kms-origin).\n"
       << "# TYPE keycast_keys_made_total counter\nkeycast_keys_made_total " << keys_made << "\n"
+      << "# HELP keycast_keys_replicated_total Key pushes sent to slaves.\n"
       << "# TYPE keycast_keys_replicated_total counter\nkeycast_keys_replicated_total " << keys_replicated << "\n"
+      << "# HELP keycast_key_seq Highest key replication sequence number held.\n"
       << "# TYPE keycast_key_seq gauge\nkeycast_key_seq " << repl_seq.load() << "\n"
+      << "# HELP keycast_entitlement_seq Highest entitlement change held.\n"
+      << "# TYPE keycast_entitlement_seq gauge\nkeycast_entitlement_seq " << ents.seq() << "\n"
+      << "# HELP keycast_evictions_total Channels rekeyed because a client lost them.\n"
+      << "# TYPE keycast_evictions_total counter\nkeycast_evictions_total " << evictions << "\n"
+      << "# HELP keycast_usage_checkpoints_total Usage checkpoints booked, and those at or below the "
+         "high-water mark.\n# TYPE keycast_usage_checkpoints_total counter\n"
+      << "keycast_usage_checkpoints_total{result=\"booked\"} " << checkpoints_counted << "\n"
+      << "keycast_usage_checkpoints_total{result=\"unchanged\"} " << checkpoints_unchanged << "\n"
       << "# HELP keycast_billing_duplicate_requests_total Re-sent billed key requests recognised by event id and not billed again.\n"
       << "# TYPE keycast_billing_duplicate_requests_total counter\nkeycast_billing_duplicate_requests_total "
       << duplicate_requests << "\n";
@@ -1660,7 +1693,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       for (auto& b : rows)
         o << "keycast_billing_bytes_total{client=\"" << prom_label(b.identity) << "\"} " << b.bytes << "\n";
     } else {
-      o << "# TYPE keycast_billing_outbox gauge\nkeycast_billing_outbox " << store->outbox_size() << "\n"
+      o << "# HELP keycast_billing_outbox Billing events waiting to be forwarded to the master.\n"
+        << "# TYPE keycast_billing_outbox gauge\nkeycast_billing_outbox " << store->outbox_size() << "\n"
+        << "# HELP keycast_master_connected 1 while the replication link to the master is up.\n"
         << "# TYPE keycast_master_connected gauge\nkeycast_master_connected "
         << (upstream && upstream->connected() ? 1 : 0) << "\n";
     }

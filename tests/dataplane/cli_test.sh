@@ -54,6 +54,47 @@ expect_usage "--vlan-pcp" $S --key-file "$WORK/keys.txt" --vlan-pcp 3
 expect_usage "--vlan-pcp" $S --key-file "$WORK/keys.txt" --vlan 10 --vlan-pcp 8
 expect_usage "--vlan" $R --key-file "$WORK/keys.txt" --vlan 5000
 
+# First-run mistakes get one line, before EAL runs: an application option
+# among the EAL arguments (exit 2, no EAL usage page), and --help or
+# --version need no hugepages and no device (no EAL line at all).
+for prog in keycast-send keycast-recv; do
+  set +e
+  "$BIN/$prog" --key-file "$WORK/keys.txt" > "$WORK/early.log" 2>&1
+  rc=$?
+  set -e
+  lines=$(wc -l < "$WORK/early.log")
+  if [ $rc -ne 2 ] || [ "$lines" -ne 1 ] || ! grep -q -- "--key-file is an option of $prog.*put it after --" "$WORK/early.log"; then
+    echo "FAIL: $prog --key-file (before --): exit $rc, $lines line(s):"; head -n 5 "$WORK/early.log"; exit 1
+  fi
+  echo "ok: $(cat "$WORK/early.log")"
+  for h in "-- --help" "--help" "-- -h"; do
+    set +e
+    "$BIN/$prog" $h > "$WORK/help.log" 2>&1
+    rc=$?
+    set -e
+    if [ $rc -ne 0 ] || ! grep -q "usage: $prog \[EAL args\] -- \[options\]" "$WORK/help.log" ||
+       ! grep -q -- "--stats-json" "$WORK/help.log" || grep -q "^EAL:" "$WORK/help.log"; then
+      echo "FAIL: $prog $h: exit $rc:"; head -n 5 "$WORK/help.log"; exit 1
+    fi
+  done
+  ver=$("$BIN/$prog" --version)
+  echo "$ver" | grep -Eq "^$prog [0-9]+\.[0-9]+\.[0-9]+ \(DPDK " || { echo "FAIL: $prog --version: $ver"; exit 1; }
+  echo "ok: $ver; --help without EAL"
+done
+# An EAL failure ends in one line with the fix: on a host without
+# hugepages (this one, unless some are reserved), leaving out --no-huge.
+if [ "$(awk '/^HugePages_Total/ {print $2}' /proc/meminfo)" = 0 ]; then
+  set +e
+  "$BIN/keycast-send" -l 0,1 --no-pci --file-prefix "kc_cli_h_$ID" --vdev net_null0 -- \
+    --key-file "$WORK/keys.txt" --count 1 > "$WORK/nohuge.log" 2>&1
+  rc=$?
+  set -e
+  last=$(tail -n 1 "$WORK/nohuge.log")
+  if [ $rc -eq 0 ] || ! echo "$last" | grep -q "keycast-send: EAL init failed: .*--no-huge"; then
+    echo "FAIL: no hugepages: exit $rc, last line: $last"; exit 1
+  fi
+  echo "ok: $last"
+fi
 # Receiver telemetry carries the per-reason drop counters (net_null feeds it
 # zero-filled frames: not IPv4).
 "$BIN/keycast-recv" $EAL --file-prefix "kc_cli_r_$ID" --vdev net_null0 -- \

@@ -14,6 +14,7 @@
 
 #include "keyplane/config.hpp"
 #include "keyplane/hostport.hpp"
+#include "keyplane/money.hpp"
 #include "keyplane/tls.hpp"
 
 namespace po = boost::program_options;
@@ -24,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 4096) return 0;
   std::string text(reinterpret_cast<const char*>(data), size);
   ServerConfig cfg;
-  std::string role, masters, suite, origin;
+  std::string role, masters, suite, origin, tariff_request, tariff_gib;
   std::vector<std::string> channels, acls;
   int64_t lifetime = 60000, p1 = 20000, p2 = 10000, grace = 5000;
   po::options_description desc;
@@ -47,8 +48,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ("suite", po::value(&suite))
     ("key-origin", po::value(&origin))
     ("acl", po::value(&acls)->composing())
-    ("tariff-per-request", po::value(&cfg.tariffs.per_request))
-    ("tariff-per-gib", po::value(&cfg.tariffs.per_gib))
+    ("tariff-per-request", po::value(&tariff_request))
+    ("tariff-per-gib", po::value(&tariff_gib))
     ("currency", po::value(&cfg.tariffs.currency))
     ("metrics", po::value(&cfg.metrics))
     ("handshake-timeout-ms", po::value(&cfg.handshake_timeout_ms))
@@ -64,6 +65,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   try {
+    // Prices: exact decimal micro-units, and they print back as they parse.
+    for (const auto* t : {&tariff_request, &tariff_gib})
+      if (auto m = parse_micros(*t)) {
+        if (*m < 0 || parse_micros(micros_text(*m)) != m) std::abort();
+        (void)fee_micros(~0ull, ~0ull, Tariffs{*m, *m, "EUR", 2});
+        (void)amount_text(*m, currency_decimals(cfg.tariffs.currency));
+      }
     (void)parse_role(role);
     (void)parse_suite(suite);
     for (auto& m : split_list(masters)) (void)parse_host_port(m, "--master");

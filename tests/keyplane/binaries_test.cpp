@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <filesystem>
 #include <cstdio>
 
 #include "kp_test_util.hpp"
@@ -158,6 +159,38 @@ TEST(Binaries, MasterKeyFileIsOwnerOnlyNeverOverwrittenAndCheckedAtStart) {
                          " --tls-ca /nonexistent/ca.crt --listen 127.0.0.1:0 --db " + (d / "k.db"));
   EXPECT_NE(rc4, 0);
   EXPECT_EQ(out4.find("chmod 600"), std::string::npos) << out4;
+}
+
+// scripts/make-certs.sh revoke: the CA's CRL gains the certificate, keyd
+// started with --tls-crl on it refuses that peer and serves the others.
+TEST(Binaries, MakeCertsRevokeWritesTheCrlKeydEnforces) {
+  TempDir d;
+  const std::string p = d / "pki";
+  std::filesystem::copy(pki().path, p, std::filesystem::copy_options::recursive);
+  auto [rc, out] = run("bash " + std::string(KEYCAST_SOURCE_DIR) + "/scripts/make-certs.sh revoke " + p + " client");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("revoked client"), std::string::npos) << out;
+  auto [rc2, again] = run("bash " + std::string(KEYCAST_SOURCE_DIR) + "/scripts/make-certs.sh revoke " + p + " client");
+  EXPECT_EQ(rc2, 1) << again;
+  ServerConfig c = server_config(d, Role::Master, "master");
+  c.channels[1] = policy(1, KeyOrigin::Kms);
+  c.tls = {p + "/master.crt", p + "/master.key", p + "/ca.crt", p + "/crl.pem"};
+  Server srv(c);
+  srv.start();
+  auto opts = [&](const std::string& who) {
+    ClientOptions o = client_options(who, {srv.port()});
+    o.tls = {p + "/" + who + ".crt", p + "/" + who + ".key", p + "/ca.crt", {}};
+    o.request_timeout = std::chrono::milliseconds(3000);
+    o.connect_timeout = std::chrono::milliseconds(2000);
+    return o;
+  };
+  Client revoked(opts("client")), fine(opts("client2"));
+  Result r = fetch(revoked, 1, Which::Current);
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(r.error, ErrorCode::ChannelDenied) << "the revoked peer got past the handshake";
+  // client2 gets through the handshake: refused only by its channels (2 only).
+  EXPECT_EQ(fetch(fine, 1, Which::Current).error, ErrorCode::ChannelDenied);
+  srv.stop();
 }
 
 TEST(Binaries, KeydFromConfigFileAndCtlCommands) {

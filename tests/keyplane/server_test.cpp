@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <sstream>
 
 #include "kp_test_util.hpp"
@@ -536,6 +537,21 @@ TEST_F(KeyServer, PrometheusMetrics) {
   EXPECT_NE(resp.find("keycast_connected_peers{role=\"client\"} 1"), std::string::npos) << resp;
   EXPECT_NE(resp.find("keycast_keys{channel=\"1\"} 1"), std::string::npos) << resp;
   EXPECT_NE(resp.find("keycast_billing_requests_total{client=\"client\"} 1"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("keycast_build_info{version=\""), std::string::npos) << resp;
+  EXPECT_NE(resp.find("keycast_key_remaining_seconds{channel=\"1\",role=\"current\"} "), std::string::npos) << resp;
+  // Every family has HELP and TYPE, and every sample belongs to a typed family.
+  std::set<std::string> help, type;
+  std::istringstream lines(resp.substr(resp.find("\r\n\r\n") + 4));
+  for (std::string l; std::getline(lines, l);) {
+    if (l.rfind("# HELP ", 0) == 0) help.insert(l.substr(7, l.find(' ', 7) - 7));
+    else if (l.rfind("# TYPE ", 0) == 0) type.insert(l.substr(7, l.find(' ', 7) - 7));
+    else if (!l.empty()) {
+      const std::string fam = l.substr(0, l.find_first_of("{ "));
+      EXPECT_TRUE(type.count(fam)) << "sample without TYPE: " << l;
+    }
+  }
+  EXPECT_EQ(help, type);
+  EXPECT_GE(type.size(), 19u);
 }
 
 TEST_F(KeyServer, ClientPollModeAndReconnectAfterServerRestart) {
