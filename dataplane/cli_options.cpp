@@ -1,6 +1,7 @@
 #include "dataplane/cli_options.hpp"
 
 #include "dataplane/app.hpp"
+#include "common/options_file.hpp"
 
 namespace po = boost::program_options;
 
@@ -19,6 +20,14 @@ void add_channel_options(po::options_description& d, ChannelOptions& o) {
 
 void finish_channel_options(const po::variables_map& vm, ChannelOptions& o) {
   o.group_given = vm.count("group") && !vm["group"].defaulted();
+}
+
+void store_config_file(const std::string& path, const po::options_description& d, po::variables_map& vm) {
+  try {
+    store_options_file(path, d, vm);
+  } catch (const std::runtime_error& e) {
+    throw UsageError(e.what());
+  }
 }
 
 void add_vlan_options(po::options_description& d, VlanOptions& o, bool sender) {

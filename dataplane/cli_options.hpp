@@ -13,6 +13,11 @@ void add_channel_options(boost::program_options::options_description& d, Channel
 // After notify(): records whether --group was given (not just its default).
 void finish_channel_options(const boost::program_options::variables_map& vm, ChannelOptions& o);
 
+// --config FILE: the file's options into vm (after the command line, which
+// wins); a bad line is a UsageError naming FILE:LINE.
+void store_config_file(const std::string& path, const boost::program_options::options_description& d,
+                       boost::program_options::variables_map& vm);
+
 // --vlan ID (both) and, on the sender, --vlan-pcp N.
 struct VlanOptions {
   uint32_t id = 0;  // 0: untagged

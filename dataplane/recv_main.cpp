@@ -19,6 +19,7 @@
 
 #include "common/drop_reason.hpp"
 #include "common/key_record.hpp"
+#include "common/service_notify.hpp"
 #include "dataplane/app.hpp"
 #include "dataplane/channel.hpp"
 #include "dataplane/channel_key_sources.hpp"
@@ -81,6 +82,7 @@ RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   po::options_description d("keycast-recv options (after EAL args and --)");
   d.add_options()
       ("help,h", "this help")
+      ("config", po::value<std::string>(), "read options from FILE, one 'name = value' a line (the command line wins)")
       ("port", po::value<uint16_t>(&o.port)->default_value(0), "RX port")
       ("any-group", po::bool_switch(&o.any_group), "one channel: accept every destination (no group/port check)")
       ("suite", po::value<std::string>(&o.suite), "aes128gcm|aes256gcm (checked against the keys)")
@@ -118,6 +120,7 @@ RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
+    if (vm.count("config") && !vm.count("help")) store_config_file(vm["config"].as<std::string>(), d, vm);
     if (vm.count("help")) {
       std::cout << "usage: keycast-recv [EAL args] -- [options]\n" << d;
       std::exit(0);
@@ -472,6 +475,7 @@ int run(int argc, char** argv) {
     if (int rc = rte_eal_remote_launch(rx_worker_main, &args[i], workers[i]); rc != 0)
       throw std::runtime_error("cannot launch worker on lcore " + std::to_string(workers[i]));
   }
+  notify_ready("receiving on port " + std::to_string(opt.port) + ", " + std::to_string(nch) + " channel(s)");
 
   uint64_t last_stats = t_start, last_ok = 0, last_bytes = 0;
   const uint64_t stats_every = static_cast<uint64_t>(opt.stats_interval * hz);
@@ -501,18 +505,21 @@ int run(int argc, char** argv) {
       std::string chans;
       if (nch > 1)
         chans = " channels=" + std::to_string(nch) + " with_errors=" + std::to_string(channels_with_errors(sh));
-      std::fprintf(stderr,
-                   "keycast-recv: t=%.1fs ok=%lu pps=%s Gbps=%.3f spi=%u notices=%lu%s%s drops:%s\n",
+      char line[1024];
+      std::snprintf(line, sizeof line, "t=%.1fs ok=%lu pps=%s Gbps=%.3f spi=%u notices=%lu%s%s drops:%s",
                    tsc_seconds(now - t_start), static_cast<unsigned long>(t.ok),
                    human_rate((t.ok - last_ok) / dt).c_str(), (t.bytes - last_bytes) * 8 / dt / 1e9,
                    pub.at(0).current_spi(), static_cast<unsigned long>(t.notices), chans.c_str(),
                    port_counters_text(port_counters(opt.port)).c_str(), drops_line(t).c_str());
+      std::fprintf(stderr, "keycast-recv: %s\n", line);
+      notify_status(line);
       last_stats = now;
       last_ok = t.ok;
       last_bytes = t.bytes;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
+  notify_stopping();
   g_stop.store(true);
   telemetry_detach("/keycast/stats");
   telemetry_detach("/keycast/channel");

@@ -24,6 +24,7 @@
 
 #include "common/esp.hpp"
 #include "common/key_record.hpp"
+#include "common/service_notify.hpp"
 #include "dataplane/app.hpp"
 #include "dataplane/channel.hpp"
 #include "dataplane/channel_key_sources.hpp"
@@ -85,6 +86,7 @@ SendOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   po::options_description d("keycast-send options (after EAL args and --)");
   d.add_options()
       ("help,h", "this help")
+      ("config", po::value<std::string>(), "read options from FILE, one 'name = value' a line (the command line wins)")
       ("port", po::value<uint16_t>(&o.port)->default_value(0), "TX port")
       ("source", po::value<std::string>(&source)->default_value(source), "IPv4 source address (a channel's source= overrides it)")
       ("src-port", po::value<uint16_t>(&o.src_port)->default_value(5000), "inner UDP source port")
@@ -125,6 +127,7 @@ SendOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(d).run(), vm);
+    if (vm.count("config") && !vm.count("help")) store_config_file(vm["config"].as<std::string>(), d, vm);
     if (vm.count("help")) {
       std::cout << "usage: keycast-send [EAL args] -- [options]\n" << d;
       std::exit(0);
@@ -379,6 +382,7 @@ int run(int argc, char** argv) {
     if (int rc = rte_eal_remote_launch(tx_worker_main, &args[i], workers[i]); rc != 0)
       throw std::runtime_error("cannot launch worker on lcore " + std::to_string(workers[i]));
   }
+  notify_ready("sending on port " + std::to_string(opt.port) + ", " + std::to_string(nch) + " channel(s)");
 
   uint64_t last_stats = t_start, last_pk = 0, last_wb = 0;
   const uint64_t stats_every = static_cast<uint64_t>(opt.stats_interval * hz);
@@ -406,9 +410,10 @@ int run(int argc, char** argv) {
       const uint64_t pk = figure_int(f, "packets_sent"), wb = figure_int(f, "wire_bytes");
       const double dt = tsc_seconds(now - last_stats);
       const std::string chans = nch > 1 ? " channels=" + std::to_string(nch) : "";
-      std::fprintf(stderr,
-                   "keycast-send: t=%.1fs sent=%lu pps=%s Gbps=%.3f spi=%u switches=%lu "
-                   "notices=%lu tx_dropped=%lu alloc_fail=%lu%s%s\n",
+      char line[512];
+      std::snprintf(line, sizeof line,
+                   "t=%.1fs sent=%lu pps=%s Gbps=%.3f spi=%u switches=%lu "
+                   "notices=%lu tx_dropped=%lu alloc_fail=%lu%s%s",
                    tsc_seconds(now - t_start), static_cast<unsigned long>(pk),
                    human_rate((pk - last_pk) / dt).c_str(), (wb - last_wb) * 8 / dt / 1e9,
                    views[0].spi_now, static_cast<unsigned long>(figure_int(f, "key_switches")),
@@ -416,12 +421,15 @@ int run(int argc, char** argv) {
                    static_cast<unsigned long>(figure_int(f, "tx_dropped")),
                    static_cast<unsigned long>(figure_int(f, "alloc_fail")), chans.c_str(),
                    port_counters_text(port_counters(opt.port)).c_str());
+      std::fprintf(stderr, "keycast-send: %s\n", line);
+      notify_status(line);
       last_stats = now;
       last_pk = pk;
       last_wb = wb;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
+  notify_stopping();
   g_stop.store(true);
   telemetry_detach("/keycast/stats");
   telemetry_detach("/keycast/channel");

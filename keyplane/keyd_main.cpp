@@ -10,6 +10,8 @@
 #include "common/hex.hpp"
 #include "common/secure.hpp"
 #include "keycast_version.hpp"
+#include "common/options_file.hpp"
+#include "common/service_notify.hpp"
 #include "keyplane/config.hpp"
 #include "keyplane/hostport.hpp"
 #include "keyplane/money.hpp"
@@ -77,10 +79,7 @@ int main(int argc, char** argv) {
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
     if (vm.count("config")) {
-      std::string path = vm["config"].as<std::string>();
-      std::ifstream f(path);
-      if (!f) throw std::runtime_error("--config " + path + ": cannot open");
-      po::store(po::parse_config_file(f, desc), vm);
+      store_options_file(vm["config"].as<std::string>(), desc, vm);
     }
     po::notify(vm);
   } catch (const std::exception& e) {
@@ -185,14 +184,20 @@ int main(int argc, char** argv) {
     Server srv(cfg);
     for (auto& [id, p] : cfg.channels) std::cerr << "keycast-keyd: channel " << describe(p) << "\n";
     srv.start();
-    std::cout << "keycast-keyd: " << role << " listening on port " << srv.port() << std::endl;
+    const std::string listening = role + " listening on port " + std::to_string(srv.port());
+    std::cout << "keycast-keyd: " << listening << std::endl;
+    notify_ready(listening);
     int sig = 0;
     while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+      notify_reloading();
       std::string err = srv.reload_tls();
       std::cerr << "keycast-keyd: SIGHUP: " << (err.empty() ? "TLS files reloaded" : "reload failed: " + err)
                 << "\n";
+      // A failed reload keeps the files in use, so the service is still ready.
+      notify_ready(err.empty() ? listening : listening + "; last reload failed: " + err);
     }
     std::cerr << "keycast-keyd: signal " << sig << ", stopping\n";
+    notify_stopping();
     srv.stop();
   } catch (const std::exception& e) {
     std::cerr << "keycast-keyd: " << e.what() << "\n";

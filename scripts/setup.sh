@@ -15,6 +15,7 @@ PKGS=(
   tshark python3-scapy python3 iproute2 tcpdump procps
   clang libclang-rt-14-dev
   gnuplot-nox
+  libsystemd-dev nlohmann-json3-dev prometheus
 )
 
 missing=()

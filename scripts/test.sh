@@ -20,6 +20,14 @@ fi
 ninja -C build-meson -j "$(nproc)" >/dev/null
 echo "meson: built $(find build-meson -maxdepth 3 -type f -executable -name 'keycast-*' -o -maxdepth 3 -type f -executable -name 'test_*' | wc -l) executables"
 
+echo "== install: CMake and Meson install the same files"
+rm -rf build/install-check build-meson/install-check
+DESTDIR=$(pwd)/build/install-check cmake --install build >/dev/null
+DESTDIR=$(pwd)/build-meson/install-check meson install -C build-meson --no-rebuild >/dev/null
+diff <(cd build/install-check && find . -type f | sort) <(cd build-meson/install-check && find . -type f | sort)
+echo "install: $(cd build/install-check && find . -type f | wc -l) files from each"
+rm -rf build/install-check build-meson/install-check
+
 echo "== tests"
 cd build
 ctest --output-on-failure --timeout 900
