@@ -43,6 +43,7 @@ BIN=${1:?usage: capture_test.sh BIN_DIR MODE}
 MODE=${2:?usage: capture_test.sh BIN_DIR MODE}
 PY=/usr/bin/python3
 TOOL=$(cd "$(dirname "$0")" && pwd)/esp_tool.py
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
 ID=$$
 WORK=$(mktemp -d /tmp/kc_cap.XXXXXX)
 cleanup() {
@@ -167,6 +168,28 @@ PYEOF
     esp=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["esp"])' "$WORK/scapy.json")
     [ "$n" -eq "$esp" ] || { echo "FAIL: tshark saw $n ESP frames, Scapy $esp"; exit 1; }
     echo "tshark: $n ESP frames"
+    # With the keys and contrib/wireshark/keycast.lua, tshark deciphers the
+    # notices and decodes their fields: each names a key of the file, a time
+    # within the notice lead and channel 1.
+    mkdir -p "$WORK/home/.config/wireshark"
+    while read -r spi hex; do
+      printf '"IPv4","*","*","0x%08x","AES-GCM with 16 octet ICV [RFC4106]","0x%s","NULL",""\n' "$spi" "$hex"
+    done < "$WORK/keys.txt" > "$WORK/home/.config/wireshark/esp_sa"
+    HOME="$WORK/home" tshark -r "$WORK/tx.pcap" -o esp.enable_encryption_decode:TRUE \
+      -X lua_script:"$SRC/contrib/wireshark/keycast.lua" -Y keycast -T fields -E separator=, \
+      -e keycast.version -e keycast.type -e keycast.next_spi -e keycast.ms_to_switch -e keycast.channel \
+      -e _ws.expert 2>"$WORK/tshark.err" > "$WORK/notices.csv"
+    $PY - "$WORK/notices.csv" "$WORK/keys.txt" "$WORK/scapy.json" <<'PY'
+import json, sys
+rows = [l.split(",") for l in open(sys.argv[1]).read().splitlines()]
+spis = {int(l.split()[0]) for l in open(sys.argv[2]) if l.strip()}
+want = json.load(open(sys.argv[3]))["control"]
+bad = [r for r in rows if len(r) < 5 or r[0] != "1" or r[1] != "1" or int(r[2]) not in spis
+       or not 0 <= int(r[3]) <= 5 or r[4] != "1" or (len(r) > 5 and r[5])]
+if len(rows) != want or bad:
+    sys.exit(f"FAIL: keycast.lua decoded {len(rows)} notices (Scapy: {want}); bad: {bad[:3]}")
+print(f"keycast.lua: {len(rows)} notices decoded: next SPIs {sorted({int(r[2]) for r in rows})}, channel 1")
+PY
     ;;
   scapy-recv)
     keys "$WORK/keys.txt" 4 16
