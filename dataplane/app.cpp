@@ -1,3 +1,4 @@
+#include "dataplane/log.hpp"
 #include "dataplane/app.hpp"
 
 #include <arpa/inet.h>
@@ -160,14 +161,14 @@ void port_link_report(uint16_t port, const char* prog, uint32_t wait_ms) {
   rte_eth_dev_info_get(port, &info);
   const char* drv = info.driver_name ? info.driver_name : "?";
   if (link.link_status != RTE_ETH_LINK_UP) {
-    std::fprintf(stderr, "%s: WARNING: port %u (%s): link still down after %u ms (cable, switch port, "
+    KC_LOG(WARNING, app, "%s: WARNING: port %u (%s): link still down after %u ms (cable, switch port, "
                  "or the peer's interface down?); traffic flows once it comes up\n",
                  prog, port, drv, wait_ms);
     return;
   }
   char text[RTE_ETH_LINK_MAX_STR_LEN];
   rte_eth_link_to_str(text, sizeof text, &link);
-  std::fprintf(stderr, "%s: port %u (%s): %s\n", prog, port, drv, text);
+  KC_LOG(INFO, app, "%s: port %u (%s): %s\n", prog, port, drv, text);
 }
 
 PortCounters port_counters(uint16_t port) {
@@ -199,7 +200,7 @@ void warn_numa(uint16_t port, const std::vector<unsigned>& lcores, const char* p
   if (ps < 0) return;  // a virtual device: no socket
   for (unsigned lc : lcores)
     if (static_cast<int>(rte_lcore_to_socket_id(lc)) != ps)
-      std::fprintf(stderr, "%s: WARNING: worker lcore %u is on NUMA socket %u, port %u on socket %d: "
+      KC_LOG(WARNING, app, "%s: WARNING: worker lcore %u is on NUMA socket %u, port %u on socket %d: "
                    "every packet crosses the interconnect (pick lcores of socket %d with -l)\n",
                    prog, lc, rte_lcore_to_socket_id(lc), port, ps, ps);
 }
@@ -248,6 +249,11 @@ int app_main(const char* name, int argc, char** argv, int (*run)(int, char**),
                  hint.c_str());
     return err == EINVAL ? 2 : 1;
   }
+  // After init EAL writes its log to stdout and syslog; keycast's lines
+  // and EAL's go to stderr instead, as before init, so stdout stays for
+  // output and a service manager (journald) takes each line once.
+  rte_openlog_stream(stderr);
+  kc_logtype_app = std::strcmp(name, "keycast-send") == 0 ? kc_logtype_send : kc_logtype_recv;
   argc -= eal;
   argv += eal;
   argv[0] = const_cast<char*>(name);

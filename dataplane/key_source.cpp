@@ -1,3 +1,4 @@
+#include "dataplane/log.hpp"
 #include "dataplane/key_source.hpp"
 
 #include "dataplane/app.hpp"
@@ -24,7 +25,7 @@ std::vector<KeyRecord> load_static_keys(const std::string& path, uint32_t channe
       if (suite_name(k.material.suite) != suite)
         throw UsageError("--suite " + suite + ": key-file SPI " + std::to_string(k.spi) +
                          " holds a " + std::string(suite_name(k.material.suite)) + " key");
-  std::fprintf(stderr, "%s: WARNING: static keys from %s are for labs and tests only; "
+  KC_LOG(WARNING, kms, "%s: WARNING: static keys from %s are for labs and tests only; "
                "use --kms in production\n", prog, path.c_str());
   return keys;
 }
@@ -172,7 +173,7 @@ void StaticKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
     ctl.add(n);
     ctl.set_next(n.spi);
   } else {
-    std::fprintf(stderr,
+    KC_LOG(WARNING, kms,
                  "keycast-send: key file exhausted: staying on SPI %u (an SPI is never reused)\n",
                  keys_[cur_].spi);
   }
@@ -188,7 +189,7 @@ void StaticKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
       // What a KMS client does on an unknown SPI: fetch that key, install it.
       ctl.add(*k);
       ++fetched;
-      std::fprintf(stderr, "keycast: unknown SPI %u: fetched from the key file\n", e.spi);
+      KC_LOG(INFO, kms, "keycast: unknown SPI %u: fetched from the key file\n", e.spi);
       if (index_of(e.spi) > index_of(ctl.current_spi()))
         rx_switch(ctl, e.spi, now);  // the sender has moved on
       else
@@ -199,14 +200,14 @@ void StaticKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
     // Nothing to fetch. Log each SPI once.
     if (std::find(reported_.begin(), reported_.end(), e.spi) == reported_.end()) {
       if (reported_.size() < 64) reported_.push_back(e.spi);
-      std::fprintf(stderr, "keycast: unknown SPI %u (0x%08x): not in the key file\n", e.spi,
+      KC_LOG(WARNING, kms, "keycast: unknown SPI %u (0x%08x): not in the key file\n", e.spi,
                    e.spi);
     }
   } else if (e.type == EventType::Notice) {
     ++notice_events;
     if (e.spi != last_notice_spi_) {
       last_notice_spi_ = e.spi;
-      std::fprintf(stderr, "keycast: key change notice: next SPI %u in %u ms\n", e.spi,
+      KC_LOG(INFO, kms, "keycast: key change notice: next SPI %u in %u ms\n", e.spi,
                    e.ms_to_switch);
     }
     if (!window_ || e.spi == ctl.current_spi()) return;

@@ -1,3 +1,4 @@
+#include "dataplane/log.hpp"
 #include "dataplane/kms_key_source.hpp"
 
 #include "dataplane/app.hpp"
@@ -84,7 +85,7 @@ bool KmsKeySource::refuse_if_denied(const kp::Result& r) {
       r.error != kp::ErrorCode::UnknownChannel)
     return false;
   if (!refused_)
-    std::fprintf(stderr, "%s: channel %u refused by the key server: %s (%s); not asked again\n",
+    KC_LOG(WARNING, kms, "%s: channel %u refused by the key server: %s (%s); not asked again\n",
                  role_name(o_.sender), o_.channel, std::string(kp::error_name(r.error)).c_str(),
                  r.message.c_str());
   refused_ = true;
@@ -188,7 +189,7 @@ void KmsKeySource::finish_start(KeyControl& ctl, MonoClock::time_point deadline)
     if (!o_.sender) {
       if (refuse_if_denied(res)) return;
       // A receiver can start without keys: it fetches on the first packet.
-      std::fprintf(stderr, "%s: KMS: channel %u: %s (%s); will fetch on demand\n", role_name(false),
+      KC_LOG(WARNING, kms, "%s: KMS: channel %u: %s (%s); will fetch on demand\n", role_name(false),
                    o_.channel, std::string(kp::error_name(res.error)).c_str(), res.message.c_str());
       return;
     }
@@ -206,7 +207,7 @@ void KmsKeySource::finish_start(KeyControl& ctl, MonoClock::time_point deadline)
   if (o_.sender && ctl.current_spi() == 0)
     throw std::runtime_error("--kms: the key server returned no current key for channel " +
                              std::to_string(o_.channel));
-  std::fprintf(stderr, "%s: KMS %s: channel %u current SPI %u (%lld ms left), next SPI %u, previous SPI %u\n",
+  KC_LOG(INFO, kms, "%s: KMS %s: channel %u current SPI %u (%lld ms left), next SPI %u, previous SPI %u\n",
                role_name(o_.sender), res.server.c_str(), o_.channel, ctl.current_spi(),
                static_cast<long long>(ms_until(cur_end_, MonoClock::now())), ctl.next_spi(),
                retiring_.empty() ? 0u : retiring_.back().spi);
@@ -267,7 +268,7 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
       // Once: the next checkpoint (or the re-send of a final one) follows
       // within an interval whatever the cause.
       warned_usage_ = true;
-      std::fprintf(stderr, "%s: channel %u: usage checkpoint failed: %s (%s); re-sent every interval\n",
+      KC_LOG(WARNING, kms, "%s: channel %u: usage checkpoint failed: %s (%s); re-sent every interval\n",
                    role_name(true), o_.channel, std::string(kp::error_name(r.error)).c_str(),
                    r.message.c_str());
     }
@@ -280,7 +281,7 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
     if (!o_.sender && refuse_if_denied(r)) return;
     // "no next key yet" is routine just before the KMS makes it; retry soon.
     if (r.error != kp::ErrorCode::NoNextKey && r.error != kp::ErrorCode::NotFound)
-      std::fprintf(stderr, "%s: KMS request failed: %s (%s)\n", role_name(o_.sender),
+      KC_LOG(WARNING, kms, "%s: KMS request failed: %s (%s)\n", role_name(o_.sender),
                    std::string(kp::error_name(r.error)).c_str(), r.message.c_str());
     return;
   }
@@ -352,7 +353,7 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
       // delivery would lose data, and the receivers still hold this key.
       ++late_switches;
       warned_late_ = true;
-      std::fprintf(stderr, "keycast-send: WARNING: current key SPI %u expired and no next key "
+      KC_LOG(WARNING, kms, "keycast-send: WARNING: current key SPI %u expired and no next key "
                    "yet (KMS unreachable?): still using it\n", ctl.current_spi());
     }
   }
@@ -415,7 +416,7 @@ void KmsKeySource::apply_push(KeyControl& ctl, const kp::Result& r, MonoClock::t
   notice_set_ = false;
   bool changed = true;
   for (const auto& k : r.keys) install(ctl, k, r.received_at, changed);
-  std::fprintf(stderr, "%s: channel %u: key server: %s: switching to a fresh key in %lld ms\n",
+  KC_LOG(NOTICE, kms, "%s: channel %u: key server: %s: switching to a fresh key in %lld ms\n",
                role_name(true), o_.channel, r.reply.text.c_str(),
                static_cast<long long>(ms_until(cur_end_, now)));
   if (o_.sender_origin) {

@@ -20,6 +20,7 @@
 #include "common/drop_reason.hpp"
 #include "common/key_record.hpp"
 #include "common/service_notify.hpp"
+#include "dataplane/log.hpp"
 #include "dataplane/app.hpp"
 #include "dataplane/channel.hpp"
 #include "dataplane/channel_key_sources.hpp"
@@ -374,7 +375,7 @@ int run(int argc, char** argv) {
   if (workers.empty()) throw UsageError("EAL: need at least 2 lcores (main = control, others = workers), e.g. -l 0,1");
   const unsigned nw = static_cast<unsigned>(workers.size());
   if (opt.deliver == Deliver::Verify && nw > 1)
-    std::fprintf(stderr, "keycast-recv: note: --deliver verify counts per RX queue; exact when one "
+    KC_LOG(NOTICE, app, "keycast-recv: note: --deliver verify counts per RX queue; exact when one "
                          "queue carries the stream (RSS keeps a flow on one queue)\n");
 
   RxShared sh;
@@ -435,7 +436,7 @@ int run(int argc, char** argv) {
   chan_keys.start(MonoClock::now());
   if (chan_keys.uses_kms())
     if (const uint64_t refused = chan_keys.kms_totals().refused)
-      std::fprintf(stderr, "keycast-recv: %lu of %zu channels refused by the key server (not entitled)\n",
+      KC_LOG(WARNING, app, "keycast-recv: %lu of %zu channels refused by the key server (not entitled)\n",
                    static_cast<unsigned long>(refused), nch);
   // --deliver verify: one tracker per channel and worker. With --expect the
   // whole range fits in the bitmap, so any reordering is counted exactly;
@@ -496,7 +497,7 @@ int run(int argc, char** argv) {
     if (idle_ticks) {
       const uint64_t last = t.last_rx_tsc ? t.last_rx_tsc : t_start;
       if (now > last && now - last >= idle_ticks) {
-        std::fprintf(stderr, "keycast-recv: idle for %.1fs, stopping\n", opt.idle_exit);
+        KC_LOG(NOTICE, app, "keycast-recv: idle for %.1fs, stopping\n", opt.idle_exit);
         break;
       }
     }
@@ -511,7 +512,7 @@ int run(int argc, char** argv) {
                    human_rate((t.ok - last_ok) / dt).c_str(), (t.bytes - last_bytes) * 8 / dt / 1e9,
                    pub.at(0).current_spi(), static_cast<unsigned long>(t.notices), chans.c_str(),
                    port_counters_text(port_counters(opt.port)).c_str(), drops_line(t).c_str());
-      std::fprintf(stderr, "keycast-recv: %s\n", line);
+      KC_LOG(INFO, app, "keycast-recv: %s\n", line);
       notify_status(line);
       last_stats = now;
       last_ok = t.ok;

@@ -25,6 +25,7 @@
 #include "common/esp.hpp"
 #include "common/key_record.hpp"
 #include "common/service_notify.hpp"
+#include "dataplane/log.hpp"
 #include "dataplane/app.hpp"
 #include "dataplane/channel.hpp"
 #include "dataplane/channel_key_sources.hpp"
@@ -347,7 +348,7 @@ int run(int argc, char** argv) {
       ++v.switches;
       // UTC time: a switch is matched against admin actions (eviction) and
       // other hosts' logs.
-      std::fprintf(stderr, "keycast-send: %skey switch %lu: SPI %u -> %u at %s\n",
+      KC_LOG(NOTICE, app, "keycast-send: %skey switch %lu: SPI %u -> %u at %s\n",
                    nch > 1 ? ("channel " + std::to_string(opt.channels[ci].id) + ": ").c_str() : "",
                    static_cast<unsigned long>(v.switches), v.spi_now, s,
                    kp::format_rfc3339(kp::wall_now_ms()).c_str());
@@ -421,7 +422,7 @@ int run(int argc, char** argv) {
                    static_cast<unsigned long>(figure_int(f, "tx_dropped")),
                    static_cast<unsigned long>(figure_int(f, "alloc_fail")), chans.c_str(),
                    port_counters_text(port_counters(opt.port)).c_str());
-      std::fprintf(stderr, "keycast-send: %s\n", line);
+      KC_LOG(INFO, app, "keycast-send: %s\n", line);
       notify_status(line);
       last_stats = now;
       last_pk = pk;
@@ -440,7 +441,7 @@ int run(int argc, char** argv) {
   if (kms) {
     for (std::size_t ci : usage.finish(MonoClock::now() + std::chrono::milliseconds(5000))) {
       const KmsKeySource& k = chan_keys.kms(ci);
-      std::fprintf(stderr, "keycast-send: WARNING: channel %u: %lu of %lu usage reports not acknowledged\n",
+      KC_LOG(WARNING, app, "keycast-send: WARNING: channel %u: %lu of %lu usage reports not acknowledged\n",
                    opt.channels[ci].id, static_cast<unsigned long>(k.usage_reports - k.usage_acked),
                    static_cast<unsigned long>(k.usage_reports));
     }

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "keyplane/escape.hpp"
+#include "keyplane/json.hpp"
 #include "keyplane/money.hpp"
 #include "keyplane/wall_time.hpp"
 
@@ -19,20 +20,18 @@ bool parse_text_format(const std::string& s, TextFormat& out) {
 
 namespace {
 
-std::string bound_json(int64_t ms, int64_t open) {
-  return ms == open ? "null" : json_str(format_rfc3339(ms));
-}
+Json bound_json(int64_t ms, int64_t open) { return ms == open ? Json(nullptr) : Json(format_rfc3339(ms)); }
 std::string bound_csv(int64_t ms, int64_t open) { return ms == open ? "" : format_rfc3339(ms); }
 std::string bound_table(int64_t ms, int64_t open, const char* none) {
   return ms == open ? none : format_rfc3339(ms);
 }
 
-void row_json(std::ostringstream& o, const BillingRow& b, int64_t fee, const std::string& amount) {
-  o << "{\"identity\":" << json_str(b.identity) << ",\"requests\":" << b.requests
-    << ",\"bytes\":" << b.bytes << ",\"packets\":" << b.packets << ",\"epochs\":" << b.epochs
-    << ",\"late_requests\":" << b.late_requests << ",\"late_bytes\":" << b.late_bytes
-    << ",\"late_packets\":" << b.late_packets << ",\"fee_micros\":" << fee
-    << ",\"fee\":" << json_str(amount) << "}";
+Json row_json(const BillingRow& b, int64_t fee, const std::string& amount) {
+  return {{"identity", b.identity},           {"requests", b.requests},
+          {"bytes", b.bytes},                 {"packets", b.packets},
+          {"epochs", b.epochs},               {"late_requests", b.late_requests},
+          {"late_bytes", b.late_bytes},       {"late_packets", b.late_packets},
+          {"fee_micros", fee},                {"fee", amount}};
 }
 
 // The first seven columns are those of earlier versions, in their order.
@@ -68,17 +67,18 @@ std::string render_billing(const std::vector<BillingRow>& rows, const Tariffs& t
   for (const auto& b : rows) fees.push_back(fee_micros(b.requests, b.bytes, t));
   auto amount = [&](int64_t m) { return amount_text(m, t.currency_decimals); };
   switch (f) {
-    case TextFormat::Json:
-      o << "{\"since\":" << bound_json(since_ms, INT64_MIN) << ",\"until\":" << bound_json(until_ms, kAllTime)
-        << ",\"currency\":" << json_str(t.currency) << ",\"currency_decimals\":" << t.currency_decimals
-        << ",\"per_request_micros\":" << t.per_request_micros << ",\"per_gib_micros\":" << t.per_gib_micros
-        << ",\"clients\":[";
-      for (std::size_t i = 0; i < rows.size(); ++i) {
-        if (i) o << ",";
-        row_json(o, rows[i], fees[i], amount(fees[i]));
-      }
-      o << "]}\n";
+    case TextFormat::Json: {
+      Json j = {{"since", bound_json(since_ms, INT64_MIN)},
+                {"until", bound_json(until_ms, kAllTime)},
+                {"currency", t.currency},
+                {"currency_decimals", t.currency_decimals},
+                {"per_request_micros", t.per_request_micros},
+                {"per_gib_micros", t.per_gib_micros},
+                {"clients", Json::array()}};
+      for (std::size_t i = 0; i < rows.size(); ++i) j["clients"].push_back(row_json(rows[i], fees[i], amount(fees[i])));
+      o << json_dump(j) << "\n";
       break;
+    }
     case TextFormat::Csv:
       o << kCsvHeader << "\n";
       for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -101,21 +101,20 @@ std::string render_billing(const std::vector<BillingRow>& rows, const Tariffs& t
 std::string render_invoices(const std::vector<Invoice>& inv, TextFormat f) {
   std::ostringstream o;
   switch (f) {
-    case TextFormat::Json:
-      o << "{\"invoices\":[";
-      for (std::size_t i = 0; i < inv.size(); ++i) {
-        const auto& v = inv[i];
-        o << (i ? "," : "") << "{\"period_start\":" << json_str(format_rfc3339(v.start_ms))
-          << ",\"period_end\":" << json_str(format_rfc3339(v.end_ms))
-          << ",\"closed_at\":" << json_str(format_rfc3339(v.closed_at_ms))
-          << ",\"closed_by\":" << json_str(v.closed_by) << ",\"currency\":" << json_str(v.currency)
-          << ",\"per_request_micros\":" << v.per_request_micros
-          << ",\"per_gib_micros\":" << v.per_gib_micros << ",\"client\":";
-        row_json(o, v.row, v.fee_micros, v.fee);
-        o << "}";
-      }
-      o << "]}\n";
+    case TextFormat::Json: {
+      Json list = Json::array();
+      for (const auto& v : inv)
+        list.push_back({{"period_start", format_rfc3339(v.start_ms)},
+                        {"period_end", format_rfc3339(v.end_ms)},
+                        {"closed_at", format_rfc3339(v.closed_at_ms)},
+                        {"closed_by", v.closed_by},
+                        {"currency", v.currency},
+                        {"per_request_micros", v.per_request_micros},
+                        {"per_gib_micros", v.per_gib_micros},
+                        {"client", row_json(v.row, v.fee_micros, v.fee)}});
+      o << json_dump(Json{{"invoices", std::move(list)}}) << "\n";
       break;
+    }
     case TextFormat::Csv:
       o << kCsvHeader << ",closed_at\n";
       for (const auto& v : inv) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/suite.hpp"
+#include "keyplane/log_line.hpp"
 #include "keyplane/protocol.hpp"
 #include "keyplane/tls.hpp"
 
@@ -64,7 +65,9 @@ struct ServerConfig {
   int64_t group_commit_us = 1000;  // billing batch window before the fsync
   int64_t entitlement_sync_ms = 5000;  // grant/revoke: wait this long for every slave's confirmation
   std::string audit_log;  // append-only JSON lines of admin actions, or empty
-  bool verbose = false;
+  bool verbose = false;  // the same as log_level debug
+  LogLevel log_level = LogLevel::Info;
+  LogFormat log_format = LogFormat::Text;
 };
 
 // "CN=1,2" or "CN=*"; throws naming --acl.

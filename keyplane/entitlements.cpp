@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "keyplane/escape.hpp"
+#include "keyplane/json.hpp"
 
 namespace keycast::kp {
 
@@ -61,18 +61,17 @@ Entitlement revoked(const Entitlement& e, bool all, const std::set<uint32_t>& ch
   return n;
 }
 
+Json entitlement_object(const std::string& identity, const Entitlement& e) {
+  return Json{{"identity", identity},
+                                {"mode", e.mode == EntitlementMode::Unmanaged ? "certificate"
+                                         : e.mode == EntitlementMode::Only    ? "only"
+                                                                              : "all_except"},
+                                {"channels", e.channels},
+                                {"seq", e.seq}};
+}
+
 std::string entitlement_json(const std::string& identity, const Entitlement& e) {
-  std::string o = "{\"identity\":" + json_str(identity) + ",\"mode\":\"";
-  o += e.mode == EntitlementMode::Unmanaged ? "certificate"
-       : e.mode == EntitlementMode::Only   ? "only"
-                                           : "all_except";
-  o += "\",\"channels\":[";
-  bool first = true;
-  for (uint32_t c : e.channels) {
-    o += (first ? "" : ",") + std::to_string(c);
-    first = false;
-  }
-  return o + "],\"seq\":" + std::to_string(e.seq) + "}";
+  return json_dump(entitlement_object(identity, e));
 }
 
 bool Entitlements::allows(const std::string& identity, uint32_t ch) const {

@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "keyplane/protocol.hpp"
 
 namespace keycast::kp {
@@ -38,6 +40,7 @@ struct Entitlement {
 // The entitlement after a grant or a revoke (all: "*").
 Entitlement granted(const Entitlement& e, bool all, const std::set<uint32_t>& chans);
 Entitlement revoked(const Entitlement& e, bool all, const std::set<uint32_t>& chans);
+nlohmann::ordered_json entitlement_object(const std::string& identity, const Entitlement& e);
 std::string entitlement_json(const std::string& identity, const Entitlement& e);
 
 class Entitlements {

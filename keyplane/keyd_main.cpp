@@ -17,6 +17,7 @@
 #include "keyplane/money.hpp"
 #include "keyplane/secret_file.hpp"
 #include "keyplane/server.hpp"
+#include "keyplane/wall_time.hpp"
 
 namespace po = boost::program_options;
 using namespace keycast;
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   ServerConfig cfg;
   int64_t lifetime = 60000, p1 = 20000, p2 = 10000, grace = 5000, evict = 2000;
   bool allow_insecure_key_file = false;
+  std::string log_level, log_format;
   // clang-format off
   desc.add_options()
     ("help,h", "show this help")
@@ -73,7 +75,9 @@ int main(int argc, char** argv) {
     ("audit-log", po::value(&cfg.audit_log), "append one JSON line per admin action (rotate, billing close, grant, revoke, TLS reload) to FILE (created 0600)")
     ("entitlement-sync-ms", po::value(&cfg.entitlement_sync_ms)->default_value(5000), "grant/revoke: wait this long for every subscribed slave to confirm")
     ("group-commit-us", po::value(&cfg.group_commit_us)->default_value(1000), "billing batch window under load (0: commit every event-loop turn)")
-    ("verbose,v", po::bool_switch(&cfg.verbose), "log connections and key events (never key bytes)");
+    ("log-level", po::value(&log_level)->default_value("info"), "error|warning|info|debug: the least severe lines written")
+    ("log-format", po::value(&log_format)->default_value("text"), "text|json (one JSON object a line: ts, level, role, msg)")
+    ("verbose,v", po::bool_switch(&cfg.verbose), "log connections and key events (never key bytes): --log-level debug");
   // clang-format on
   po::variables_map vm;
   try {
@@ -82,6 +86,10 @@ int main(int argc, char** argv) {
       store_options_file(vm["config"].as<std::string>(), desc, vm);
     }
     po::notify(vm);
+    if (!parse_log_level(log_level, cfg.log_level))
+      throw std::runtime_error("--log-level " + log_level + ": must be error, warning, info or debug");
+    if (!parse_log_format(log_format, cfg.log_format))
+      throw std::runtime_error("--log-format " + log_format + ": must be text or json");
   } catch (const std::exception& e) {
     std::cerr << "keycast-keyd: " << e.what() << "\n(try --help)\n";
     return 2;
@@ -180,9 +188,14 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGHUP);  // reload the TLS files (a new CRL, a renewed certificate)
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  // Lines of the process itself (not of the server) in the same form.
+  auto say = [&](LogLevel l, const std::string& msg) {
+    if (l <= (cfg.verbose ? LogLevel::Debug : cfg.log_level))
+      std::cerr << log_line(cfg.log_format, l, role, msg, wall_now_ms()) << std::endl;
+  };
   try {
     Server srv(cfg);
-    for (auto& [id, p] : cfg.channels) std::cerr << "keycast-keyd: channel " << describe(p) << "\n";
+    for (auto& [id, p] : cfg.channels) say(LogLevel::Info, "channel " + describe(p));
     srv.start();
     const std::string listening = role + " listening on port " + std::to_string(srv.port());
     std::cout << "keycast-keyd: " << listening << std::endl;
@@ -190,17 +203,16 @@ int main(int argc, char** argv) {
     int sig = 0;
     while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
       notify_reloading();
+      // The server logs the reload's outcome.
       std::string err = srv.reload_tls();
-      std::cerr << "keycast-keyd: SIGHUP: " << (err.empty() ? "TLS files reloaded" : "reload failed: " + err)
-                << "\n";
       // A failed reload keeps the files in use, so the service is still ready.
       notify_ready(err.empty() ? listening : listening + "; last reload failed: " + err);
     }
-    std::cerr << "keycast-keyd: signal " << sig << ", stopping\n";
+    say(LogLevel::Info, "signal " + std::to_string(sig) + ", stopping");
     notify_stopping();
     srv.stop();
   } catch (const std::exception& e) {
-    std::cerr << "keycast-keyd: " << e.what() << "\n";
+    say(LogLevel::Error, e.what());
     return 1;
   }
   return 0;

@@ -28,6 +28,7 @@
 #include "keyplane/entitlements.hpp"
 #include "keyplane/escape.hpp"
 #include "keyplane/hostport.hpp"
+#include "keyplane/json.hpp"
 #include "keyplane/store.hpp"
 #include "keyplane/wall_time.hpp"
 
@@ -146,17 +147,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   explicit Impl(ServerConfig c) : cfg(std::move(c)) {}
 
   // ---------------------------------------------------------------- logging
-  void log(const std::string& s) {
-    auto t = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char b[32];
-    std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    std::cerr << b << " keyd[" << role_name(cfg.role) << "] " << s << std::endl;
+  void log(LogLevel l, const std::string& s) {
+    if (l > level()) return;
+    std::cerr << log_line(cfg.log_format, l, role_name(cfg.role), s, wall_now_ms()) << std::endl;
   }
-  void vlog(const std::string& s) {
-    if (cfg.verbose) log(s);
-  }
+  void log(const std::string& s) { log(LogLevel::Info, s); }
+  void vlog(const std::string& s) { log(LogLevel::Debug, s); }
+  LogLevel level() const { return cfg.verbose ? LogLevel::Debug : cfg.log_level; }
 
   bool master() const { return cfg.role == Role::Master; }
 
@@ -380,7 +377,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         break;
       }
     } catch (const std::exception& e) {
-      log("channel " + std::to_string(c.pol.id) + ": cannot make key: " + e.what());
+      log(LogLevel::Error, "channel " + std::to_string(c.pol.id) + ": cannot make key: " + e.what());
       when = MonoClock::now() + milliseconds(1000);
     }
     c.timer->expires_at(when + milliseconds(1));
@@ -687,7 +684,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                              std::string(type_name(m.type)) + " is not a request");
       }
     } catch (const std::exception& e) {
-      log(std::string("internal error: ") + e.what());
+      log(LogLevel::Error, std::string("internal error: ") + e.what());
       reply_error(c, m, ErrorCode::Internal, "internal error");
     }
   }
@@ -981,7 +978,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                                    "unchanged: at or below the high-water mark";
     } catch (const std::exception& e) {
       store->rollback();
-      log(std::string("billing commit failed: ") + e.what());
+      log(LogLevel::Error, std::string("billing commit failed: ") + e.what());
       ok = false;
     }
     for (auto& [w, r] : b.replies) {
@@ -998,7 +995,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
     // Audit: every admin request (and every refused attempt) is logged with
     // the peer's identity, always (not only with -v).
-    log(std::string(c->peer.role == Role::Admin ? "admin " : "refused admin request from ") +
+    log(c->peer.role == Role::Admin ? LogLevel::Info : LogLevel::Warning,
+        std::string(c->peer.role == Role::Admin ? "admin " : "refused admin request from ") +
         c->peer.identity + " (" + std::string(role_name(c->peer.role)) + ", " + c->remote + "): " +
         std::string(type_name(m.type)) + (m.channel ? " channel " + std::to_string(*m.channel) : "") +
         (m.type == MsgType::AdminBilling && !m.text.empty() ? " format " + m.text.substr(0, 16) : "") +
@@ -1034,12 +1032,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     switch (m.type) {
       case MsgType::AdminStatus: r.text = status_json(); break;
       case MsgType::AdminEntitlements: {
-        std::string o = "[";
+        Json o = Json::array();
         for (auto& [id, e] : ents.all())
-          if (m.text.empty() || m.text == id) o += (o.size() > 1 ? "," : "") + entitlement_json(id, e);
+          if (m.text.empty() || m.text == id) o.push_back(entitlement_object(id, e));
         // An identity never granted or revoked anything: its certificate decides.
-        if (!m.text.empty() && !ents.find(m.text)) o += entitlement_json(m.text, Entitlement{});
-        r.text = o + "]";
+        if (!m.text.empty() && !ents.find(m.text)) o.push_back(entitlement_object(m.text, Entitlement{}));
+        r.text = json_dump(o);
         break;
       }
       case MsgType::AdminGrant:
@@ -1128,7 +1126,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
   void write_audit(const AuditEntry& e) {
     if (audit && !audit->write(e))
-      log("AUDIT LOG WRITE FAILED (" + cfg.audit_log + "): " + e.action + " by " + e.who + ": " +
+      log(LogLevel::Error, "AUDIT LOG WRITE FAILED (" + cfg.audit_log + "): " + e.action + " by " + e.who + ": " +
           std::strerror(errno));
   }
 
@@ -1353,59 +1351,83 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::map<std::string, int> peers;
     for (auto* c : conns)
       if (c->authed) ++peers[std::string(role_name(c->peer.role))];
-    std::ostringstream o;
-    o << "{\"role\":" << json_str(std::string(role_name(cfg.role))) << ",\"version\":" << json_str(kSoftwareVersion)
-      << ",\"uptime_s\":" << ms_between(started, MonoClock::now()) / 1000
-      << ",\"connections\":" << conns.size() << ",\"peers\":{";
-    bool first = true;
-    for (auto& [r, n] : peers) {
-      o << (first ? "" : ",") << json_str(r) << ":" << n;
-      first = false;
-    }
     std::size_t subs = 0;
     for (auto& w : subscribers)
       if (!w.expired()) ++subs;
-    o << "},\"channels\":" << chans.size() << ",\"key_seq\":" << repl_seq.load()
-      << ",\"entitlement_seq\":" << ents.seq() << ",\"identities_managed\":" << ents.all().size()
-      << ",\"slaves_subscribed\":" << subs << ",\"handshakes_ok\":" << handshakes_ok
-      << ",\"handshakes_failed\":" << handshakes_failed << ",\"keys_made\":" << keys_made;
-    if (master())
-      o << ",\"billing_duplicate_requests\":" << duplicate_requests
-        << ",\"usage_checkpoints\":" << checkpoints_counted
-        << ",\"usage_checkpoints_unchanged\":" << checkpoints_unchanged << ",\"billing_closed_until\":"
-        << (store->closed_until_ms() == INT64_MIN ? std::string("null")
-                                                   : json_str(format_rfc3339(store->closed_until_ms())));
-    if (!master()) {
-      o << ",\"master_connected\":" << (upstream && upstream->connected() ? "true" : "false")
-        << ",\"billing_outbox\":" << store->outbox_size();
+    Json o = {{"role", role_name(cfg.role)},
+              {"version", kSoftwareVersion},
+              {"uptime_s", ms_between(started, MonoClock::now()) / 1000},
+              {"connections", conns.size()},
+              {"peers", Json::object()}};
+    for (auto& [r, n] : peers) o["peers"][r] = n;
+    o["channels"] = chans.size();
+    o["key_seq"] = repl_seq.load();
+    o["entitlement_seq"] = ents.seq();
+    o["identities_managed"] = ents.all().size();
+    o["slaves_subscribed"] = subs;
+    o["handshakes_ok"] = handshakes_ok;
+    o["handshakes_failed"] = handshakes_failed;
+    o["keys_made"] = keys_made;
+    if (master()) {
+      o["billing_duplicate_requests"] = duplicate_requests;
+      o["usage_checkpoints"] = checkpoints_counted;
+      o["usage_checkpoints_unchanged"] = checkpoints_unchanged;
+      o["billing_closed_until"] =
+          store->closed_until_ms() == INT64_MIN ? Json(nullptr) : Json(format_rfc3339(store->closed_until_ms()));
+    } else {
+      o["master_connected"] = upstream && upstream->connected();
+      o["billing_outbox"] = store->outbox_size();
     }
-    o << "}";
-    return o.str();
+    return json_dump(o);
   }
 
+  // One entry per channel: its policy, the SPIs in use and, per held key,
+  // its role and remaining time. On the master (which books the usage
+  // reports) each key also carries the traffic reported under it and how
+  // many client identities received it; those need the store, so the
+  // billing batch in flight is committed first.
   std::string channels_json(MonoClock::time_point now) {
-    std::ostringstream o;
-    o << "[";
-    bool first = true;
+    if (master()) commit_billing();
+    Json out = Json::array();
     for (auto& [id, ch] : chans) {
       View v = view(ch, now);
-      o << (first ? "" : ",") << "{\"channel\":" << id << ",\"origin\":"
-        << (ch.pol.origin == KeyOrigin::Kms ? "\"kms\"" : "\"sender\"")
-        << ",\"suite\":" << json_str(std::string(suite_name(ch.pol.suite)))
-        << ",\"lifetime_ms\":" << ch.pol.lifetime_ms << ",\"p1_ms\":" << ch.pol.p1_ms
-        << ",\"p2_ms\":" << ch.pol.p2_ms << ",\"grace_ms\":" << ch.pol.grace_ms
-        << ",\"spi_high_water\":" << ch.hwm << ",\"keys_held\":" << ch.keys.size();
-      if (v.cur)
-        o << ",\"current_spi\":" << v.cur->spi
-          << ",\"current_remaining_ms\":" << ms_between(now, v.cur->expires);
-      if (v.next)
-        o << ",\"next_spi\":" << v.next->spi << ",\"next_remaining_ms\":" << ms_between(now, v.next->expires);
-      if (v.prev) o << ",\"previous_spi\":" << v.prev->spi;
-      o << "}";
-      first = false;
+      Json o = {{"channel", id},
+                {"origin", ch.pol.origin == KeyOrigin::Kms ? "kms" : "sender"},
+                {"suite", suite_name(ch.pol.suite)},
+                {"lifetime_ms", ch.pol.lifetime_ms},
+                {"p1_ms", ch.pol.p1_ms},
+                {"p2_ms", ch.pol.p2_ms},
+                {"grace_ms", ch.pol.grace_ms},
+                {"spi_high_water", ch.hwm},
+                {"keys_held", ch.keys.size()}};
+      if (v.cur) {
+        o["current_spi"] = v.cur->spi;
+        o["current_remaining_ms"] = ms_between(now, v.cur->expires);
+      }
+      if (v.next) {
+        o["next_spi"] = v.next->spi;
+        o["next_remaining_ms"] = ms_between(now, v.next->expires);
+      }
+      if (v.prev) o["previous_spi"] = v.prev->spi;
+      Json keys = Json::array();
+      for (auto [k, role] : {std::pair{v.prev, "previous"}, {v.cur, "current"}, {v.next, "next"}}) {
+        if (!k) continue;
+        Json e = {{"role", role},
+                  {"spi", k->spi},
+                  {"remaining_ms", ms_between(now, k->expires)},
+                  {"lifetime_ms", k->lifetime_ms}};
+        if (master()) {
+          const KeyUsage u = store->key_usage(id, k->spi);
+          e["bytes"] = u.bytes;
+          e["packets"] = u.packets;
+          e["holders"] = u.holders;
+        }
+        keys.push_back(std::move(e));
+      }
+      o["keys"] = std::move(keys);
+      out.push_back(std::move(o));
     }
-    o << "]";
-    return o.str();
+    return json_dump(out);
   }
 
   // ---------------------------------------------------------------- replication (master)
@@ -1526,7 +1548,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       cl.request(std::move(s), [w](Result r) {
         auto self = w.lock();
         if (!self) return;
-        if (!r.ok()) self->log("subscribe to master failed: " + r.message);
+        if (!r.ok()) self->log(LogLevel::Warning, "subscribe to master failed: " + r.message);
         else self->log("subscribed to master " + r.server + ", master seq " + std::to_string(r.reply.seq.value_or(0)));
       });
     });
@@ -1545,7 +1567,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       vlog("replicated channel " + std::to_string(k.channel) + " spi " + std::to_string(k.spi) +
            " seq " + std::to_string(*m.seq));
     } catch (const std::exception& e) {
-      log(std::string("cannot store replicated key: ") + e.what());
+      log(LogLevel::Error, std::string("cannot store replicated key: ") + e.what());
     }
     for (auto& kk : m.keys) secure_zero(kk.material.key, sizeof kk.material.key);
   }
@@ -1559,7 +1581,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       store->put_entitlement(m.text, e);
     } catch (const std::exception& ex) {
       // Not confirmed: the master's admin learns this slave is behind.
-      log(std::string("cannot store replicated entitlement: ") + ex.what());
+      log(LogLevel::Error, std::string("cannot store replicated entitlement: ") + ex.what());
       return;
     }
     ents.set(m.text, e);
@@ -1592,7 +1614,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           try {
             self->store->outbox_delete_upto(last);
           } catch (const std::exception& e) {
-            self->log(std::string("outbox: ") + e.what());
+            self->log(LogLevel::Error, std::string("outbox: ") + e.what());
           }
         } else {
           self->vlog("billing forward failed (will retry): " + msg);
@@ -1612,7 +1634,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         store->prune_request_events(kRequestEventRetentionS);
         store->prune_checkpoints(kCheckpointRetentionMs, wall_now_ms());
       } catch (const std::exception& e) {
-        log(std::string("pruning request event ids failed: ") + e.what());
+        log(LogLevel::Warning, std::string("pruning request event ids failed: ") + e.what());
       }
     }
     maint.expires_after(milliseconds(cfg.forward_interval_ms));
@@ -1789,7 +1811,7 @@ static void run_loop(Server::Impl& impl) {
       impl.io.run();
       return;
     } catch (const std::exception& e) {
-      impl.log(std::string("unexpected error in event loop (continuing): ") + e.what());
+      impl.log(LogLevel::Error, std::string("unexpected error in event loop (continuing): ") + e.what());
     }
   }
 }
@@ -1828,7 +1850,7 @@ std::string Server::reload_tls() {
       impl->write_audit(a);
       done->set_value("");
     } catch (const std::exception& e) {
-      impl->log(std::string("TLS reload failed, previous files stay in force: ") + e.what());
+      impl->log(LogLevel::Error, std::string("TLS reload failed, previous files stay in force: ") + e.what());
       impl->write_audit(AuditEntry{"keyd", "local", "SIGHUP", "tls_reload", {}, "failed", e.what()});
       done->set_value(e.what());
     }

@@ -566,6 +566,22 @@ std::vector<BillingRow> Store::billing(int64_t since_ms, int64_t until_ms) {
   return out;
 }
 
+KeyUsage Store::key_usage(uint32_t channel, uint32_t spi) {
+  sqlite3_stmt* s = prep(
+      "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM usage_log WHERE channel = ?1 AND spi = ?2), "
+      "(SELECT COALESCE(SUM(packets), 0) FROM usage_log WHERE channel = ?1 AND spi = ?2), "
+      "(SELECT COUNT(*) FROM holders WHERE channel = ?1 AND spi = ?2)");
+  Reset r{s};
+  sqlite3_bind_int64(s, 1, channel);
+  sqlite3_bind_int64(s, 2, spi);
+  KeyUsage u;
+  if (sqlite3_step(s) != SQLITE_ROW) throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));
+  u.bytes = uint64_t(sqlite3_column_int64(s, 0));
+  u.packets = uint64_t(sqlite3_column_int64(s, 1));
+  u.holders = uint64_t(sqlite3_column_int64(s, 2));
+  return u;
+}
+
 std::vector<Invoice> Store::close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
                                          const Tariffs& t) {
   if (end_ms <= closed_until_)

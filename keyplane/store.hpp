@@ -44,6 +44,12 @@ struct BillingRow {
   uint64_t late_requests = 0, late_bytes = 0, late_packets = 0;
 };
 
+// What one key carried: the traffic senders reported under it and the number
+// of client identities that received it.
+struct KeyUsage {
+  uint64_t bytes = 0, packets = 0, holders = 0;
+};
+
 // A closed billing period [start_ms, end_ms): one immutable row per client.
 struct Invoice {
   int64_t start_ms = 0, end_ms = 0, closed_at_ms = 0;
@@ -112,6 +118,9 @@ class Store {
   void prune_checkpoints(int64_t max_age_ms, int64_t now_ms);
   // Totals per client of the events booked in [since_ms, until_ms).
   std::vector<BillingRow> billing(int64_t since_ms = INT64_MIN, int64_t until_ms = kAllTime);
+
+  // All traffic ever booked under (channel, spi), late or not, and its holders.
+  KeyUsage key_usage(uint32_t channel, uint32_t spi);
 
   // Billing periods. The end of the last closed period (INT64_MIN: none).
   int64_t closed_until_ms() const { return closed_until_; }

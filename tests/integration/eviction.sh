@@ -39,12 +39,12 @@ START_DELAY_MS=6000 start_send s2 1 --kms "127.0.0.1:$PORT_master" --key-origin 
   --group 239.7.9.2:6002 --source 10.79.0.2 --rate "$RATE" --count "$COUNT" \
   --lifetime-ms 20000 --p1-ms 8000 --notice-lead-ms 300
 for _ in $(seq 1 100); do
-  [ "$(ctl channels | grep -o '"current_spi"' | wc -l)" = 2 ] && break
+  [ "$(ctl -o json channels | grep -o '"current_spi"' | wc -l)" = 2 ] && break
   sleep 0.05
 done
 for _ in $(seq 1 100); do  # and the slave has them
   [ "$("$CTL" --server "127.0.0.1:$PORT_slave" --tls-cert "$PKI/admin.crt" --tls-key "$PKI/admin.key" \
-    --tls-ca "$PKI/ca.crt" channels | grep -o '"current_spi"' | wc -l)" = 2 ] && break
+    --tls-ca "$PKI/ca.crt" -o json channels | grep -o '"current_spi"' | wc -l)" = 2 ] && break
   sleep 0.05
 done
 start_recv ra client 0 --kms "$KMS" "${CH[@]}"

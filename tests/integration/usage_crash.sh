@@ -43,7 +43,7 @@ sleep 1  # packets still on the bridge
 stop "$PID_r1" "$PID_r2"
 
 ctl billing --format json > "$WORK/billing.json"
-ctl status > "$WORK/status.json"
+ctl -o json status > "$WORK/status.json"
 kill -TERM "$PID_master"
 wait_exit "$PID_master"
 restart_keyd master master "$PORT_master" --channel "1:$POLICY" --channel "2:$POLICY" \

@@ -11,9 +11,14 @@
 #include <filesystem>
 #include <cstdio>
 
+#include <algorithm>
+#include <regex>
+
+#include "keyplane/json.hpp"
 #include "kp_test_util.hpp"
 
 using namespace kptest;
+using keycast::kp::Json;
 
 namespace {
 
@@ -105,6 +110,11 @@ TEST(Binaries, KeydRejectsBadOptionsNamingThem) {
   auto [rc7, out7] = run(keyd + " --role slave --db x --master-key-file y");
   EXPECT_EQ(rc7, 2);
   EXPECT_NE(out7.find("--master"), std::string::npos) << out7;
+  for (const char* bad : {" --log-level chatty", " --log-format xml"}) {
+    auto [rc, out] = run(keyd + bad);
+    EXPECT_EQ(rc, 2) << bad;
+    EXPECT_NE(out.find(std::string(bad).substr(1, 12)), std::string::npos) << out;
+  }
   auto [rc5, out5] = run(keyd + " --config /nonexistent/keyd.conf");
   EXPECT_EQ(rc5, 2);
   EXPECT_NE(out5.find("--config"), std::string::npos) << out5;
@@ -222,42 +232,108 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
   std::string as_admin = base + " --tls-cert " + (pki() / "admin.crt") + " --tls-key " + (pki() / "admin.key");
   std::string as_client = base + " --tls-cert " + (pki() / "client.crt") + " --tls-key " + (pki() / "client.key");
 
+  // Tables for people, -o json for scripts.
   auto [rc, st] = run(as_admin + " status");
   EXPECT_EQ(rc, 0) << st;
-  EXPECT_NE(st.find("\"role\":\"master\""), std::string::npos) << st;
-  auto [rc2, chans] = run(as_admin + " channels");
-  EXPECT_EQ(rc2, 0);
-  EXPECT_NE(chans.find("\"suite\":\"aes256gcm\""), std::string::npos) << chans;
-  EXPECT_NE(chans.find("\"origin\":\"sender\""), std::string::npos) << chans;
+  EXPECT_NE(st.find("FIELD"), std::string::npos) << st;
+  EXPECT_TRUE(std::regex_search(st, std::regex("\nrole +master\n"))) << st;
+  auto [rcj, stj] = run(as_admin + " -o json status");
+  ASSERT_EQ(rcj, 0) << stj;
+  EXPECT_EQ(Json::parse(stj).at("role"), "master") << stj;
+  auto [rc2, chans] = run(as_admin + " --output json channels");
+  ASSERT_EQ(rc2, 0) << chans;
+  Json cj = Json::parse(chans);
+  ASSERT_EQ(cj.size(), 2u) << chans;
+  EXPECT_EQ(cj[0].at("suite"), "aes256gcm") << chans;
+  EXPECT_EQ(cj[1].at("origin"), "sender") << chans;
+  auto [rc2t, chant] = run(as_admin + " channels");
+  EXPECT_EQ(rc2t, 0);
+  EXPECT_TRUE(std::regex_search(chant, std::regex("^CHANNEL +ORIGIN +SUITE"))) << chant;
+  auto [rc2c, chanc] = run(as_admin + " channels -o csv");
+  EXPECT_EQ(rc2c, 0);
+  EXPECT_EQ(chanc.rfind("channel,origin,suite,lifetime_ms,", 0), 0u) << chanc;
+  EXPECT_EQ(std::count(chanc.begin(), chanc.end(), '\n'), 3) << chanc;
 
   auto [rc3, key] = run(as_client + " key 1");
   EXPECT_EQ(rc3, 0) << key;
   EXPECT_NE(key.find("hidden"), std::string::npos);
-  auto [rc4, rev] = run(as_client + " key 1 --reveal");
+  auto [rc4, rev] = run(as_client + " key 1 --reveal -o json");
   EXPECT_EQ(rc4, 0) << rev;
-  auto kpos = rev.find(" key ");
-  ASSERT_NE(kpos, std::string::npos);
-  std::string hex = rev.substr(kpos + 5, 72);
-  EXPECT_EQ(hex.find_first_not_of("0123456789abcdef"), std::string::npos) << rev;  // 32+4 bytes
+  Json rj = Json::parse(rev);
+  ASSERT_EQ(rj.size(), 1u) << rev;
+  std::string hex = rj[0].at("key");
+  EXPECT_EQ(hex.size(), 72u) << rev;  // 32+4 bytes
+  EXPECT_EQ(hex.find_first_not_of("0123456789abcdef"), std::string::npos) << rev;
 
   auto [rc5, ws] = run(as_client + " wireshark-keys 1");
   EXPECT_EQ(rc5, 0) << ws;
   EXPECT_NE(ws.find("\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x" + hex + "\""), std::string::npos) << ws;
   EXPECT_NE(ws.find("\"IPv4\",\"*\",\"*\",\"0x00000100\""), std::string::npos) << ws;
 
+  // sas: every key of each channel; the master adds its holders (the client
+  // above received SPI 256) and the traffic booked under it (none yet).
+  auto [rcs, sas] = run(as_admin + " sas 1 -o json");
+  ASSERT_EQ(rcs, 0) << sas;
+  Json sj = Json::parse(sas);
+  ASSERT_GE(sj.size(), 1u) << sas;
+  EXPECT_EQ(sj[0].at("channel"), 1);
+  EXPECT_EQ(sj[0].at("role"), "current") << sas;
+  EXPECT_EQ(sj[0].at("spi"), 256) << sas;
+  EXPECT_EQ(sj[0].at("spi_hex"), "0x00000100") << sas;
+  EXPECT_EQ(sj[0].at("holders"), 1) << sas;
+  EXPECT_EQ(sj[0].at("bytes"), 0) << sas;
+  EXPECT_GT(sj[0].at("remaining_s").get<double>(), 0.0) << sas;
+  auto [rcst, sast] = run(as_admin + " sas");
+  EXPECT_EQ(rcst, 0);
+  EXPECT_TRUE(std::regex_search(sast, std::regex("^CHANNEL +SPI +SPI_HEX +ROLE"))) << sast;
+  EXPECT_TRUE(std::regex_search(sast, std::regex("\n1 +256 +0x00000100 +current"))) << sast;
+
+  // Settings from the environment and from ~/.config/keycast/ctl.conf; the
+  // command line wins over the environment, which wins over the file.
+  const std::string env_admin = "env -i HOME=" + std::string(d.path) + " KEYCAST_SERVER=127.0.0.1:" + port +
+                                " KEYCAST_TLS_CERT=" + (pki() / "admin.crt") + " KEYCAST_TLS_KEY=" +
+                                (pki() / "admin.key") + " KEYCAST_TLS_CA=" + (pki() / "ca.crt") + " " + ctl;
+  auto [rce, ste] = run(env_admin + " -o json status");
+  EXPECT_EQ(rce, 0) << ste;
+  EXPECT_NE(ste.find("\"role\": \"master\""), std::string::npos) << ste;
+  std::filesystem::create_directories(d / ".config/keycast");
+  {
+    std::ofstream f(d / ".config/keycast/ctl.conf");
+    f << "# keycast-ctl\nserver = 127.0.0.1:" << port << "\ntls-cert = " << (pki() / "admin.crt")
+      << "\ntls-key = " << (pki() / "admin.key") << "\ntls-ca = " << (pki() / "ca.crt") << "\noutput = csv\n";
+  }
+  const std::string home = "env -i HOME=" + std::string(d.path) + " ";
+  auto [rcf, stf] = run(home + ctl + " status");
+  EXPECT_EQ(rcf, 0) << stf;
+  EXPECT_NE(stf.find("\nrole,master\n"), std::string::npos) << stf;  // output = csv from the file
+  auto [rcw, stw] = run(home + "KEYCAST_SERVER=127.0.0.1:1 " + ctl + " --timeout-ms 500 status");
+  EXPECT_EQ(rcw, 3) << "the environment's server wins over the file's: " << stw;
+  auto [rcc, stc] = run(home + "KEYCAST_SERVER=127.0.0.1:1 " + ctl + " --server 127.0.0.1:" + port + " -o table status");
+  EXPECT_EQ(rcc, 0) << "the command line wins over the environment: " << stc;
+  {
+    std::ofstream f(d / ".config/keycast/ctl.conf", std::ios::app);
+    f << "reveal = true\n";
+  }
+  auto [rcb, stb] = run(home + ctl + " status");
+  EXPECT_EQ(rcb, 2) << stb;
+  EXPECT_NE(stb.find("ctl.conf:7:"), std::string::npos) << "a key option is not a connection setting: " << stb;
+  auto [rco, sto] = run(as_admin + " -o yaml status");
+  EXPECT_EQ(rco, 2) << sto;
+  EXPECT_NE(sto.find("--output yaml"), std::string::npos) << sto;
   auto [rc6, bill] = run(as_admin + " billing --format csv");
   EXPECT_EQ(rc6, 0) << bill;
   EXPECT_NE(bill.find("client,3,0,0,0,0.75,EUR,750000,0,0,0,,"), std::string::npos) << bill;
   auto [rc7, billj] = run(as_admin + " billing --format json");
   EXPECT_EQ(rc7, 0);
-  EXPECT_NE(billj.find("\"requests\":3"), std::string::npos) << billj;
+  EXPECT_EQ(Json::parse(billj).at("clients").at(0).at("requests"), 3) << billj;
   auto [rc8, tab] = run(as_admin + " billing");
   EXPECT_EQ(rc8, 0);
   EXPECT_NE(tab.find("IDENTITY"), std::string::npos) << tab;
 
-  auto [rc9, rot] = run(as_admin + " rotate 1");
+  auto [rc9, rot] = run(as_admin + " rotate 1 -o json");
   EXPECT_EQ(rc9, 0) << rot;
-  EXPECT_NE(rot.find("next spi 257"), std::string::npos) << rot;
+  EXPECT_EQ(Json::parse(rot).at(1).at("role"), "next") << rot;
+  EXPECT_EQ(Json::parse(rot).at(1).at("spi"), 257) << rot;
 
   // Errors: a client may not see billing; bad command; unreachable server.
   auto [rc10, denied] = run(as_client + " billing");
@@ -267,15 +343,16 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
   EXPECT_EQ(rc11, 2) << badcmd;
 
   // Entitlements and billing periods from the command line.
-  auto [rg, grant] = run(as_admin + " revoke client 1");
+  auto [rg, grant] = run(as_admin + " revoke client 1 -o json");
   EXPECT_EQ(rg, 0) << grant;
-  EXPECT_NE(grant.find("\"mode\":\"all_except\",\"channels\":[1]"), std::string::npos) << grant;
+  EXPECT_EQ(Json::parse(grant).at("mode"), "all_except") << grant;
+  EXPECT_EQ(Json::parse(grant).at("channels"), Json::array({1})) << grant;
   EXPECT_EQ(run(as_client + " key 1").first, 1);  // channel_denied
   EXPECT_EQ(run(as_admin + " grant client '*'").first, 0);
   EXPECT_EQ(run(as_client + " key 1").first, 0);
   auto [re, ents] = run(as_admin + " entitlements client");
   EXPECT_EQ(re, 0);
-  EXPECT_NE(ents.find("\"mode\":\"all_except\",\"channels\":[]"), std::string::npos) << ents;
+  EXPECT_TRUE(std::regex_search(ents, std::regex("^IDENTITY +MODE +CHANNELS +SEQ\nclient +all_except +- +"))) << ents;
   for (const char* bad : {" grant client", " grant client 1,x", " revoke", " billing close",
                           " billing close yesterday", " billing --since 2026-13-01",
                           " billing --since 2026-12-02 --until 2026-12-01", " billing frobnicate"}) {
@@ -290,10 +367,14 @@ TEST(Binaries, KeydFromConfigFileAndCtlCommands) {
   EXPECT_NE(inv2.find("already closed"), std::string::npos) << inv2;
   auto [rpi, period] = run(as_admin + " billing --since 2026-01-01 --format json");
   EXPECT_EQ(rpi, 0) << period;
-  EXPECT_NE(period.find("\"since\":\"2026-01-01T00:00:00Z\",\"until\":null"), std::string::npos) << period;
+  Json pj = Json::parse(period);
+  EXPECT_EQ(pj.at("since"), "2026-01-01T00:00:00Z") << period;
+  EXPECT_TRUE(pj.at("until").is_null()) << period;
   // key, key --reveal, wireshark-keys, key after the grant: 4 at 0.25.
-  EXPECT_NE(period.find("\"identity\":\"client\",\"requests\":4,"), std::string::npos) << period;
-  EXPECT_NE(period.find("\"fee_micros\":1000000,\"fee\":\"1.00\""), std::string::npos) << period;
+  EXPECT_EQ(pj.at("clients").at(0).at("identity"), "client") << period;
+  EXPECT_EQ(pj.at("clients").at(0).at("requests"), 4) << period;
+  EXPECT_EQ(pj.at("clients").at(0).at("fee_micros"), 1000000) << period;
+  EXPECT_EQ(pj.at("clients").at(0).at("fee"), "1.00") << period;
   std::ifstream audit(d / "audit.log");
   int audited = 0;
   for (std::string l; std::getline(audit, l);) ++audited;

@@ -258,9 +258,10 @@ TEST(Access, AdminActionsAreLogged) {
   EXPECT_LT(log.find("admin_rotate channel 1"), log.find("forced rotation"));
 }
 
-// A full verbose session — master and slave with -v, sender uploads, clients
-// and ctl fetch and reveal keys, rotations, wireshark-keys — and no log holds
-// any key's bytes, in hex (either case) or raw.
+// A full verbose session — master with -v (text), slave at --log-level debug
+// in --log-format json, sender uploads, clients and ctl fetch and reveal
+// keys, rotations, wireshark-keys — and no log holds any key's bytes, in hex
+// (either case) or raw.
 TEST(KeyHygiene, NoKeyInVerboseLogs) {
   TempDir d;
   Keyd m, s;
@@ -269,7 +270,7 @@ TEST(KeyHygiene, NoKeyInVerboseLogs) {
   margs.push_back("-v");
   ASSERT_TRUE(m.start(margs, d / "master.log", &why)) << why;
   auto sargs = keyd_args(d, "slave", "slave", m.port, channels());
-  sargs.push_back("-v");
+  for (const char* a : {"--log-format", "json", "--log-level", "debug"}) sargs.push_back(a);
   ASSERT_TRUE(s.start(sargs, d / "slave.log", &why)) << why;
 
   std::set<std::string> hexes;  // key||salt hex of every key seen
@@ -333,6 +334,17 @@ TEST(KeyHygiene, NoKeyInVerboseLogs) {
   for (const char* f : {"master.log", "slave.log"}) {
     std::string log = slurp(d / f);
     ASSERT_GT(log.size(), 200u) << f << " is nearly empty: -v logging missing?";
+    if (std::string(f) == "slave.log") {  // one JSON object a line, debug lines included
+      std::istringstream lines(log);
+      int n = 0, debug = 0;
+      for (std::string l; std::getline(lines, l); ++n) {
+        const auto j = keycast::kp::Json::parse(l, nullptr, false);
+        ASSERT_TRUE(!j.is_discarded() && j.contains("ts") && j.contains("msg")) << "not a JSON log line: " << l;
+        EXPECT_EQ(j.value("role", ""), "slave") << l;
+        debug += j.value("level", "") == "debug";
+      }
+      EXPECT_GT(debug, 0) << "no debug line at --log-level debug";
+    }
     std::string lower = log, upper = log;
     for (auto& ch : upper) ch = char(std::toupper(static_cast<unsigned char>(ch)));
     for (auto& h : hexes) {

@@ -108,10 +108,10 @@ TEST(Faults, MasterKill9LedgerExactlyOnce) {
   std::string raw;
   Bill b = billing_json(port, "client", &raw);
   ASSERT_TRUE(b.found) << raw;
-  auto [st_rc, status] = run(ctl(port, "admin", "status"));
-  std::smatch dm;
-  std::string dups = std::regex_search(status, dm, std::regex("\"billing_duplicate_requests\":([0-9]+)"))
-                         ? dm[1].str() : "?";
+  auto [st_rc, status] = run(ctl(port, "admin", "-o json status"));
+  const auto sj = keycast::kp::Json::parse(status, nullptr, false);
+  std::string dups = !sj.is_discarded() && sj.contains("billing_duplicate_requests")
+                         ? std::to_string(sj["billing_duplicate_requests"].get<uint64_t>()) : "?";
   std::cout << "[ figures ] key requests acked " << req_acked << " (at kill " << req_at_kill << "), ledger "
             << b.requests << " (re-sent after the kill and recognised by event id: " << dups << "); usage reports " << n_reports << " (unacked at first " << unacked
             << ", of which already counted " << resent_dup << "), ledger bytes " << b.bytes << " packets "

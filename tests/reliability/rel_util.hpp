@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "keyplane/client/client.hpp"
+#include "keyplane/json.hpp"
 
 #if !defined(KEYCAST_SOURCE_DIR) || !defined(KEYCAST_KEYD_BIN) || !defined(KEYCAST_CTL_BIN)
 #error "KEYCAST_SOURCE_DIR, KEYCAST_KEYD_BIN and KEYCAST_CTL_BIN must be defined"
@@ -229,14 +230,15 @@ inline Bill billing_json(uint16_t port, const std::string& identity, std::string
   if (raw) *raw = out;
   Bill b;
   if (rc != 0) return b;
-  std::regex re("\"identity\":\"" + identity + "\",\"requests\":([0-9]+),\"bytes\":([0-9]+),\"packets\":([0-9]+)");
-  std::smatch m;
-  if (std::regex_search(out, m, re)) {
-    b.found = true;
-    b.requests = std::stoull(m[1]);
-    b.bytes = std::stoull(m[2]);
-    b.packets = std::stoull(m[3]);
-  }
+  const auto j = keycast::kp::Json::parse(out, nullptr, false);
+  if (j.is_discarded() || !j.contains("clients")) return b;
+  for (const auto& c : j["clients"])
+    if (c.value("identity", "") == identity) {
+      b.found = true;
+      b.requests = c.value("requests", uint64_t(0));
+      b.bytes = c.value("bytes", uint64_t(0));
+      b.packets = c.value("packets", uint64_t(0));
+    }
   return b;
 }
 

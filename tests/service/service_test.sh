@@ -31,10 +31,21 @@ PREFIX=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$BUILD/CMakeCache.txt")
 for f in $PREFIX/bin/keycast-{keyd,ctl,send,recv} \
          $PREFIX/lib/systemd/system/keycast-{keyd.service,send@.service,recv@.service} \
          $PREFIX/lib/sysusers.d/keycast.conf /etc/keycast/keyd.conf \
-         /etc/keycast/{send,recv}/example.{conf,env} $PREFIX/share/doc/keycast/operator-guide.md; do
+         /etc/keycast/{send,recv}/example.{conf,env} $PREFIX/share/doc/keycast/operator-guide.md \
+         $PREFIX/share/bash-completion/completions/keycast-ctl; do
   [ -f "$ROOT$f" ] || fail "install: $f missing"
 done
 echo "ok: installed $(find "$ROOT" -type f | wc -l) files"
+# The installed completion completes commands, sub-words and formats.
+complete_words() {  # complete_words WORD...: what TAB offers after them
+  bash -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _keycast_ctl; echo "${COMPREPLY[*]}"' \
+    _ "$ROOT$PREFIX/share/bash-completion/completions/keycast-ctl" keycast-ctl "$@"
+}
+[ "$(complete_words st)" = status ] || fail "completion: 'st' gave '$(complete_words st)'"
+[ "$(complete_words billing '')" = "close invoices" ] || fail "completion: billing gave '$(complete_words billing '')'"
+[ "$(complete_words -o '')" = "table json csv" ] || fail "completion: -o gave '$(complete_words -o '')'"
+[ "$(complete_words -o json s)" = "status sas" ] || fail "completion: '-o json s' gave '$(complete_words -o json s)'"
+echo "ok: bash completion of keycast-ctl"
 
 # 2. The units as installed. systemd-analyze checks that ExecStart's binary
 # exists, so the copies it reads point into the scratch root.
