@@ -165,7 +165,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       throw std::runtime_error("--master: a slave needs the master's HOST:PORT");
     ctx = make_server_context(cfg.tls);
     if (!cfg.audit_log.empty()) audit = std::make_unique<AuditLog>(cfg.audit_log);
-    store = std::make_unique<Store>(cfg.db, cfg.master_key_file);
+    store = open_store(cfg.db, cfg.master_key_file);
     for (auto& [id, e] : store->load_entitlements()) ents.set(id, std::move(e));
     if (auto r = store->meta("role"); r && *r != std::string(role_name(cfg.role)))
       throw std::runtime_error("--role " + std::string(role_name(cfg.role)) + ": database " +

@@ -1,15 +1,14 @@
-// Durable key-plane state in SQLite (WAL, synchronous=FULL).
+// Durable key-plane state: the interface every backend implements, and the
+// records it stores.
 //
-// Keys are stored wrapped: AES-256-GCM under a 256-bit master key read from a
-// file, AAD = "keycast-key" | channel | spi | suite, blob = nonce(12) | ct | tag(16).
+// Keys are stored wrapped (keyplane/key_wrap.hpp), never in the clear.
 // Remaining effective times are stored as a wall-clock deadline only so that a
 // restart on the same machine can recompute them; on the wire and in memory
 // they are relative/monotonic.
-//
-// Not thread-safe: the key server uses it from its single io thread.
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,9 +16,6 @@
 #include "common/key_record.hpp"
 #include "keyplane/entitlements.hpp"
 #include "keyplane/protocol.hpp"
-
-struct sqlite3;
-struct sqlite3_stmt;
 
 namespace keycast::kp {
 
@@ -68,101 +64,90 @@ struct Invoice {
 constexpr int64_t kLedgerBucketMs = 60000;
 constexpr int64_t kAllTime = INT64_MAX;
 
+// The durable key-plane state, whichever database holds it. Not
+// thread-safe: the key server uses it from its single io thread. Every
+// method throws std::runtime_error naming --db when the database fails.
 class Store {
  public:
-  // Throws std::runtime_error naming --db or --master-key-file on failure.
-  Store(const std::string& db_path, const std::string& master_key_file);
-  ~Store();
+  Store() = default;
+  virtual ~Store() = default;
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
   // Transactions (nestable by depth counting: only the outermost commits).
-  void begin();
-  void commit();
-  void rollback();
+  virtual void begin() = 0;
+  virtual void commit() = 0;
+  virtual void rollback() = 0;
 
   // Keys. put_key inserts or updates (same channel+spi) and returns the seq used:
   // seq 0 means "assign the next master sequence number".
-  uint64_t put_key(const StoredKey& k);
-  std::vector<StoredKey> load_keys();
-  uint64_t max_seq();
-  std::map<uint32_t, uint32_t> load_spi_hwm();
-  void set_spi_hwm(uint32_t channel, uint32_t hwm);
+  virtual uint64_t put_key(const StoredKey& k) = 0;
+  virtual std::vector<StoredKey> load_keys() = 0;
+  virtual uint64_t max_seq() = 0;
+  virtual std::map<uint32_t, uint32_t> load_spi_hwm() = 0;
+  virtual void set_spi_hwm(uint32_t channel, uint32_t hwm) = 0;
 
-  std::optional<std::string> meta(const std::string& k);
-  void set_meta(const std::string& k, const std::string& v);
+  virtual std::optional<std::string> meta(const std::string& k) = 0;
+  virtual void set_meta(const std::string& k, const std::string& v) = 0;
 
   // Billing (master). at_ms: when the event happened (UTC wall clock); an
   // event of a period already closed is booked at the start of the open
   // period and flagged late.
-  void add_requests(const std::string& identity, uint64_t n, int64_t at_ms);
+  virtual void add_requests(const std::string& identity, uint64_t n, int64_t at_ms) = 0;
   // Counts one billed key request carrying the client's request event id;
   // false when (identity, event_id) was already counted (a re-send after a
   // lost reply, on this server or forwarded by a slave).
-  bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n, int64_t at_ms);
+  virtual bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n, int64_t at_ms) = 0;
   // Forgets request event ids older than max_age_s: a client re-sends within
   // its request timeout, so a day of history is ample and the table stays bounded.
-  void prune_request_events(int64_t max_age_s);
-  void add_holder(const std::string& identity, uint32_t channel, uint32_t spi);
+  virtual void prune_request_events(int64_t max_age_s) = 0;
+  virtual void add_holder(const std::string& identity, uint32_t channel, uint32_t spi) = 0;
   // An increment (usage report): false when (sender, event_id) was already counted.
-  bool add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
-                 uint64_t bytes, uint64_t packets, int64_t at_ms);
+  virtual bool add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
+                 uint64_t bytes, uint64_t packets, int64_t at_ms) = 0;
   // A checkpoint: the epoch's totals so far from one sender process. Only
   // the part above the high-water mark of (sender, instance, channel, spi) is
   // booked, so re-sent, reordered or replayed checkpoints change nothing.
   // false when nothing was above the mark.
-  bool add_checkpoint(const std::string& sender, uint64_t instance, uint32_t channel, uint32_t spi,
-                      uint64_t bytes, uint64_t packets, int64_t at_ms);
+  virtual bool add_checkpoint(const std::string& sender, uint64_t instance, uint32_t channel, uint32_t spi,
+                      uint64_t bytes, uint64_t packets, int64_t at_ms) = 0;
   // High-water marks untouched for max_age_ms are dropped: a sender process
   // re-sends within seconds, never days later.
-  void prune_checkpoints(int64_t max_age_ms, int64_t now_ms);
+  virtual void prune_checkpoints(int64_t max_age_ms, int64_t now_ms) = 0;
   // Totals per client of the events booked in [since_ms, until_ms).
-  std::vector<BillingRow> billing(int64_t since_ms = INT64_MIN, int64_t until_ms = kAllTime);
+  virtual std::vector<BillingRow> billing(int64_t since_ms = INT64_MIN, int64_t until_ms = kAllTime) = 0;
 
   // All traffic ever booked under (channel, spi), late or not, and its holders.
-  KeyUsage key_usage(uint32_t channel, uint32_t spi);
+  virtual KeyUsage key_usage(uint32_t channel, uint32_t spi) = 0;
 
   // Billing periods. The end of the last closed period (INT64_MIN: none).
-  int64_t closed_until_ms() const { return closed_until_; }
+  virtual int64_t closed_until_ms() const = 0;
   // Closes [closed_until_ms() or the first event, end_ms): writes the period
   // and one invoice per client with events in it, in one transaction.
   // Throws std::invalid_argument when end_ms is not after the last closed
   // end or is in the future.
-  std::vector<Invoice> close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
-                                    const Tariffs& tariffs);
-  std::vector<Invoice> invoices();
+  virtual std::vector<Invoice> close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
+                                    const Tariffs& tariffs) = 0;
+  virtual std::vector<Invoice> invoices() = 0;
   // Entitlements (master: the source of truth; slave: the replicated copy).
-  std::vector<std::pair<std::string, Entitlement>> load_entitlements();
-  void put_entitlement(const std::string& identity, const Entitlement& e);
+  virtual std::vector<std::pair<std::string, Entitlement>> load_entitlements() = 0;
+  virtual void put_entitlement(const std::string& identity, const Entitlement& e) = 0;
 
-  uint64_t forward_applied(const std::string& slave);
-  void set_forward_applied(const std::string& slave, uint64_t seq);
+  virtual uint64_t forward_applied(const std::string& slave) = 0;
+  virtual void set_forward_applied(const std::string& slave, uint64_t seq) = 0;
 
   // Outbox (slave): billing events waiting to be forwarded to the master.
   // event_id 0: not de-duplicated (holdings, or requests from clients that send no id).
   // at_ms: when the event happened (its age travels with it to the master).
-  void outbox_add(const std::string& identity, uint64_t requests, uint32_t channel, uint32_t spi,
-                  uint64_t event_id, int64_t at_ms);
-  std::vector<BillEntry> outbox_peek(std::size_t limit, int64_t now_ms);
-  void outbox_delete_upto(uint64_t seq);
-  uint64_t outbox_size();
-
- private:
-  void exec(const char* sql);
-  sqlite3_stmt* prep(const char* sql);
-  bool has_column(const char* table, const char* column);
-  void migrate();
-  int64_t book_at(int64_t at_ms, bool& late) const;
-  void book_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets, int64_t at_ms);
-  std::vector<uint8_t> wrap(const StoredKey& k);
-  bool unwrap(const uint8_t* blob, std::size_t n, StoredKey& k, uint8_t suite);
-
-  sqlite3* db_ = nullptr;
-  std::string path_;
-  uint8_t mk_[32] = {};
-  int tx_depth_ = 0;
-  int64_t closed_until_ = INT64_MIN;
-  std::map<const char*, sqlite3_stmt*> stmts_;
+  virtual void outbox_add(const std::string& identity, uint64_t requests, uint32_t channel, uint32_t spi,
+                  uint64_t event_id, int64_t at_ms) = 0;
+  virtual std::vector<BillEntry> outbox_peek(std::size_t limit, int64_t now_ms) = 0;
+  virtual void outbox_delete_upto(uint64_t seq) = 0;
+  virtual uint64_t outbox_size() = 0;
 };
+
+// The store --db names: a file path for the embedded SQLite store.
+// Throws std::runtime_error naming --db or --master-key-file on failure.
+std::unique_ptr<Store> open_store(const std::string& db, const std::string& master_key_file);
 
 }  // namespace keycast::kp
