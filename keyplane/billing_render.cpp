@@ -10,14 +10,6 @@
 
 namespace keycast::kp {
 
-bool parse_text_format(const std::string& s, TextFormat& out) {
-  if (s == "table") out = TextFormat::Table;
-  else if (s == "json") out = TextFormat::Json;
-  else if (s == "csv") out = TextFormat::Csv;
-  else return false;
-  return true;
-}
-
 namespace {
 
 Json bound_json(int64_t ms, int64_t open) { return ms == open ? Json(nullptr) : Json(format_rfc3339(ms)); }

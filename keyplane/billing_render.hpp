@@ -13,12 +13,10 @@
 
 #include "keyplane/config.hpp"
 #include "keyplane/store.hpp"
+#include "keyplane/text_format.hpp"
 
 namespace keycast::kp {
 
-enum class TextFormat { Table, Json, Csv };
-// "table", "json", "csv"; false for anything else.
-bool parse_text_format(const std::string& s, TextFormat& out);
 
 // Rows of [since_ms, until_ms); INT64_MIN / kAllTime for an open bound.
 std::string render_billing(const std::vector<BillingRow>& rows, const Tariffs& t, int64_t since_ms,

@@ -136,13 +136,12 @@ int main(int argc, char** argv) {
     return words.empty() && !vm.count("help") ? 2 : 0;
   }
   const std::string cmd = words[0];
-  CtlFormat fmt = CtlFormat::Table;
-  if (!format.empty() && !output.empty() && format != output) {
-    std::cerr << "keycast-ctl: --format " << format << " and --output " << output << " disagree\n";
-    return 2;
-  }
-  if (output.empty()) output = format.empty() ? "table" : format;
-  if (!parse_ctl_format(output, fmt)) {
+  TextFormat fmt = TextFormat::Table;
+  // --format exists only on the command line, so it wins over an output
+  // setting from the environment or the config file.
+  if (!format.empty()) output = format;
+  if (output.empty()) output = "table";
+  if (!parse_text_format(output, fmt)) {
     std::cerr << "keycast-ctl: --output " << output << ": must be table, json or csv\n";
     return 2;
   }
@@ -242,11 +241,11 @@ int main(int argc, char** argv) {
     if (cmd == "billing") {
       // keyd renders billing itself (its table carries the period and the
       // tariffs); JSON is re-indented like every other command's.
-      std::cout << (fmt == CtlFormat::Json ? render(Json::parse(r.message), fmt) : r.message);
+      std::cout << (fmt == TextFormat::Json ? render(Json::parse(r.message), fmt) : r.message);
     } else if (cmd == "status" || cmd == "channels" || cmd == "entitlements" || cmd == "grant" ||
                cmd == "revoke") {
       Json j = Json::parse(r.message);
-      if (j.is_object() && (cmd == "grant" || cmd == "revoke") && fmt != CtlFormat::Json)
+      if (j.is_object() && (cmd == "grant" || cmd == "revoke") && fmt != TextFormat::Json)
         j = Json::array({j});
       std::cout << render(j, fmt);
     } else if (cmd == "sas") {
@@ -256,7 +255,7 @@ int main(int argc, char** argv) {
     } else if (cmd == "key") {
       std::cout << render(key_rows(r.keys, reveal), fmt);
     } else if (cmd == "wireshark-keys") {
-      if (fmt == CtlFormat::Json) {
+      if (fmt == TextFormat::Json) {
         std::cout << render(key_rows(r.keys, true), fmt);
       } else {
         // Wireshark "esp_sa" UAT (Preferences > Protocols > ESP, or ~/.config/wireshark/esp_sa):

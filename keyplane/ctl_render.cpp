@@ -7,14 +7,6 @@
 
 namespace keycast::kp {
 
-bool parse_ctl_format(const std::string& s, CtlFormat& out) {
-  if (s == "table") out = CtlFormat::Table;
-  else if (s == "json") out = CtlFormat::Json;
-  else if (s == "csv") out = CtlFormat::Csv;
-  else return false;
-  return true;
-}
-
 namespace {
 
 bool is_record_list(const Json& v) {
@@ -90,8 +82,8 @@ std::string csv_line(const std::vector<std::string>& r) {
 
 }  // namespace
 
-std::string render(const Json& j, CtlFormat f) {
-  if (f == CtlFormat::Json) return json_dump(j, 2) + "\n";
+std::string render(const Json& j, TextFormat f) {
+  if (f == TextFormat::Json) return json_dump(j, 2) + "\n";
   std::vector<std::string> head;
   std::vector<std::vector<std::string>> rows;
   if (j.is_array()) {
@@ -101,18 +93,18 @@ std::string render(const Json& j, CtlFormat f) {
       for (const auto& c : head) row.push_back(r.is_object() && r.contains(c) ? cell(r[c]) : "-");
       rows.push_back(std::move(row));
     }
-    if (f == CtlFormat::Table)
+    if (f == TextFormat::Table)
       for (auto& h : head) h = upper(h);
   } else if (j.is_object()) {
     std::vector<std::pair<std::string, std::string>> kv;
     flatten(j, "", kv);
-    head = f == CtlFormat::Table ? std::vector<std::string>{"FIELD", "VALUE"}
+    head = f == TextFormat::Table ? std::vector<std::string>{"FIELD", "VALUE"}
                                  : std::vector<std::string>{"field", "value"};
     for (auto& [k, v] : kv) rows.push_back({k, v});
   } else {
     return cell(j) + "\n";
   }
-  if (f == CtlFormat::Csv) {
+  if (f == TextFormat::Csv) {
     std::string o = csv_line(head);
     for (const auto& r : rows) o += csv_line(r);
     return o;

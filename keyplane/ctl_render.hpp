@@ -12,14 +12,11 @@
 #include <string>
 
 #include "keyplane/json.hpp"
+#include "keyplane/text_format.hpp"
 
 namespace keycast::kp {
 
-enum class CtlFormat { Table, Json, Csv };
-// "table", "json", "csv"; false for anything else.
-bool parse_ctl_format(const std::string& s, CtlFormat& out);
-
-std::string render(const Json& j, CtlFormat f);
+std::string render(const Json& j, TextFormat f);
 
 // One row per key of every channel in a `channels` reply (optionally one
 // channel's): channel, spi, spi_hex, role, remaining_s, lifetime_s, and,

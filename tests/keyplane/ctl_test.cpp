@@ -15,34 +15,34 @@ namespace po = boost::program_options;
 TEST(Ctl, TableOfRecordsAlignsColumnsUnionsFieldsAndSkipsNestedRecords) {
   Json rows = Json::parse(R"([{"channel":1,"origin":"kms","keys":[{"spi":256}]},
                               {"channel":22,"suite":"aes256gcm","spis":[3,4],"note":null}])");
-  EXPECT_EQ(render(rows, CtlFormat::Table),
+  EXPECT_EQ(render(rows, TextFormat::Table),
             "CHANNEL  ORIGIN  SUITE      SPIS  NOTE\n"
             "1        kms     -          -     -\n"
             "22       -       aes256gcm  3,4   -\n")
       << "columns in first-seen order, the nested key records left to sas";
-  EXPECT_EQ(render(Json::array(), CtlFormat::Table), "(none)\n");
+  EXPECT_EQ(render(Json::array(), TextFormat::Table), "(none)\n");
 }
 
 TEST(Ctl, ObjectIsFieldValueRowsWithNestedObjectsFlattened) {
   Json o = Json::parse(R"({"role":"master","peers":{"client":2,"slave":1},"up":true})");
-  EXPECT_EQ(render(o, CtlFormat::Table),
+  EXPECT_EQ(render(o, TextFormat::Table),
             "FIELD         VALUE\nrole          master\npeers.client  2\npeers.slave   1\nup            true\n");
-  EXPECT_EQ(render(o, CtlFormat::Csv), "field,value\nrole,master\npeers.client,2\npeers.slave,1\nup,true\n");
+  EXPECT_EQ(render(o, TextFormat::Csv), "field,value\nrole,master\npeers.client,2\npeers.slave,1\nup,true\n");
 }
 
 TEST(Ctl, CsvQuotesWhatMustBeQuotedAndJsonIsIndented) {
   Json rows = Json::parse(R"([{"identity":"a,b","n":1},{"identity":"say \"hi\"","n":2}])");
-  EXPECT_EQ(render(rows, CtlFormat::Csv), "identity,n\n\"a,b\",1\n\"say \"\"hi\"\"\",2\n");
-  EXPECT_EQ(render(Json{{"a", 1}}, CtlFormat::Json), "{\n  \"a\": 1\n}\n");
-  CtlFormat f;
-  EXPECT_TRUE(parse_ctl_format("csv", f));
-  EXPECT_EQ(f, CtlFormat::Csv);
-  EXPECT_FALSE(parse_ctl_format("yaml", f));
+  EXPECT_EQ(render(rows, TextFormat::Csv), "identity,n\n\"a,b\",1\n\"say \"\"hi\"\"\",2\n");
+  EXPECT_EQ(render(Json{{"a", 1}}, TextFormat::Json), "{\n  \"a\": 1\n}\n");
+  TextFormat f;
+  EXPECT_TRUE(parse_text_format("csv", f));
+  EXPECT_EQ(f, TextFormat::Csv);
+  EXPECT_FALSE(parse_text_format("yaml", f));
 }
 
 TEST(Ctl, InvalidUtf8FromACertificateNameIsReplacedNotThrown) {
   Json o = {{"identity", std::string("bad\xff")}};
-  EXPECT_NO_THROW(render(o, CtlFormat::Json));
+  EXPECT_NO_THROW(render(o, TextFormat::Json));
   EXPECT_NE(json_dump(o).find("\xef\xbf\xbd"), std::string::npos);
 }
 
