@@ -52,6 +52,21 @@ Billing billing_of(Client& admin_client, const std::string& who) {
   return b;
 }
 
+// notAfter of the first certificate in a PEM file, Unix seconds (computed
+// apart from keyd's own reading: ASN1_TIME_diff from the epoch).
+double not_after(const std::string& pem) {
+  FILE* f = std::fopen(pem.c_str(), "r");
+  EXPECT_NE(f, nullptr) << pem;
+  X509* x = f ? PEM_read_X509(f, nullptr, nullptr, nullptr) : nullptr;
+  if (f) std::fclose(f);
+  int days = 0, secs = 0;
+  ASN1_TIME* epoch = ASN1_TIME_set(nullptr, 0);
+  EXPECT_TRUE(x && ASN1_TIME_diff(&days, &secs, epoch, X509_get0_notAfter(x)));
+  ASN1_TIME_free(epoch);
+  X509_free(x);
+  return double(days) * 86400 + secs;
+}
+
 class KeyServer : public ::testing::Test {
  protected:
   TempDir dir;
@@ -558,18 +573,6 @@ TEST_F(KeyServer, PrometheusMetrics) {
   EXPECT_GE(type.size(), 22u);
 
   // Certificate expiry as OpenSSL reads the PEM files the server was given.
-  auto not_after = [](const std::string& pem) {
-    FILE* f = std::fopen(pem.c_str(), "r");
-    EXPECT_NE(f, nullptr) << pem;
-    X509* x = f ? PEM_read_X509(f, nullptr, nullptr, nullptr) : nullptr;
-    if (f) std::fclose(f);
-    int days = 0, secs = 0;
-    ASN1_TIME* epoch = ASN1_TIME_set(nullptr, 0);
-    EXPECT_TRUE(x && ASN1_TIME_diff(&days, &secs, epoch, X509_get0_notAfter(x)));
-    ASN1_TIME_free(epoch);
-    X509_free(x);
-    return double(days) * 86400 + secs;
-  };
   const std::string body = resp.substr(resp.find("\r\n\r\n") + 4);
   EXPECT_EQ(sample_value(body, "keycast_tls_cert_expiry_timestamp_seconds{cert=\"server\"}"),
             not_after(tls_for("master").cert)) << body;
@@ -592,6 +595,35 @@ TEST_F(KeyServer, PrometheusMetrics) {
   const std::string h = http_get(master->metrics_port(), "/healthz");
   EXPECT_EQ(h.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << h;
   EXPECT_EQ(h.substr(h.find("\r\n\r\n") + 4), "ok\n") << h;
+}
+
+// The expiry reported is that of the files in force: a SIGHUP reload of
+// renewed files moves it.
+TEST_F(KeyServer, CertificateExpiryFollowsTlsReload) {
+  TempDir own;
+  for (const char* f : {"master.crt", "master.key", "ca.crt"})
+    std::filesystem::copy_file(pki() / f, own / f);
+  start_master({policy(1, KeyOrigin::Kms)}, [&](ServerConfig& c) {
+    c.metrics = "127.0.0.1:0";
+    c.tls = {own / "master.crt", own / "master.key", own / "ca.crt", {}};
+  });
+  auto expiry = [&](const char* cert) {
+    const std::string r = http_get(master->metrics_port(), "/metrics");
+    return sample_value(r.substr(r.find("\r\n\r\n") + 4),
+                        std::string("keycast_tls_cert_expiry_timestamp_seconds{cert=\"") + cert + "\"}");
+  };
+  EXPECT_EQ(expiry("server"), not_after(own / "master.crt"));
+  EXPECT_EQ(expiry("ca"), not_after(own / "ca.crt"));
+  // A renewed PKI made at least a second later: later notAfter dates.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  TempDir renewed;
+  make_pki(renewed.path);
+  for (const char* f : {"master.crt", "master.key", "ca.crt"})
+    std::filesystem::copy_file(renewed / f, own / f, std::filesystem::copy_options::overwrite_existing);
+  ASSERT_GT(not_after(own / "master.crt"), *expiry("server"));
+  ASSERT_EQ(master->reload_tls(), "");
+  EXPECT_EQ(expiry("server"), not_after(own / "master.crt"));
+  EXPECT_EQ(expiry("ca"), not_after(own / "ca.crt"));
 }
 
 TEST_F(KeyServer, ClientPollModeAndReconnectAfterServerRestart) {
