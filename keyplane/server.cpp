@@ -1794,10 +1794,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             m->timer.cancel();
             return;
           }
-          // GET /healthz: health; any other path: the metrics.
+          // GET /healthz (a query string aside): health; any other path: the metrics.
           std::string line(asio::buffers_begin(m->buf.data()), asio::buffers_end(m->buf.data()));
           line = line.substr(0, line.find_first_of("\r\n"));
-          const bool health = line.rfind("GET /healthz ", 0) == 0 || line == "GET /healthz";
+          const bool health = line.rfind("GET /healthz", 0) == 0 && (line.size() == 12 || line.find_first_of(" ?", 4) == 12);
           std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
           if (health) {
             const std::string why = unhealthy_reason();

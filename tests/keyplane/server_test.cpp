@@ -595,6 +595,10 @@ TEST_F(KeyServer, PrometheusMetrics) {
   const std::string h = http_get(master->metrics_port(), "/healthz");
   EXPECT_EQ(h.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << h;
   EXPECT_EQ(h.substr(h.find("\r\n\r\n") + 4), "ok\n") << h;
+  const std::string hq = http_get(master->metrics_port(), "/healthz?verbose");
+  EXPECT_EQ(hq.substr(hq.find("\r\n\r\n") + 4), "ok\n") << hq;
+  // Any other path: the metrics, as before.
+  EXPECT_NE(http_get(master->metrics_port(), "/healthzz").find("# TYPE keycast_build_info gauge"), std::string::npos);
 }
 
 // The expiry reported is that of the files in force: a SIGHUP reload of
