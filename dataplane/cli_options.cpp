@@ -30,6 +30,12 @@ void store_config_file(const std::string& path, const po::options_description& d
   }
 }
 
+void add_metrics_option(po::options_description& d, std::string& o) {
+  d.add_options()("metrics", po::value<std::string>(&o),
+                  "HOST:PORT: serve Prometheus metrics (any path) and /healthz over HTTP (PORT 0: a free port; "
+                  "'metrics listening on HOST:PORT' is printed at start)");
+}
+
 void add_vlan_options(po::options_description& d, VlanOptions& o, bool sender) {
   d.add_options()
       ("vlan", po::value<uint32_t>(&o.id)->default_value(0),

@@ -18,6 +18,10 @@ void finish_channel_options(const boost::program_options::variables_map& vm, Cha
 void store_config_file(const std::string& path, const boost::program_options::options_description& d,
                        boost::program_options::variables_map& vm);
 
+// --metrics HOST:PORT (both): Prometheus text and /healthz over HTTP, from
+// the control lcore (dataplane/metrics_http.hpp).
+void add_metrics_option(boost::program_options::options_description& d, std::string& o);
+
 // --vlan ID (both) and, on the sender, --vlan-pcp N.
 struct VlanOptions {
   uint32_t id = 0;  // 0: untagged

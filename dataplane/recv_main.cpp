@@ -13,6 +13,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,9 +31,13 @@
 #include "dataplane/key_source.hpp"
 #include "dataplane/key_table.hpp"
 #include "dataplane/kms_key_source.hpp"
+#include "dataplane/metrics_http.hpp"
+#include "dataplane/metrics_render.hpp"
+#include "dataplane/nic_snapshot.hpp"
 #include "dataplane/pattern.hpp"
 #include "dataplane/rx_worker.hpp"
 #include "dataplane/stats.hpp"
+#include "keycast_version.hpp"
 
 namespace po = boost::program_options;
 using namespace keycast;
@@ -69,6 +74,7 @@ struct RecvOptions {
   bool use_kms = false;
   KmsOptions kms;
   bool verify_from_first = false;
+  std::optional<MetricsAddress> metrics;
 };
 
 // names: only collect the long option names (for app_main's check that
@@ -77,7 +83,7 @@ RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   RecvOptions o;
   std::string deliver = "null", igmp = "on", local_ip = "0.0.0.0";
   std::vector<std::string> kms;
-  std::string tls_cert, tls_key, tls_ca, tls_crl;
+  std::string tls_cert, tls_key, tls_ca, tls_crl, metrics;
   uint32_t rotate_ms = 0;
   VlanOptions vlan;
   po::options_description d("keycast-recv options (after EAL args and --)");
@@ -114,6 +120,7 @@ RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names
       ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
   add_vlan_options(d, vlan, false);
+  add_metrics_option(d, metrics);
   if (names) {
     for (const auto& opt : d.options()) names->push_back(opt->long_name());
     return o;
@@ -135,6 +142,7 @@ RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   o.igmp = igmp == "on";
   o.local_ip = parse_ipv4(local_ip, "--local-ip");
   o.vlan = vlan_config(vlan);
+  if (vm.count("metrics")) o.metrics = parse_metrics_address(metrics);
   o.channels = parse_channels(o.channel_opts);
   if (o.any_group && o.channels.size() > 1)
     throw UsageError("--any-group: only with one channel (with several, the group names the channel)");
@@ -367,6 +375,11 @@ int run(int argc, char** argv) {
   check_port(opt.port, "--port");
   if (opt.deliver == Deliver::Port) check_port(opt.deliver_port, "--deliver port:");
   const std::size_t nch = opt.channels.size();
+  std::unique_ptr<MetricsHttp> metrics;
+  if (opt.metrics) {
+    metrics = std::make_unique<MetricsHttp>(*opt.metrics);
+    std::fprintf(stderr, "keycast-recv: metrics listening on %s\n", metrics->address().c_str());
+  }
 
   std::vector<std::vector<KeyRecord>> keys;
   if (!opt.use_kms) keys = static_keys_by_channel(opt.key_file, opt.channels, opt.suite, "keycast-recv");
@@ -478,6 +491,29 @@ int run(int argc, char** argv) {
   }
   notify_ready("receiving on port " + std::to_string(opt.port) + ", " + std::to_string(nch) + " channel(s)");
 
+  std::vector<uint16_t> ports{opt.port};
+  if (opt.deliver == Deliver::Port && opt.deliver_port != opt.port) ports.push_back(opt.deliver_port);
+  auto scrape = [&] {
+    const Figures f = receiver_figures(sh, chan_keys, events, igmp.get(), 0, false);
+    std::vector<Figures> chans;
+    for (std::size_t ci = 0; ci < nch; ++ci) {
+      chans.push_back(channel_figures(sh, ci, channel_totals(sh, ci, false), false, nullptr));
+      chans.back().push_back(Figure::integer("spi_current", pub.at(ci).current_spi()));
+    }
+    std::vector<NicSnapshot> nics;
+    for (uint16_t p : ports) nics.push_back(nic_snapshot(p));
+    return render_metrics(MetricsRole::Recv, f, chans, nics, kSoftwareVersion);
+  };
+  auto health = [&] {
+    HealthInput h;
+    h.worker_failed = sh.failed.load();
+    for (std::size_t ci = 0; ci < nch; ++ci)
+      if (pub.at(ci).current_spi() == 0) h.channels_without_key.push_back(opt.channels[ci].id);
+    for (uint16_t p : ports)
+      if (!port_link_up(p)) h.ports_down.push_back(p);
+    return unhealthy_reason(h);
+  };
+
   uint64_t last_stats = t_start, last_ok = 0, last_bytes = 0;
   const uint64_t stats_every = static_cast<uint64_t>(opt.stats_interval * hz);
   const uint64_t stop_at = opt.duration > 0 ? t_start + static_cast<uint64_t>(opt.duration * hz) : 0;
@@ -490,6 +526,7 @@ int run(int argc, char** argv) {
     chan_keys.poll(MonoClock::now());
     if (igmp) igmp->poll();
     holder.reclaim();
+    if (metrics) metrics->poll(scrape, health);
     if (stop_at && now >= stop_at) break;
     if (sh.running.load() == 0) break;
     Totals t = totals(sh);

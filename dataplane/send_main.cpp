@@ -16,6 +16,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -33,11 +34,15 @@
 #include "dataplane/key_source.hpp"
 #include "dataplane/key_table.hpp"
 #include "dataplane/kms_key_source.hpp"
+#include "dataplane/metrics_http.hpp"
+#include "dataplane/metrics_render.hpp"
+#include "dataplane/nic_snapshot.hpp"
 #include "dataplane/pattern.hpp"
 #include "dataplane/stats.hpp"
 #include "dataplane/tx_worker.hpp"
 #include "dataplane/usage_reporter.hpp"
 #include "keyplane/wall_time.hpp"
+#include "keycast_version.hpp"
 
 namespace po = boost::program_options;
 using namespace keycast;
@@ -74,6 +79,7 @@ struct SendOptions {
   bool use_kms = false;
   KmsOptions kms;
   uint32_t usage_interval_ms = 1000;
+  std::optional<MetricsAddress> metrics;
 };
 
 // names: only collect the long option names (for app_main's check that
@@ -82,7 +88,7 @@ SendOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   SendOptions o;
   std::string source = "10.0.0.1";
   std::vector<std::string> kms;
-  std::string tls_cert, tls_key, tls_ca, tls_crl, key_origin;
+  std::string tls_cert, tls_key, tls_ca, tls_crl, key_origin, metrics;
   VlanOptions vlan;
   po::options_description d("keycast-send options (after EAL args and --)");
   d.add_options()
@@ -121,6 +127,7 @@ SendOptions parse_options(int argc, char** argv, std::vector<std::string>* names
       ("link-wait-ms", po::value<uint32_t>(&o.link_wait_ms)->default_value(3000), "at start, wait this long for the port's link (then go on, warning)");
   add_channel_options(d, o.channel_opts);
   add_vlan_options(d, vlan, true);
+  add_metrics_option(d, metrics);
   if (names) {
     for (const auto& opt : d.options()) names->push_back(opt->long_name());
     return o;
@@ -141,6 +148,7 @@ SendOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   o.channels = parse_channels(o.channel_opts);
   o.source = parse_ipv4(source, "--source");
   o.vlan = vlan_config(vlan);
+  if (vm.count("metrics")) o.metrics = parse_metrics_address(metrics);
   if (!o.suite.empty() && !parse_suite(o.suite))
     throw UsageError("--suite: '" + o.suite + "' is not aes128gcm or aes256gcm");
   if (!kms.empty()) {
@@ -266,6 +274,11 @@ int run(int argc, char** argv) {
   check_port(opt.port, "--port");
   if (opt.ingest_port >= 0) check_port(static_cast<uint16_t>(opt.ingest_port), "--ingest-port");
   const std::size_t nch = opt.channels.size();
+  std::unique_ptr<MetricsHttp> metrics;
+  if (opt.metrics) {
+    metrics = std::make_unique<MetricsHttp>(*opt.metrics);
+    std::fprintf(stderr, "keycast-send: metrics listening on %s\n", metrics->address().c_str());
+  }
 
   std::vector<std::vector<KeyRecord>> keys;
   if (!opt.use_kms) keys = static_keys_by_channel(opt.key_file, opt.channels, opt.suite, "keycast-send");
@@ -385,6 +398,28 @@ int run(int argc, char** argv) {
   }
   notify_ready("sending on port " + std::to_string(opt.port) + ", " + std::to_string(nch) + " channel(s)");
 
+  std::vector<uint16_t> ports{opt.port};
+  if (opt.ingest_port >= 0 && opt.ingest_port != opt.port) ports.push_back(static_cast<uint16_t>(opt.ingest_port));
+  auto scrape = [&] {
+    Figures f;
+    {
+      std::lock_guard<std::mutex> lock(fig_mu);
+      f = sender_figures(sh, 0, views);
+    }
+    std::vector<NicSnapshot> nics;
+    for (uint16_t p : ports) nics.push_back(nic_snapshot(p));
+    return render_metrics(MetricsRole::Send, f, find_figure(f, "channels")->records, nics, kSoftwareVersion);
+  };
+  auto health = [&] {
+    HealthInput h;
+    h.worker_failed = sh.failed.load();
+    for (std::size_t ci = 0; ci < nch; ++ci)
+      if (pub.at(ci).current_spi() == 0) h.channels_without_key.push_back(opt.channels[ci].id);
+    for (uint16_t p : ports)
+      if (!port_link_up(p)) h.ports_down.push_back(p);
+    return unhealthy_reason(h);
+  };
+
   uint64_t last_stats = t_start, last_pk = 0, last_wb = 0;
   const uint64_t stats_every = static_cast<uint64_t>(opt.stats_interval * hz);
   const uint64_t stop_at = opt.duration > 0 ? t_start + static_cast<uint64_t>(opt.duration * hz) : 0;
@@ -400,6 +435,7 @@ int run(int argc, char** argv) {
       if (kms) usage.poll(MonoClock::now());
     }
     holder.reclaim();
+    if (metrics) metrics->poll(scrape, health);
     if (stop_at && now >= stop_at) break;
     if (sh.running.load() == 0) break;  // --count reached
     if (stats_every && now - last_stats >= stats_every && now >= t_start) {

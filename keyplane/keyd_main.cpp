@@ -199,6 +199,11 @@ int main(int argc, char** argv) {
     srv.start();
     const std::string listening = role + " listening on port " + std::to_string(srv.port());
     std::cout << "keycast-keyd: " << listening << std::endl;
+    if (srv.metrics_port()) {  // the port chosen for --metrics HOST:0
+      const std::string h = parse_host_port(cfg.metrics, "--metrics").host;
+      std::cout << "keycast-keyd: metrics listening on " << (h.find(':') == h.npos ? h : "[" + h + "]") << ":"
+                << srv.metrics_port() << std::endl;
+    }
     notify_ready(listening);
     int sig = 0;
     while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {

@@ -143,6 +143,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::map<std::string, uint64_t> req_by_type, err_by_code;
   uint64_t handshakes_ok = 0, handshakes_failed = 0, peers_dropped = 0, frames_bad = 0;
   uint64_t keys_made = 0, keys_replicated = 0;
+  CertExpiry tls_expiry;  // of the TLS files in force (set again by each reload)
+  // Slave: the upstream connection (Client::connects() numbering, 0: none)
+  // whose subscription the master acknowledged, and when the slave was last
+  // seen in step with the master.
+  uint64_t repl_synced_connect = 0;
+  MonoClock::time_point repl_current_at = started;
 
   explicit Impl(ServerConfig c) : cfg(std::move(c)) {}
 
@@ -164,6 +170,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (cfg.role == Role::Slave && cfg.masters.empty())
       throw std::runtime_error("--master: a slave needs the master's HOST:PORT");
     ctx = make_server_context(cfg.tls);
+    tls_expiry = cert_expiry(ctx->native_handle());
     if (!cfg.audit_log.empty()) audit = std::make_unique<AuditLog>(cfg.audit_log);
     store = open_store(cfg.db, cfg.master_key_file);
     for (auto& [id, e] : store->load_entitlements()) ents.set(id, std::move(e));
@@ -1545,11 +1552,18 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       Message s;
       s.type = MsgType::ReplSubscribe;
       s.seq = self->repl_seq.load();
-      cl.request(std::move(s), [w](Result r) {
+      const uint64_t conn_no = cl.connects();
+      cl.request(std::move(s), [w, conn_no](Result r) {
         auto self = w.lock();
         if (!self) return;
         if (!r.ok()) self->log(LogLevel::Warning, "subscribe to master failed: " + r.message);
         else self->log("subscribed to master " + r.server + ", master seq " + std::to_string(r.reply.seq.value_or(0)));
+        // The catch-up keys came before this ack on the same session, and
+        // their handlers were queued first: once this runs, they are applied.
+        if (r.ok())
+          asio::post(self->io, [w, conn_no] {
+            if (auto self = w.lock()) self->repl_synced_connect = conn_no;
+          });
       });
     });
     upstream->set_persistent(true);
@@ -1627,6 +1641,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (stopping) return;
     auto now = MonoClock::now();
     for (auto& [id, c] : chans) prune(c, now);
+    if (!master()) replication_lag_s(now);  // notes when the slave falls behind
     forward_billing();
     if (master() && now - last_event_prune > std::chrono::minutes(10)) {
       last_event_prune = now;
@@ -1644,6 +1659,30 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   // ---------------------------------------------------------------- metrics
+  // Slave: how far behind the master its keys may be. In step while the
+  // session whose subscription the master acknowledged is up (the master
+  // pushes every key down it as it makes it), so 0; otherwise the time since
+  // it last was in step, to within a maintenance tick.
+  double replication_lag_s(MonoClock::time_point now) {
+    if (upstream && upstream->connected() && repl_synced_connect != 0 &&
+        repl_synced_connect == upstream->connects()) {
+      repl_current_at = now;
+      return 0;
+    }
+    return double(ms_between(repl_current_at, now)) / 1000.0;
+  }
+
+  // /healthz: empty when serving, else why not. A slave without an
+  // acknowledged session to the master still answers clients, but from keys
+  // that may be stale and without forwarding their billing: not healthy.
+  std::string unhealthy_reason() {
+    if (stopping) return "stopping";
+    if (master()) return "";
+    if (!upstream || !upstream->connected()) return "no session with the master";
+    if (replication_lag_s(MonoClock::now()) > 0) return "subscribing to the master";
+    return "";
+  }
+
   std::string metrics_text() {
     std::ostringstream o;
     o << "# HELP keycast_build_info The running keyd: version, protocol version, role.\n"
@@ -1704,7 +1743,30 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       << "# HELP keycast_billing_duplicate_requests_total Re-sent billed key requests recognised by event id and not billed again.\n"
       << "# TYPE keycast_billing_duplicate_requests_total counter\nkeycast_billing_duplicate_requests_total "
       << duplicate_requests << "\n";
+    o << "# HELP keycast_tls_cert_expiry_timestamp_seconds When the TLS certificate in force stops being valid "
+         "(notAfter, Unix time): server = --tls-cert, ca = the earliest in --tls-ca.\n"
+         "# TYPE keycast_tls_cert_expiry_timestamp_seconds gauge\n";
+    if (tls_expiry.cert) o << "keycast_tls_cert_expiry_timestamp_seconds{cert=\"server\"} " << *tls_expiry.cert << "\n";
+    if (tls_expiry.ca) o << "keycast_tls_cert_expiry_timestamp_seconds{cert=\"ca\"} " << *tls_expiry.ca << "\n";
     if (master()) {
+      // Per slave identity (one certificate may serve several slaves): what
+      // this master has written to their sessions that TCP has not yet taken,
+      // and the entitlement changes they have not yet confirmed.
+      std::map<std::string, std::pair<uint64_t, uint64_t>> slaves;
+      for (auto& w : subscribers)
+        if (auto sl = w.lock(); sl && !sl->closed) {
+          auto& [queued, behind] = slaves[sl->peer.identity];
+          queued += sl->wq_bytes;
+          behind = std::max<uint64_t>(behind, ents.seq() > sl->entitlements_acked ? ents.seq() - sl->entitlements_acked : 0);
+        }
+      o << "# HELP keycast_replication_slave_queued_bytes Replication pushes queued for a subscribed slave's "
+           "session and not yet sent.\n# TYPE keycast_replication_slave_queued_bytes gauge\n";
+      for (auto& [id, v] : slaves)
+        o << "keycast_replication_slave_queued_bytes{slave=\"" << prom_label(id) << "\"} " << v.first << "\n";
+      o << "# HELP keycast_replication_slave_entitlement_lag Entitlement changes a subscribed slave has not yet "
+           "confirmed.\n# TYPE keycast_replication_slave_entitlement_lag gauge\n";
+      for (auto& [id, v] : slaves)
+        o << "keycast_replication_slave_entitlement_lag{slave=\"" << prom_label(id) << "\"} " << v.second << "\n";
       o << "# HELP keycast_billing_requests_total Billed key data requests by client.\n"
            "# TYPE keycast_billing_requests_total counter\n";
       auto rows = store->billing();
@@ -1719,7 +1781,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         << "# TYPE keycast_billing_outbox gauge\nkeycast_billing_outbox " << store->outbox_size() << "\n"
         << "# HELP keycast_master_connected 1 while the replication link to the master is up.\n"
         << "# TYPE keycast_master_connected gauge\nkeycast_master_connected "
-        << (upstream && upstream->connected() ? 1 : 0) << "\n";
+        << (upstream && upstream->connected() ? 1 : 0) << "\n"
+        << "# HELP keycast_replication_lag_seconds How long this slave has not been in step with the master "
+           "(0 while its acknowledged replication session is up).\n"
+        << "# TYPE keycast_replication_lag_seconds gauge\nkeycast_replication_lag_seconds "
+        << replication_lag_s(MonoClock::now()) << "\n";
     }
     return o.str();
   }
@@ -1750,8 +1816,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
             m->timer.cancel();
             return;
           }
-          std::string body = metrics_text();
-          m->out = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
+          // GET /healthz (a query string aside): health; any other path: the metrics.
+          std::string line(asio::buffers_begin(m->buf.data()), asio::buffers_end(m->buf.data()));
+          line = line.substr(0, line.find_first_of("\r\n"));
+          const bool health = line.rfind("GET /healthz", 0) == 0 && (line.size() == 12 || line.find_first_of(" ?", 4) == 12);
+          std::string status = "200 OK", type = "text/plain; version=0.0.4", body;
+          if (health) {
+            const std::string why = unhealthy_reason();
+            if (!why.empty()) status = "503 Service Unavailable";
+            body = (why.empty() ? "ok" : why) + "\n";
+            type = "text/plain";
+          } else {
+            body = metrics_text();
+          }
+          m->out = "HTTP/1.0 " + status + "\r\nContent-Type: " + type + "\r\nContent-Length: " +
                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
           asio::async_write(m->sock, asio::buffer(m->out), [m](boost::system::error_code, std::size_t) {
             boost::system::error_code ig;
@@ -1823,6 +1901,7 @@ std::string Server::reload_tls() {
   asio::post(impl->io, [impl, done] {
     try {
       impl->ctx = make_server_context(impl->cfg.tls);  // new connections
+      impl->tls_expiry = cert_expiry(impl->ctx->native_handle());
       // Open sessions whose certificate the new files no longer accept (a
       // revoked or expired peer) end now rather than at their idle timeout.
       std::vector<Impl::Conn*> gone;

@@ -3,6 +3,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <ctime>
 #include <sstream>
 #include <stdexcept>
 
@@ -137,6 +139,30 @@ std::optional<PeerInfo> peer_info(SSL* ssl) {
   }
   if (!have_role) return std::nullopt;
   return p;
+}
+
+namespace {
+
+std::optional<int64_t> not_after(const X509* x) {
+  std::tm tm{};
+  const ASN1_TIME* t = x ? X509_get0_notAfter(x) : nullptr;
+  if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return std::nullopt;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+}  // namespace
+
+CertExpiry cert_expiry(SSL_CTX* ctx) {
+  CertExpiry e;
+  e.cert = not_after(SSL_CTX_get0_certificate(ctx));
+  if (X509_STORE* store = SSL_CTX_get_cert_store(ctx)) {
+    STACK_OF(X509_OBJECT)* objs = X509_STORE_get0_objects(store);
+    for (int i = 0; i < sk_X509_OBJECT_num(objs); ++i) {
+      auto t = not_after(X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i)));
+      if (t) e.ca = e.ca ? std::min(*e.ca, *t) : *t;
+    }
+  }
+  return e;
 }
 
 }  // namespace keycast::kp

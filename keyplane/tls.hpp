@@ -46,4 +46,12 @@ std::optional<PeerInfo> peer_info(SSL* ssl);
 // Used after the TLS files are reloaded (a new CRL must end open sessions too).
 bool peer_still_valid(SSL* ssl, SSL_CTX* ctx);
 
+// When the certificates a context holds stop being valid (notAfter, Unix
+// seconds): its own certificate, and the earliest of its trusted CA
+// certificates (the chain fails when any of them ends). nullopt: none loaded.
+struct CertExpiry {
+  std::optional<int64_t> cert, ca;
+};
+CertExpiry cert_expiry(SSL_CTX* ctx);
+
 }  // namespace keycast::kp

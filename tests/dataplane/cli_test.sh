@@ -1,6 +1,7 @@
 #!/bin/bash
 # Command line, telemetry and signal handling of keycast-send / keycast-recv:
-#  - a bad option or value is named in the message and the exit status is 2;
+#  - a bad option or value is named in the message and the exit status is 2
+#    (--metrics among them);
 #  - /keycast/stats answers over the DPDK telemetry socket while running;
 #  - SIGINT stops cleanly (exit 0), final figures printed and written as JSON.
 set -euo pipefail
@@ -53,6 +54,9 @@ expect_usage "--vlan" $S --key-file "$WORK/keys.txt" --vlan 4095
 expect_usage "--vlan-pcp" $S --key-file "$WORK/keys.txt" --vlan-pcp 3
 expect_usage "--vlan-pcp" $S --key-file "$WORK/keys.txt" --vlan 10 --vlan-pcp 8
 expect_usage "--vlan" $R --key-file "$WORK/keys.txt" --vlan 5000
+expect_usage "--metrics 9750: expected HOST:PORT" $S --key-file "$WORK/keys.txt" --metrics 9750
+expect_usage "--metrics 127.0.0.1:99999: expected HOST:PORT" $R --key-file "$WORK/keys.txt" --metrics 127.0.0.1:99999
+expect_usage "--metrics no.such.host.invalid:9750: " $R --key-file "$WORK/keys.txt" --metrics no.such.host.invalid:9750
 
 # First-run mistakes get one line, before EAL runs: an application option
 # among the EAL arguments (exit 2, no EAL usage page), and --help or

@@ -2,13 +2,17 @@
 // scripts/make-certs.sh, server/client configuration on loopback.
 #pragma once
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -124,6 +128,37 @@ inline Result admin(Client& c, MsgType t, std::string text = {}, std::optional<u
   m.text = std::move(text);
   m.channel = ch;
   return c.call(std::move(m));
+}
+
+// One HTTP/1.0 GET on 127.0.0.1:port (keyd's --metrics listener): the whole
+// response, status line and headers included; "" if it cannot connect.
+inline std::string http_get(uint16_t port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  timeval tv{30, 0};  // liveness bound only
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string resp;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: x\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) resp.append(buf, std::size_t(n));
+    }
+  }
+  ::close(fd);
+  return resp;
+}
+
+// The value of the first sample line starting with `series` ("name{labels}"
+// as written), or nullopt.
+inline std::optional<double> sample_value(const std::string& text, const std::string& series) {
+  for (std::size_t at = text.find(series + " "); at != std::string::npos; at = text.find(series + " ", at + 1))
+    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + series.size() + 1));
+  return std::nullopt;
 }
 
 inline const WireKey* slot(const Result& r, Slot s) {

@@ -216,3 +216,43 @@ TEST_F(Replication, ResentKeyRequestBilledOnceAcrossServers) {
   ASSERT_TRUE(st.ok());
   EXPECT_NE(st.message.find("\"billing_duplicate_requests\":4"), std::string::npos) << st.message;
 }
+
+// A slave's /healthz and replication lag follow its session with the master;
+// the master reports each subscribed slave.
+TEST_F(Replication, SlaveHealthAndLagFollowTheMasterSession) {
+  ServerConfig mc = server_config(dir, Role::Master, "master2");
+  mc.metrics = "127.0.0.1:0";
+  for (auto& p : chans) mc.channels[p.id] = p;
+  auto m2 = std::make_unique<Server>(mc);
+  m2->start();
+  ServerConfig sc = server_config(dir, Role::Slave, "slave");
+  sc.db = dir / "slave-of-master2.db";
+  sc.masters = {addr(m2->port())};
+  sc.metrics = "127.0.0.1:0";
+  for (auto& p : chans) sc.channels[p.id] = p;
+  auto sl = std::make_unique<Server>(sc);
+  sl->start();
+  const uint16_t mp = sl->metrics_port();
+  ASSERT_NE(mp, 0);
+  auto body = [](const std::string& r) { return r.substr(r.find("\r\n\r\n") + 4); };
+
+  // In step once subscribed: healthy, no lag; the master sees the slave.
+  EXPECT_TRUE(wait_until([&] { return http_get(mp, "/healthz").rfind("HTTP/1.0 200 OK", 0) == 0; }));
+  EXPECT_EQ(body(http_get(mp, "/healthz")), "ok\n");
+  EXPECT_EQ(sample_value(body(http_get(mp, "/metrics")), "keycast_replication_lag_seconds"), 0.0);
+  const std::string mm = body(http_get(m2->metrics_port(), "/metrics"));
+  EXPECT_EQ(sample_value(mm, "keycast_replication_slave_queued_bytes{slave=\"slave\"}"), 0.0) << mm;
+  EXPECT_EQ(sample_value(mm, "keycast_replication_slave_entitlement_lag{slave=\"slave\"}"), 0.0) << mm;
+
+  // The master goes away: 503 with the reason, and a lag that grows.
+  m2.reset();
+  EXPECT_TRUE(wait_until([&] { return http_get(mp, "/healthz").rfind("HTTP/1.0 503 ", 0) == 0; }));
+  EXPECT_EQ(body(http_get(mp, "/healthz")), "no session with the master\n");
+  const std::string sm = body(http_get(mp, "/metrics"));
+  EXPECT_EQ(sample_value(sm, "keycast_master_connected"), 0.0) << sm;
+  const double lag1 = sample_value(sm, "keycast_replication_lag_seconds").value_or(-1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const double lag2 = sample_value(body(http_get(mp, "/metrics")), "keycast_replication_lag_seconds").value_or(-1);
+  EXPECT_GE(lag1, 0.0);
+  EXPECT_GE(lag2 - lag1, 0.25) << lag1 << " then " << lag2;
+}

@@ -1,10 +1,14 @@
 // Key server over real TLS on loopback: key origins, lifecycle, authorisation,
 // unknown keys, malformed input.
 #include <gtest/gtest.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <condition_variable>
+#include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <set>
@@ -46,6 +50,21 @@ Billing billing_of(Client& admin_client, const std::string& who) {
     b.epochs = std::stoull(f);
   }
   return b;
+}
+
+// notAfter of the first certificate in a PEM file, Unix seconds (computed
+// apart from keyd's own reading: ASN1_TIME_diff from the epoch).
+double not_after(const std::string& pem) {
+  FILE* f = std::fopen(pem.c_str(), "r");
+  EXPECT_NE(f, nullptr) << pem;
+  X509* x = f ? PEM_read_X509(f, nullptr, nullptr, nullptr) : nullptr;
+  if (f) std::fclose(f);
+  int days = 0, secs = 0;
+  ASN1_TIME* epoch = ASN1_TIME_set(nullptr, 0);
+  EXPECT_TRUE(x && ASN1_TIME_diff(&days, &secs, epoch, X509_get0_notAfter(x)));
+  ASN1_TIME_free(epoch);
+  X509_free(x);
+  return double(days) * 86400 + secs;
 }
 
 class KeyServer : public ::testing::Test {
@@ -551,7 +570,64 @@ TEST_F(KeyServer, PrometheusMetrics) {
     }
   }
   EXPECT_EQ(help, type);
-  EXPECT_GE(type.size(), 19u);
+  EXPECT_GE(type.size(), 22u);
+
+  // Certificate expiry as OpenSSL reads the PEM files the server was given.
+  const std::string body = resp.substr(resp.find("\r\n\r\n") + 4);
+  EXPECT_EQ(sample_value(body, "keycast_tls_cert_expiry_timestamp_seconds{cert=\"server\"}"),
+            not_after(tls_for("master").cert)) << body;
+  EXPECT_EQ(sample_value(body, "keycast_tls_cert_expiry_timestamp_seconds{cert=\"ca\"}"),
+            not_after(tls_for("master").ca)) << body;
+  EXPECT_GT(*sample_value(body, "keycast_tls_cert_expiry_timestamp_seconds{cert=\"server\"}"), double(std::time(nullptr)));
+  // The current key's remaining time is the server's own figure (60 s lifetime).
+  const auto rem = sample_value(body, "keycast_key_remaining_seconds{channel=\"1\",role=\"current\"}");
+  ASSERT_TRUE(rem) << body;
+  EXPECT_GT(*rem, 30.0);
+  EXPECT_LE(*rem, 60.0);
+  EXPECT_EQ(body.find("keycast_key_remaining_seconds{channel=\"1\",role=\"next\"}"), std::string::npos)
+      << "no next key was made, none may be reported";
+  // A master with no subscribed slave reports no per-slave series, and no slave-only family.
+  EXPECT_NE(body.find("# TYPE keycast_replication_slave_queued_bytes gauge"), std::string::npos) << body;
+  EXPECT_EQ(body.find("keycast_replication_slave_queued_bytes{"), std::string::npos) << body;
+  EXPECT_EQ(body.find("keycast_replication_lag_seconds"), std::string::npos) << body;
+
+  // /healthz on the same listener: a master that serves is healthy.
+  const std::string h = http_get(master->metrics_port(), "/healthz");
+  EXPECT_EQ(h.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << h;
+  EXPECT_EQ(h.substr(h.find("\r\n\r\n") + 4), "ok\n") << h;
+  const std::string hq = http_get(master->metrics_port(), "/healthz?verbose");
+  EXPECT_EQ(hq.substr(hq.find("\r\n\r\n") + 4), "ok\n") << hq;
+  // Any other path: the metrics, as before.
+  EXPECT_NE(http_get(master->metrics_port(), "/healthzz").find("# TYPE keycast_build_info gauge"), std::string::npos);
+}
+
+// The expiry reported is that of the files in force: a SIGHUP reload of
+// renewed files moves it.
+TEST_F(KeyServer, CertificateExpiryFollowsTlsReload) {
+  TempDir own;
+  for (const char* f : {"master.crt", "master.key", "ca.crt"})
+    std::filesystem::copy_file(pki() / f, own / f);
+  start_master({policy(1, KeyOrigin::Kms)}, [&](ServerConfig& c) {
+    c.metrics = "127.0.0.1:0";
+    c.tls = {own / "master.crt", own / "master.key", own / "ca.crt", {}};
+  });
+  auto expiry = [&](const char* cert) {
+    const std::string r = http_get(master->metrics_port(), "/metrics");
+    return sample_value(r.substr(r.find("\r\n\r\n") + 4),
+                        std::string("keycast_tls_cert_expiry_timestamp_seconds{cert=\"") + cert + "\"}");
+  };
+  EXPECT_EQ(expiry("server"), not_after(own / "master.crt"));
+  EXPECT_EQ(expiry("ca"), not_after(own / "ca.crt"));
+  // A renewed PKI made at least a second later: later notAfter dates.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  TempDir renewed;
+  make_pki(renewed.path);
+  for (const char* f : {"master.crt", "master.key", "ca.crt"})
+    std::filesystem::copy_file(renewed / f, own / f, std::filesystem::copy_options::overwrite_existing);
+  ASSERT_GT(not_after(own / "master.crt"), *expiry("server"));
+  ASSERT_EQ(master->reload_tls(), "");
+  EXPECT_EQ(expiry("server"), not_after(own / "master.crt"));
+  EXPECT_EQ(expiry("ca"), not_after(own / "ca.crt"));
 }
 
 TEST_F(KeyServer, ClientPollModeAndReconnectAfterServerRestart) {

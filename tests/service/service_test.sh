@@ -32,7 +32,8 @@ for f in $PREFIX/bin/keycast-{keyd,ctl,send,recv} \
          $PREFIX/lib/systemd/system/keycast-{keyd.service,send@.service,recv@.service} \
          $PREFIX/lib/sysusers.d/keycast.conf /etc/keycast/keyd.conf \
          /etc/keycast/{send,recv}/example.{conf,env} $PREFIX/share/doc/keycast/operator-guide.md \
-         $PREFIX/share/bash-completion/completions/keycast-ctl; do
+         $PREFIX/share/bash-completion/completions/keycast-ctl \
+         $PREFIX/share/keycast/grafana/keycast.json $PREFIX/share/keycast/prometheus/keycast-rules.yml; do
   [ -f "$ROOT$f" ] || fail "install: $f missing"
 done
 echo "ok: installed $(find "$ROOT" -type f | wc -l) files"
