@@ -277,7 +277,7 @@ int run(int argc, char** argv) {
   std::unique_ptr<MetricsHttp> metrics;
   if (opt.metrics) {
     metrics = std::make_unique<MetricsHttp>(*opt.metrics);
-    std::fprintf(stderr, "keycast-send: metrics listening on %s\n", metrics->address().c_str());
+    KC_LOG(NOTICE, app, "keycast-send: metrics listening on %s\n", metrics->address().c_str());
   }
 
   std::vector<std::vector<KeyRecord>> keys;
