@@ -94,16 +94,12 @@ def parse_help(text):
     opts = [(spec, join_wrapped(parts, LINE_WIDTH - col)) for spec, parts in opts]
     rows = []
     for spec, text in opts:
-        m = re.match(r"^(-\w) \[ (--[\w-]+) \](.*)$", spec)
-        short, long_, rest = (m.group(1), m.group(2), m.group(3)) if m else (None, *spec.split(" ", 1)) if " " in spec else (None, spec, "")
-        rest = rest.strip()
-        default = ""
-        d = re.search(r"\(=(.*)\)$", rest)
-        if d:
-            default = d.group(1)
-            rest = rest[: d.start()].strip()
-        names = [long_] + ([short] if short else [])
-        rows.append((names, rest, default, text))
+        # "-h [ --help ]", "--listen arg (=127.0.0.1:7400)", "--next"
+        m = re.match(r"^(?:(-\w) \[ )?(--[\w-]+)(?: \])?(?: ([^\s(]\S*))?(?: \(=(.*)\))?$", spec)
+        if not m:
+            raise DocError(f"cannot read the option '{spec}'")
+        short, long_, arg, default = m.groups()
+        rows.append(([long_] + ([short] if short else []), arg or "", default or "", text))
     return usage, rows
 
 
