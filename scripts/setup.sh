@@ -16,6 +16,7 @@ PKGS=(
   clang libclang-rt-14-dev
   gnuplot-nox
   libsystemd-dev nlohmann-json3-dev prometheus
+  help2man
 )
 
 missing=()

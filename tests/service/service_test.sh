@@ -1,7 +1,8 @@
 #!/bin/bash
 # keycast as a service, checked on an install into a scratch root:
 #  - `cmake --install` puts binaries, units, the service user, example
-#    configurations and the docs where the units expect them;
+#    configurations and the docs where the units expect them, and man pages
+#    that name every option of their binary;
 #  - systemd-analyze verify accepts every unit as installed (any warning fails);
 #  - keycast-keyd started with the installed keyd.conf tells the service
 #    manager READY=1, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM;
@@ -47,6 +48,17 @@ complete_words() {  # complete_words WORD...: what TAB offers after them
 [ "$(complete_words -o '')" = "table json csv" ] || fail "completion: -o gave '$(complete_words -o '')'"
 [ "$(complete_words -o json s)" = "status sas" ] || fail "completion: '-o json s' gave '$(complete_words -o json s)'"
 echo "ok: bash completion of keycast-ctl"
+# Man pages: made from --help at build time, so each names every option.
+for page in man1/keycast-send.1 man1/keycast-recv.1 man1/keycast-ctl.1 man8/keycast-keyd.8; do
+  bin=$(basename "${page%.*}")
+  text=$(LC_ALL=C MANWIDTH=200 man -l "$ROOT$PREFIX/share/man/$page" 2>/dev/null) || fail "man -l $page"
+  opts=$("$ROOT$PREFIX/bin/$bin" --help | grep -o -- '^  \(-. \[ \)\?--[a-z0-9-]*' | grep -o -- '--[a-z0-9-]*')
+  [ "$(echo "$opts" | wc -l)" -ge 10 ] || fail "$bin --help: options not found: $opts"
+  for o in $opts; do
+    grep -Eq -- "$o([^a-z0-9-]|\$)" <<< "$text" || fail "$page lacks $o"
+  done
+done
+echo "ok: 4 man pages, each with every option of its binary's --help"
 
 # 2. The units as installed. systemd-analyze checks that ExecStart's binary
 # exists, so the copies it reads point into the scratch root.
