@@ -111,15 +111,17 @@ int main(int argc, char** argv) {
     ("since", po::value(&since), "billing: from this time (RFC 3339, inclusive)")
     ("until", po::value(&until), "billing: up to this time (RFC 3339, exclusive)")
     ("next", po::bool_switch(&next), "key: the next key instead of the current one")
-    ("reveal", po::bool_switch(&reveal), "key: print the key bytes (key||salt hex)")
-    ("words", po::value(&words), "COMMAND and its arguments");
+    ("reveal", po::bool_switch(&reveal), "key: print the key bytes (key||salt hex)");
   // clang-format on
   desc.add(conn);
+  // The command and its arguments: positional, so not listed under Options.
+  po::options_description all;
+  all.add(desc).add_options()("words", po::value(&words));
   po::positional_options_description pos;
   pos.add("words", -1);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
+    po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
     if (!vm.count("help") && !vm.count("version"))
       store_ctl_settings(conn, vm, vm.count("config") ? vm["config"].as<std::string>() : "", getenv_opt);
     po::notify(vm);

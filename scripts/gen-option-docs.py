@@ -40,7 +40,7 @@ OTHER_PROGRAMS = {
     "--build": "cmake", "--install": "cmake", "--now": "systemctl",
     "--setup": "dpdk-hugepages.py", "--status": "dpdk-hugepages.py",
     "--seconds": "bench_keyd", "--gtest": "GoogleTest (--gtest_filter)",
-    "--cflags": "pkg-config", "--libs": "pkg-config",
+    "--cflags": "pkg-config", "--libs": "pkg-config", "--list-sas": "swanctl", "--syslog": "DPDK EAL",
 }
 
 
