@@ -35,9 +35,10 @@ class PgCluster {
   PgCluster() {
     if (geteuid() != 0)
       throw std::runtime_error("PostgreSQL tests need root: initdb and postgres run as the postgres user (runuser)");
-    if (!std::filesystem::exists(std::string(kBin) + "/initdb") || !getpwnam("postgres"))
+    if (!std::filesystem::exists(std::string(kBin) + "/initdb") || !getpwnam("postgres") ||
+        !std::filesystem::exists("/usr/sbin/runuser"))
       throw std::runtime_error(std::string("PostgreSQL 15 is not installed (") + kBin +
-                               "/initdb, user postgres): run scripts/setup.sh");
+                               "/initdb, user postgres, /usr/sbin/runuser): run scripts/setup.sh");
     std::string t = (std::filesystem::temp_directory_path() / "keycast-pg-XXXXXX").string();
     if (!mkdtemp(t.data())) throw std::runtime_error("mkdtemp failed");
     dir_ = t;
@@ -90,7 +91,7 @@ class PgCluster {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   }
   // From / so the postgres user is never left in a directory it cannot read.
-  static std::string as_postgres(const std::string& cmd) { return "cd / && runuser -u postgres -- " + cmd; }
+  static std::string as_postgres(const std::string& cmd) { return "cd / && /usr/sbin/runuser -u postgres -- " + cmd; }
   static std::string tail(const std::string& file) {
     std::ifstream f(file);
     std::stringstream s;
@@ -138,7 +139,7 @@ class PgCluster {
     // have threads); the child only dups and execs.
     const std::string script =
         "exec >/dev/null 2>&1; trap '' INT TERM HUP; read -r _; cd / ; "
-        "runuser -u postgres -- " + std::string(kBin) + "/pg_ctl -D " + data() +
+        "/usr/sbin/runuser -u postgres -- " + std::string(kBin) + "/pg_ctl -D " + data() +
         " -m immediate -w stop >/dev/null 2>&1; rm -rf " + dir_;
     const pid_t pid = fork();
     if (pid < 0) {

@@ -9,6 +9,7 @@
 
 #include <fstream>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,9 @@
 namespace kptest {
 
 enum class Backend { Sqlite, Postgres };
+
+// gtest prints a failing case's parameter with this.
+inline void PrintTo(Backend b, std::ostream* o) { *o << (b == Backend::Sqlite ? "sqlite" : "postgres"); }
 
 inline std::string backend_name(const ::testing::TestParamInfo<Backend>& i) {
   return i.param == Backend::Sqlite ? "sqlite" : "postgres";
