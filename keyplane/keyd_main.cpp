@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     ("listen", po::value(&cfg.listen)->default_value("127.0.0.1:7400"), "HOST:PORT for the key plane (port 0: any)")
     ("role", po::value(&role)->default_value("master"), "master|slave")
     ("master", po::value(&masters), "slave: master HOST:PORT[,HOST:PORT...]")
-    ("db", po::value(&cfg.db), "SQLite database path (created if missing)")
+    ("db", po::value(&cfg.db), "SQLite database path (created if missing) or postgresql://USER@HOST:PORT/DB?... (libpq URI)")
     ("master-key-file", po::value(&cfg.master_key_file), "file with the 256-bit key-wrapping key (64 hex digits or 32 bytes)")
     ("gen-master-key", po::value(&genkey), "write a fresh master key file to PATH (mode 0600; never over an existing file) and exit")
     ("allow-insecure-key-file", po::bool_switch(&allow_insecure_key_file), "start even if the master key file is readable by group or others")

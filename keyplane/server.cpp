@@ -176,7 +176,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     for (auto& [id, e] : store->load_entitlements()) ents.set(id, std::move(e));
     if (auto r = store->meta("role"); r && *r != std::string(role_name(cfg.role)))
       throw std::runtime_error("--role " + std::string(role_name(cfg.role)) + ": database " +
-                               cfg.db + " belongs to a " + *r);
+                               shown_db(cfg.db) + " belongs to a " + *r);
     store->set_meta("role", std::string(role_name(cfg.role)));
     if (auto id = store->meta("instance_id")) {
       instance_id = *id;

@@ -146,8 +146,13 @@ class Store {
   virtual uint64_t outbox_size() = 0;
 };
 
-// The store --db names: a file path for the embedded SQLite store.
-// Throws std::runtime_error naming --db or --master-key-file on failure.
+// The store --db names: a postgresql:// or postgres:// URI (libpq conninfo)
+// for the PostgreSQL store, anything else a file path for the embedded
+// SQLite store. Throws std::runtime_error naming --db or --master-key-file
+// on failure.
 std::unique_ptr<Store> open_store(const std::string& db, const std::string& master_key_file);
+
+// --db as messages may show it: a URI's password replaced by "***".
+std::string shown_db(const std::string& db);
 
 }  // namespace keycast::kp

@@ -10,6 +10,7 @@ PKGS=(
   libboost-program-options-dev libboost-system-dev libboost-dev
   libssl-dev openssl
   libsqlite3-dev sqlite3
+  libpq-dev postgresql
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcap-dev
   tshark python3-scapy python3 iproute2 tcpdump procps

@@ -16,6 +16,7 @@
 
 #include "keyplane/json.hpp"
 #include "kp_test_util.hpp"
+#include "pg_cluster.hpp"
 
 using namespace kptest;
 using keycast::kp::Json;
@@ -476,4 +477,53 @@ TEST(Binaries, ClientFailsOverFromKilledAndHungSlaves) {
   EXPECT_EQ(c3.server, addr(s1.port));
   EXPECT_TRUE(c3.keys[0].material == truth.keys[0].material);
   kill(s2.p.pid, SIGCONT);
+}
+
+// keyd on PostgreSQL, as an operator runs it: the key a client fetched is
+// still the channel's current key after keyd restarts on the same database.
+TEST(BinariesPg, KeydOnPostgresKeepsItsKeysAcrossARestart) {
+  std::unique_ptr<PgCluster> pg;
+  try {
+    pg = std::make_unique<PgCluster>();
+  } catch (const std::exception& e) {
+    FAIL() << e.what();
+  }
+  const std::string db = pg->uri(pg->create_database());
+  TempDir d;
+  std::string keyd = KEYCAST_KEYD_BIN, ctl = KEYCAST_CTL_BIN;
+  ASSERT_EQ(run(keyd + " --gen-master-key " + (d / "mk")).first, 0);
+  const std::vector<std::string> args = {keyd, "--db", db, "--master-key-file", d / "mk", "--listen", "127.0.0.1:0",
+                                         "--tls-cert", pki() / "master.crt", "--tls-key", pki() / "master.key",
+                                         "--tls-ca", pki() / "ca.crt", "--channel", "1:origin=kms"};
+  auto fetch_key = [&](const std::string& port) {
+    const std::string base = ctl + " --server 127.0.0.1:" + port + " --tls-ca " + (pki() / "ca.crt");
+    auto [rc, out] = run(base + " --tls-cert " + (pki() / "client.crt") + " --tls-key " + (pki() / "client.key") +
+                         " -o json key 1 --reveal");
+    EXPECT_EQ(rc, 0) << out;
+    Json j = Json::parse(out, nullptr, false);
+    if (!j.is_array() || j.empty()) return std::pair<uint32_t, std::string>{0, out};
+    return std::pair<uint32_t, std::string>{j[0].at("spi").get<uint32_t>(), j[0].at("key").get<std::string>()};
+  };
+  std::pair<uint32_t, std::string> first;
+  for (int round = 0; round < 2; ++round) {
+    Proc p;
+    spawn(p, args);
+    const std::string line = read_line(p.out, 20000);
+    const auto pos = line.find("listening on port ");
+    ASSERT_NE(pos, std::string::npos) << line;
+    const std::string port = line.substr(pos + 18);
+    auto k = fetch_key(port);
+    ASSERT_EQ(k.second.size(), 40u) << k.second;  // AES-128 key and salt, hex
+    if (round == 0) {
+      first = k;
+      const std::string base = ctl + " --server 127.0.0.1:" + port + " --tls-ca " + (pki() / "ca.crt");
+      auto [rc, st] = run(base + " --tls-cert " + (pki() / "admin.crt") + " --tls-key " + (pki() / "admin.key") +
+                          " -o json status");
+      ASSERT_EQ(rc, 0) << st;
+      EXPECT_EQ(Json::parse(st).at("role"), "master") << st;
+    } else {
+      EXPECT_EQ(k, first) << "keyd on the same database handed out another key after a restart";
+    }
+    EXPECT_EQ(p.stop(), 0);
+  }
 }
