@@ -4,6 +4,9 @@
 
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
+
+#include "keyplane/store_errors.hpp"
 
 namespace keycast::kp {
 
@@ -172,6 +175,9 @@ PgResult PgConn::check(pg_result* r) {
   if (const char* m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)) e = m;
   else e = PQresultErrorMessage(r);
   if (const char* d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) e += std::string(" (") + d + ")";
+  // The fence trigger's own SQLSTATE (pg_schema.cpp): the caller must step down.
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  if (state && std::string_view(state) == "KC001") throw Fenced("--db " + shown_ + ": " + e);
   fail(e);
 }
 

@@ -92,6 +92,44 @@ const char* const kSteps[] = {
                 COALESCE(hu.bytes, 0)::bigint AS bytes, COALESCE(hu.packets, 0)::bigint AS packets,
                 COALESCE(hu.epochs, 0)::bigint AS epochs
          FROM ids LEFT JOIN r ON r.identity = ids.identity LEFT JOIN hu ON hu.identity = ids.identity;)",
+    // 3: leadership among masters: one lease row with a fencing epoch, and
+    // the fence itself. A master fenced at epoch E sets keycast.epoch = E on
+    // its session; a statement trigger on every table keyd writes then
+    // compares it with the leader row, read FOR SHARE so that a takeover
+    // (UPDATE leader) waits for the writes under way and every later write
+    // of the old leader sees the new epoch and fails. Sessions without the
+    // setting (a single master, a slave, the migration itself) are not
+    // fenced. Key generations: one key per (channel, gen), and the epoch
+    // that minted each key.
+    R"(CREATE TABLE leader(id INT PRIMARY KEY CHECK(id = 1), epoch BIGINT NOT NULL,
+         holder TEXT NOT NULL, address TEXT NOT NULL, expires_ms BIGINT NOT NULL);
+       INSERT INTO leader(id, epoch, holder, address, expires_ms) VALUES(1, 0, '', '', 0);
+       ALTER TABLE keys ADD COLUMN gen BIGINT NOT NULL DEFAULT 0,
+         ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+       CREATE UNIQUE INDEX keys_gen ON keys(channel, gen) WHERE gen > 0;
+       CREATE FUNCTION keycast_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE
+           mine TEXT := current_setting('keycast.epoch', true);
+           cur BIGINT;
+         BEGIN
+           IF mine IS NULL OR mine = '' OR mine = '0' THEN RETURN NULL; END IF;
+           SELECT epoch INTO cur FROM leader WHERE id = 1 FOR SHARE;
+           IF cur IS DISTINCT FROM mine::BIGINT THEN
+             RAISE EXCEPTION 'this key server leads no more (epoch % is stale, the leader''s is %)',
+               mine, cur USING ERRCODE = 'KC001';
+           END IF;
+           RETURN NULL;
+         END $$;
+       DO $$
+         DECLARE t TEXT;
+         BEGIN
+           FOREACH t IN ARRAY ARRAY['meta', 'keys', 'spi_hwm', 'holders', 'usage_events',
+               'request_events', 'forward_applied', 'outbox', 'request_log', 'usage_log',
+               'usage_hw', 'periods', 'invoices', 'entitlements'] LOOP
+             EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %I '
+                            'FOR EACH STATEMENT EXECUTE FUNCTION keycast_fence()', t || '_fence', t);
+           END LOOP;
+         END $$;)",
 };
 
 // Any fixed 64-bit number: the advisory lock every keyd takes to migrate.

@@ -62,10 +62,10 @@ uint64_t PgStore::put_key(const StoredKey& k) {
     const auto w = wrapper_.wrap(k);
     PgParams p;
     p.i64(k.channel).i64(k.spi).u64(seq).i64(int64_t(k.material.suite)).bytes(w.data(), w.size());
-    p.i64(k.expires_wall_ms).i64(k.lifetime_ms);
+    p.i64(k.expires_wall_ms).i64(k.lifetime_ms).u64(k.gen).u64(fence_epoch_);
     db_.run(
-        "INSERT INTO keys(channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms) "
-        "VALUES($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(channel, spi) DO UPDATE SET seq = excluded.seq, "
+        "INSERT INTO keys(channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms, gen, epoch) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT(channel, spi) DO UPDATE SET seq = excluded.seq, "
         "expires_wall_ms = excluded.expires_wall_ms, lifetime_ms = excluded.lifetime_ms",
         p);
     commit();
@@ -76,24 +76,126 @@ uint64_t PgStore::put_key(const StoredKey& k) {
   }
 }
 
+// Row i of a result selecting channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms, gen.
+StoredKey PgStore::key_row(const PgResult& r, int i) const {
+  StoredKey k;
+  k.channel = uint32_t(r.i64(i, 0));
+  k.spi = uint32_t(r.i64(i, 1));
+  k.seq = r.u64(i, 2);
+  const int64_t suite = r.i64(i, 3);
+  const auto blob = r.bytes(i, 4);
+  k.expires_wall_ms = r.i64(i, 5);
+  k.lifetime_ms = r.i64(i, 6);
+  if (blob.empty() || !wrapper_.unwrap(blob.data(), blob.size(), k, uint8_t(suite)))
+    db_.fail("key channel " + std::to_string(k.channel) + " spi " + std::to_string(k.spi) + " fails to unwrap");
+  k.gen = r.u64(i, 7);
+  return k;
+}
+
 std::vector<StoredKey> PgStore::load_keys() {
   std::vector<StoredKey> out;
   PgResult r = db_.run(
-      "SELECT channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms FROM keys ORDER BY seq");
-  for (int i = 0; i < r.rows(); ++i) {
-    StoredKey k;
-    k.channel = uint32_t(r.i64(i, 0));
-    k.spi = uint32_t(r.i64(i, 1));
-    k.seq = r.u64(i, 2);
-    const int64_t suite = r.i64(i, 3);
-    const auto blob = r.bytes(i, 4);
-    k.expires_wall_ms = r.i64(i, 5);
-    k.lifetime_ms = r.i64(i, 6);
-    if (blob.empty() || !wrapper_.unwrap(blob.data(), blob.size(), k, uint8_t(suite)))
-      db_.fail("key channel " + std::to_string(k.channel) + " spi " + std::to_string(k.spi) + " fails to unwrap");
-    out.push_back(std::move(k));
-  }
+      "SELECT channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms, gen FROM keys ORDER BY seq");
+  for (int i = 0; i < r.rows(); ++i) out.push_back(key_row(r, i));
   return out;
+}
+
+// The database's clock, in ms since 1970: leases are timed by it alone.
+#define DB_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT"
+
+std::optional<uint64_t> PgStore::try_lead(const std::string& holder, const std::string& address, int64_t ttl_ms) {
+  PgParams p;
+  p.text(holder).text(address).i64(ttl_ms);
+  PgResult r = db_.run("UPDATE leader SET epoch = epoch + 1, holder = $1, address = $2, expires_ms = " DB_NOW_MS
+                       " + $3 WHERE id = 1 AND expires_ms <= " DB_NOW_MS " RETURNING epoch",
+                       p);
+  if (r.rows() == 0) return std::nullopt;
+  return r.u64(0, 0);
+}
+
+bool PgStore::renew_lead(uint64_t epoch, int64_t ttl_ms) {
+  PgParams p;
+  p.u64(epoch).i64(ttl_ms);
+  return db_.run("UPDATE leader SET expires_ms = " DB_NOW_MS " + $2 WHERE id = 1 AND epoch = $1", p)
+             .affected() == 1;
+}
+
+void PgStore::release_lead(uint64_t epoch) {
+  PgParams p;
+  p.u64(epoch);
+  db_.run("UPDATE leader SET holder = '', address = '', expires_ms = " DB_NOW_MS " WHERE id = 1 AND epoch = $1", p);
+}
+
+Leadership PgStore::leadership() {
+  PgResult r = db_.run("SELECT epoch, holder, address, expires_ms - " DB_NOW_MS " FROM leader WHERE id = 1");
+  if (r.rows() != 1) db_.fail("the leader row is missing");
+  Leadership l;
+  l.epoch = r.u64(0, 0);
+  l.holder = r.text(0, 1);
+  l.address = r.text(0, 2);
+  l.remaining_ms = r.i64(0, 3);
+  return l;
+}
+
+void PgStore::fence(uint64_t epoch) {
+  PgParams p;
+  p.text(std::to_string(epoch));
+  db_.run("SELECT set_config('keycast.epoch', $1, false)", p);
+  fence_epoch_ = epoch;
+}
+
+// Two masters may race here (that is what the unique index is for): the
+// loser's INSERT waits for the winner's transaction and then does nothing,
+// and the winner's key is read back and returned.
+StoredKey PgStore::mint_key(const StoredKey& want) {
+  if (want.gen == 0) throw std::invalid_argument("mint_key: generation 0");
+  auto stored = [&]() -> std::optional<StoredKey> {
+    PgParams p;
+    p.i64(want.channel).u64(want.gen);
+    PgResult r = db_.run(
+        "SELECT channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms, gen FROM keys "
+        "WHERE channel = $1 AND gen = $2",
+        p);
+    if (r.rows() == 0) return std::nullopt;
+    return key_row(r, 0);
+  };
+  begin();
+  try {
+    if (auto have = stored()) {
+      commit();
+      return *have;
+    }
+    PgParams c;
+    c.i64(want.channel);
+    const int64_t spi = db_.run(
+        "INSERT INTO spi_hwm(channel, hwm) VALUES($1, (SELECT GREATEST(255, COALESCE(MAX(spi), 0)) FROM keys "
+        "WHERE channel = $1) + 1) ON CONFLICT(channel) DO UPDATE SET hwm = GREATEST(spi_hwm.hwm, 255, "
+        "(SELECT COALESCE(MAX(spi), 0) FROM keys WHERE channel = $1)) + 1 RETURNING hwm",
+        c).i64(0, 0);
+    if (spi > int64_t(0xffffffffu)) throw std::runtime_error("SPI space of the channel is exhausted");
+    StoredKey k = want;
+    k.spi = uint32_t(spi);
+    k.seq = max_seq() + 1;
+    const auto w = wrapper_.wrap(k);
+    PgParams p;
+    p.i64(k.channel).i64(k.spi).u64(k.seq).i64(int64_t(k.material.suite)).bytes(w.data(), w.size());
+    p.i64(k.expires_wall_ms).i64(k.lifetime_ms).u64(k.gen).u64(fence_epoch_);
+    const bool made = db_.run(
+        "INSERT INTO keys(channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms, gen, epoch) "
+        "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT(channel, gen) WHERE gen > 0 DO NOTHING",
+        p).affected() == 1;
+    if (!made) {
+      auto have = stored();
+      if (!have) db_.fail("key generation " + std::to_string(want.gen) + " of channel " +
+                          std::to_string(want.channel) + " vanished");
+      k = *have;
+    }
+    commit();
+    return k;
+  } catch (...) {
+    rollback();
+    throw;
+  }
 }
 
 std::map<uint32_t, uint32_t> PgStore::load_spi_hwm() {

@@ -4,8 +4,8 @@
 // are sent to the server.
 //
 // One connection, used from keyd's io thread. A lost connection makes every
-// call throw; reconnecting, and fencing a master that lost its database, is
-// the next step.
+// call throw; reconnecting is the next step. A reconnected session would
+// have lost its fence setting, so it must be fenced again before any write.
 #pragma once
 #include <string>
 
@@ -25,6 +25,14 @@ class PgStore final : public Store {
   void begin() override;
   void commit() override;
   void rollback() override;
+
+  std::optional<uint64_t> try_lead(const std::string& holder, const std::string& address,
+                                   int64_t ttl_ms) override;
+  bool renew_lead(uint64_t epoch, int64_t ttl_ms) override;
+  void release_lead(uint64_t epoch) override;
+  Leadership leadership() override;
+  void fence(uint64_t epoch) override;
+  StoredKey mint_key(const StoredKey& k) override;
 
   uint64_t put_key(const StoredKey& k) override;
   std::vector<StoredKey> load_keys() override;
@@ -66,12 +74,14 @@ class PgStore final : public Store {
 
  private:
   void check_master_key();
+  StoredKey key_row(const PgResult& r, int i) const;
   int64_t book_at(int64_t at_ms, bool& late) const;
   void book_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets, int64_t at_ms);
 
   KeyWrapper wrapper_;
   PgConn db_;
   int tx_depth_ = 0;
+  uint64_t fence_epoch_ = 0;
   int64_t closed_until_ = INT64_MIN;
 };
 

@@ -130,6 +130,16 @@ void SqliteStore::migrate() {
       // 3: runtime entitlements (master: the source; slave: as replicated).
       R"(CREATE TABLE entitlements(identity TEXT PRIMARY KEY, mode INTEGER NOT NULL,
            channels TEXT NOT NULL, seq INTEGER NOT NULL);)",
+      // 4: leadership among masters (a lease row with a fencing epoch), key
+      // generations (one key per channel and generation) and the epoch that
+      // minted each key; holders by key, for key_usage.
+      R"(CREATE TABLE leader(id INTEGER PRIMARY KEY CHECK(id = 1), epoch INTEGER NOT NULL,
+           holder TEXT NOT NULL, address TEXT NOT NULL, expires_ms INTEGER NOT NULL);
+         INSERT INTO leader(id, epoch, holder, address, expires_ms) VALUES(1, 0, '', '', 0);
+         ALTER TABLE keys ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE keys ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+         CREATE UNIQUE INDEX keys_gen ON keys(channel, gen) WHERE gen > 0;
+         CREATE INDEX IF NOT EXISTS holders_key ON holders(channel, spi);)",
   };
   constexpr int kBase = 1;
   const auto v = meta("schema_version");
@@ -165,7 +175,7 @@ void SqliteStore::exec(const char* sql) {
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
     std::string e = err ? err : "?";
     sqlite3_free(err);
-    throw std::runtime_error("--db " + path_ + ": " + e);
+    fail(e);
   }
 }
 
@@ -194,9 +204,14 @@ sqlite3_stmt* SqliteStore::prep(const char* sql) {
 #define STEP_DONE(s)                                                             \
   do {                                                                           \
     int rc_ = sqlite3_step(s);                                                   \
-    if (rc_ != SQLITE_DONE && rc_ != SQLITE_ROW)                                 \
-      throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));    \
+    if (rc_ != SQLITE_DONE && rc_ != SQLITE_ROW) fail(sqlite3_errmsg(db_));      \
   } while (0)
+
+void SqliteStore::fail(const std::string& e) const {
+  // The fence triggers' message (see fence()): the caller must step down.
+  if (e.rfind(kFencedTag, 0) == 0) throw Fenced("--db " + path_ + ": " + e);
+  throw std::runtime_error("--db " + path_ + ": " + e);
+}
 
 void SqliteStore::begin() {
   if (tx_depth_++ == 0) exec("BEGIN IMMEDIATE");
@@ -224,8 +239,8 @@ uint64_t SqliteStore::put_key(const StoredKey& k) {
     uint64_t seq = k.seq ? k.seq : max_seq() + 1;
     auto w = wrapper_.wrap(k);
     sqlite3_stmt* s = prep(
-        "INSERT INTO keys(channel,spi,seq,suite,wrapped,expires_wall_ms,lifetime_ms) "
-        "VALUES(?,?,?,?,?,?,?) ON CONFLICT(channel,spi) DO UPDATE SET seq=excluded.seq, "
+        "INSERT INTO keys(channel,spi,seq,suite,wrapped,expires_wall_ms,lifetime_ms,gen,epoch) "
+        "VALUES(?,?,?,?,?,?,?,?,?) ON CONFLICT(channel,spi) DO UPDATE SET seq=excluded.seq, "
         "expires_wall_ms=excluded.expires_wall_ms, lifetime_ms=excluded.lifetime_ms");
     Reset r{s};
     sqlite3_bind_int64(s, 1, k.channel);
@@ -235,6 +250,8 @@ uint64_t SqliteStore::put_key(const StoredKey& k) {
     sqlite3_bind_blob(s, 5, w.data(), int(w.size()), SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 6, k.expires_wall_ms);
     sqlite3_bind_int64(s, 7, k.lifetime_ms);
+    sqlite3_bind_int64(s, 8, int64_t(k.gen));
+    sqlite3_bind_int64(s, 9, int64_t(fence_epoch_));
     STEP_DONE(s);
     commit();
     return seq;
@@ -247,26 +264,145 @@ uint64_t SqliteStore::put_key(const StoredKey& k) {
 std::vector<StoredKey> SqliteStore::load_keys() {
   std::vector<StoredKey> out;
   sqlite3_stmt* s = prep(
-      "SELECT channel,spi,seq,suite,wrapped,expires_wall_ms,lifetime_ms FROM keys ORDER BY seq");
+      "SELECT channel,spi,seq,suite,wrapped,expires_wall_ms,lifetime_ms,gen FROM keys ORDER BY seq");
   Reset r{s};
   int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    StoredKey k;
-    k.channel = uint32_t(sqlite3_column_int64(s, 0));
-    k.spi = uint32_t(sqlite3_column_int64(s, 1));
-    k.seq = uint64_t(sqlite3_column_int64(s, 2));
-    int suite = sqlite3_column_int(s, 3);
-    auto* blob = static_cast<const uint8_t*>(sqlite3_column_blob(s, 4));
-    int n = sqlite3_column_bytes(s, 4);
-    k.expires_wall_ms = sqlite3_column_int64(s, 5);
-    k.lifetime_ms = sqlite3_column_int64(s, 6);
-    if (!blob || !wrapper_.unwrap(blob, std::size_t(n), k, uint8_t(suite)))
-      throw std::runtime_error("--db " + path_ + ": key channel " + std::to_string(k.channel) +
-                               " spi " + std::to_string(k.spi) + " fails to unwrap");
-    out.push_back(std::move(k));
-  }
-  if (rc != SQLITE_DONE) throw std::runtime_error("--db " + path_ + ": " + sqlite3_errmsg(db_));
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.push_back(key_row(s));
+  if (rc != SQLITE_DONE) fail(sqlite3_errmsg(db_));
   return out;
+}
+
+// A keys row selected as channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms, gen.
+StoredKey SqliteStore::key_row(sqlite3_stmt* s) const {
+  StoredKey k;
+  k.channel = uint32_t(sqlite3_column_int64(s, 0));
+  k.spi = uint32_t(sqlite3_column_int64(s, 1));
+  k.seq = uint64_t(sqlite3_column_int64(s, 2));
+  int suite = sqlite3_column_int(s, 3);
+  auto* blob = static_cast<const uint8_t*>(sqlite3_column_blob(s, 4));
+  int n = sqlite3_column_bytes(s, 4);
+  k.expires_wall_ms = sqlite3_column_int64(s, 5);
+  k.lifetime_ms = sqlite3_column_int64(s, 6);
+  if (!blob || !wrapper_.unwrap(blob, std::size_t(n), k, uint8_t(suite)))
+    throw std::runtime_error("--db " + path_ + ": key channel " + std::to_string(k.channel) +
+                             " spi " + std::to_string(k.spi) + " fails to unwrap");
+  k.gen = uint64_t(sqlite3_column_int64(s, 7));
+  return k;
+}
+
+// The database's clock, in ms since 1970: leases are timed by it alone.
+#define DB_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+
+std::optional<uint64_t> SqliteStore::try_lead(const std::string& holder, const std::string& address,
+                                              int64_t ttl_ms) {
+  sqlite3_stmt* s = prep("UPDATE leader SET epoch = epoch + 1, holder = ?1, address = ?2, expires_ms = " DB_NOW_MS
+                         " + ?3 WHERE id = 1 AND expires_ms <= " DB_NOW_MS " RETURNING epoch");
+  Reset r{s};
+  sqlite3_bind_text(s, 1, holder.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(s, 2, address.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(s, 3, ttl_ms);
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) {
+    const auto epoch = uint64_t(sqlite3_column_int64(s, 0));
+    STEP_DONE(s);  // RETURNING: the change is made when the statement completes
+    return epoch;
+  }
+  if (rc != SQLITE_DONE) fail(sqlite3_errmsg(db_));
+  return std::nullopt;
+}
+
+bool SqliteStore::renew_lead(uint64_t epoch, int64_t ttl_ms) {
+  sqlite3_stmt* s = prep("UPDATE leader SET expires_ms = " DB_NOW_MS " + ?2 WHERE id = 1 AND epoch = ?1");
+  Reset r{s};
+  sqlite3_bind_int64(s, 1, int64_t(epoch));
+  sqlite3_bind_int64(s, 2, ttl_ms);
+  STEP_DONE(s);
+  return sqlite3_changes(db_) == 1;
+}
+
+void SqliteStore::release_lead(uint64_t epoch) {
+  sqlite3_stmt* s = prep("UPDATE leader SET holder = '', address = '', expires_ms = " DB_NOW_MS
+                         " WHERE id = 1 AND epoch = ?1");
+  Reset r{s};
+  sqlite3_bind_int64(s, 1, int64_t(epoch));
+  STEP_DONE(s);
+}
+
+Leadership SqliteStore::leadership() {
+  sqlite3_stmt* s = prep("SELECT epoch, holder, address, expires_ms - " DB_NOW_MS " FROM leader WHERE id = 1");
+  Reset r{s};
+  Leadership l;
+  if (sqlite3_step(s) != SQLITE_ROW) fail(sqlite3_errmsg(db_));
+  l.epoch = uint64_t(sqlite3_column_int64(s, 0));
+  l.holder = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
+  l.address = reinterpret_cast<const char*>(sqlite3_column_text(s, 2));
+  l.remaining_ms = sqlite3_column_int64(s, 3);
+  return l;
+}
+
+// SQLite has no statement triggers nor session variables: the fence is a
+// set of TEMP triggers (this connection's only) on every table keyd writes,
+// checking the leader row inside the write transaction, which BEGIN
+// IMMEDIATE serialises against a takeover.
+void SqliteStore::fence(uint64_t epoch) {
+  static const char* const kTables[] = {"meta", "keys", "spi_hwm", "holders", "usage_events",
+                                        "request_events", "forward_applied", "outbox", "request_log",
+                                        "usage_log", "usage_hw", "periods", "invoices", "entitlements"};
+  std::string sql;
+  for (const char* t : kTables)
+    for (const char* op : {"INSERT", "UPDATE", "DELETE"}) {
+      const std::string name = std::string("fence_") + t + "_" + op;
+      sql += "DROP TRIGGER IF EXISTS temp." + name + ";";
+      if (epoch)
+        sql += "CREATE TEMP TRIGGER " + name + " BEFORE " + op + " ON main." + t +
+               " WHEN (SELECT epoch FROM main.leader WHERE id = 1) <> " + std::to_string(epoch) +
+               " BEGIN SELECT RAISE(ABORT, '" + kFencedTag + " this key server leads no more (epoch " +
+               std::to_string(epoch) + " is stale)'); END;";
+    }
+  exec(sql.c_str());
+  fence_epoch_ = epoch;
+}
+
+StoredKey SqliteStore::mint_key(const StoredKey& want) {
+  if (want.gen == 0) throw std::invalid_argument("mint_key: generation 0");
+  begin();
+  try {
+    sqlite3_stmt* s = prep(
+        "SELECT channel,spi,seq,suite,wrapped,expires_wall_ms,lifetime_ms,gen FROM keys "
+        "WHERE channel = ?1 AND gen = ?2");
+    std::optional<StoredKey> have;
+    {
+      Reset r{s};
+      sqlite3_bind_int64(s, 1, want.channel);
+      sqlite3_bind_int64(s, 2, int64_t(want.gen));
+      if (sqlite3_step(s) == SQLITE_ROW) have = key_row(s);
+    }
+    if (have) {
+      commit();
+      return *have;
+    }
+    StoredKey k = want;
+    sqlite3_stmt* n = prep(
+        "INSERT INTO spi_hwm(channel, hwm) VALUES(?1, (SELECT MAX(255, COALESCE(MAX(spi), 0)) FROM keys "
+        "WHERE channel = ?1) + 1) ON CONFLICT(channel) DO UPDATE SET hwm = MAX(spi_hwm.hwm, 255, "
+        "(SELECT COALESCE(MAX(spi), 0) FROM keys WHERE channel = ?1)) + 1 RETURNING hwm");
+    int64_t spi = 0;
+    {
+      Reset r{n};
+      sqlite3_bind_int64(n, 1, want.channel);
+      if (sqlite3_step(n) != SQLITE_ROW) fail(sqlite3_errmsg(db_));
+      spi = sqlite3_column_int64(n, 0);
+      STEP_DONE(n);
+    }
+    if (spi > int64_t(0xffffffffu)) throw std::runtime_error("SPI space of the channel is exhausted");
+    k.spi = uint32_t(spi);
+    k.seq = put_key(k);
+    commit();
+    return k;
+  } catch (...) {
+    rollback();
+    throw;
+  }
 }
 
 std::map<uint32_t, uint32_t> SqliteStore::load_spi_hwm() {

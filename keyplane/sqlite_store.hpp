@@ -24,6 +24,14 @@ class SqliteStore final : public Store {
   void commit() override;
   void rollback() override;
 
+  std::optional<uint64_t> try_lead(const std::string& holder, const std::string& address,
+                                   int64_t ttl_ms) override;
+  bool renew_lead(uint64_t epoch, int64_t ttl_ms) override;
+  void release_lead(uint64_t epoch) override;
+  Leadership leadership() override;
+  void fence(uint64_t epoch) override;
+  StoredKey mint_key(const StoredKey& k) override;
+
   uint64_t put_key(const StoredKey& k) override;
   std::vector<StoredKey> load_keys() override;
   uint64_t max_seq() override;
@@ -62,6 +70,9 @@ class SqliteStore final : public Store {
   void outbox_delete_upto(uint64_t seq) override;
   uint64_t outbox_size() override;
  private:
+  static constexpr const char* kFencedTag = "keycast fenced:";
+  [[noreturn]] void fail(const std::string& e) const;
+  StoredKey key_row(sqlite3_stmt* s) const;
   void exec(const char* sql);
   sqlite3_stmt* prep(const char* sql);
   bool has_column(const char* table, const char* column);
@@ -73,6 +84,7 @@ class SqliteStore final : public Store {
   KeyWrapper wrapper_;
   sqlite3* db_ = nullptr;
   int tx_depth_ = 0;
+  uint64_t fence_epoch_ = 0;
   int64_t closed_until_ = INT64_MIN;
   std::map<const char*, sqlite3_stmt*> stmts_;
 };

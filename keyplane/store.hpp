@@ -16,6 +16,7 @@
 #include "common/key_record.hpp"
 #include "keyplane/entitlements.hpp"
 #include "keyplane/protocol.hpp"
+#include "keyplane/store_errors.hpp"
 
 namespace keycast::kp {
 
@@ -25,6 +26,18 @@ struct StoredKey {
   KeyMaterial material;
   int64_t expires_wall_ms = 0;  // system_clock ms when remaining time reaches 0
   int64_t lifetime_ms = 0;
+  // The key's place in its channel's chain (1 the first key, then +1 for
+  // each next key) for keys a master minted; 0 for keys from before
+  // generations were kept. One key per (channel, gen): see Store::mint_key.
+  uint64_t gen = 0;
+};
+
+// Which master leads the masters sharing one database.
+struct Leadership {
+  uint64_t epoch = 0;  // fencing epoch, +1 at every takeover; 0: nobody ever led
+  std::string holder;  // the leader's instance name; empty once released
+  std::string address; // where it serves (HOST:PORT), for not_active replies
+  int64_t remaining_ms = 0;  // of its lease, on the database's clock; <= 0: free
 };
 
 struct Tariffs;
@@ -78,6 +91,38 @@ class Store {
   virtual void begin() = 0;
   virtual void commit() = 0;
   virtual void rollback() = 0;
+
+  // Leadership among masters sharing one database: one lease row with a
+  // fencing epoch. Only the database's clock times the lease (no two
+  // machines' clocks are ever compared); a holder must also treat its lease
+  // as lost when ttl_ms has passed on its own monotonic clock since it asked,
+  // which is never later than the database's view.
+  //
+  // try_lead takes the lease when it is free or expired and returns the new
+  // epoch; nullopt while another holds it.
+  virtual std::optional<uint64_t> try_lead(const std::string& holder, const std::string& address,
+                                           int64_t ttl_ms) = 0;
+  // Extends the caller's lease; false when epoch is no longer the leader's.
+  virtual bool renew_lead(uint64_t epoch, int64_t ttl_ms) = 0;
+  // Ends the caller's lease now (a clean stop): a standby need not wait for it to expire.
+  virtual void release_lead(uint64_t epoch) = 0;
+  virtual Leadership leadership() = 0;
+  // Fencing: from now on the database refuses every write of this store
+  // (throwing Fenced, the transaction rolled back) unless epoch is still the
+  // leader's. A takeover waits for the writes already under way, so every
+  // write of an old leader lands before the new epoch begins or not at all.
+  // 0 lifts the fence (a single master, a slave).
+  virtual void fence(uint64_t epoch) = 0;
+
+  // Makes key k.gen (> 0) of k.channel unless that generation exists, in
+  // which case the stored key is returned instead: two masters that both
+  // believe they lead still cannot make two different keys of one
+  // generation. The SPI comes from the channel's counter in the database
+  // (k.spi is ignored), so it is never reused and grows with every key
+  // made, from 256 (1..255 are reserved, RFC 4303); the seq is assigned as
+  // by put_key. Throws when the channel's SPI
+  // space is exhausted.
+  virtual StoredKey mint_key(const StoredKey& k) = 0;
 
   // Keys. put_key inserts or updates (same channel+spi) and returns the seq used:
   // seq 0 means "assign the next master sequence number".
