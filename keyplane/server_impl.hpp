@@ -1,0 +1,283 @@
+// The key server's state and the declarations of its parts: one Server::Impl
+// (the event loop's single owner of keys, connections, billing and
+// replication), its member functions defined by topic in keyplane/server*.cpp.
+// Private to keyplane/server*.cpp.
+#pragma once
+
+#include "keyplane/server.hpp"
+
+#include <openssl/rand.h>
+
+#include <utility>  // before Boost.Asio (Boost 1.74, GCC 12, C++20)
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <iomanip>
+#include <iostream>
+#include <future>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "common/hex.hpp"
+#include "common/secure.hpp"
+#include "keycast_version.hpp"
+#include "keyplane/audit_log.hpp"
+#include "keyplane/billing_render.hpp"
+#include "keyplane/client/client.hpp"
+#include "keyplane/entitlements.hpp"
+#include "keyplane/escape.hpp"
+#include "keyplane/hostport.hpp"
+#include "keyplane/json.hpp"
+#include "keyplane/store.hpp"
+#include "keyplane/wall_time.hpp"
+
+namespace keycast::kp {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+
+inline int64_t ms_between(MonoClock::time_point a, MonoClock::time_point b) {
+  return std::chrono::duration_cast<milliseconds>(b - a).count();
+}
+
+struct MemKey {
+  uint64_t seq = 0;
+  uint32_t spi = 0;
+  KeyMaterial material;
+  MonoClock::time_point expires;
+  int64_t lifetime_ms = 0;
+};
+
+struct Chan {
+  ChannelPolicy pol;
+  bool configured = false;
+  std::map<uint32_t, MemKey> keys;                       // by SPI
+  std::multimap<MonoClock::time_point, uint32_t> by_exp;  // expiry index
+  uint32_t hwm = 255;  // SPIs 1..255 are reserved (RFC 4303); first key gets 256
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+struct View {
+  const MemKey* prev = nullptr;
+  const MemKey* cur = nullptr;
+  const MemKey* next = nullptr;
+};
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  struct Conn;
+  ServerConfig cfg;
+  std::shared_ptr<ssl::context> ctx;
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  tcp::acceptor metrics_acceptor{io};
+  asio::steady_timer maint{io};
+  asio::steady_timer commit_timer{io};
+  std::unique_ptr<Store> store;
+  std::map<uint32_t, Chan> chans;
+  std::set<Conn*> conns;
+  std::vector<std::weak_ptr<Conn>> subscribers;
+  std::thread th;
+  std::once_flag stop_once;
+  bool stopping = false;
+  MonoClock::time_point started = MonoClock::now();
+
+  // group commit of billing events
+  struct PendingBill {
+    std::map<std::string, uint64_t> requests;  // requests without an event id
+    std::vector<std::pair<std::string, uint64_t>> request_events;  // (identity, event id)
+    std::set<std::tuple<std::string, uint32_t, uint32_t>> holders;
+    struct Checkpoint {
+      std::string sender;
+      uint64_t instance;
+      uint32_t channel, spi;
+      uint64_t bytes, packets;
+      std::size_t reply;  // index in replies
+    };
+    std::vector<Checkpoint> checkpoints;
+    std::vector<std::pair<std::weak_ptr<Conn>, Message>> replies;
+    bool scheduled = false, lazy = false;
+  } pb;
+  std::size_t last_batch = 0;
+  // Re-sent billed requests recognised by event id (not billed again).
+  uint64_t duplicate_requests = 0;
+  // Request event ids are kept a day: far beyond any client's re-send horizon.
+  static constexpr int64_t kRequestEventRetentionS = 86400;
+  // Checkpoint high-water marks: a week after their epoch's last report.
+  static constexpr int64_t kCheckpointRetentionMs = 7 * 86400 * 1000LL;
+  uint64_t checkpoints_counted = 0, checkpoints_unchanged = 0;
+  MonoClock::time_point last_event_prune{};
+
+  // slave
+  std::unique_ptr<Client> upstream;
+  std::atomic<uint64_t> repl_seq{0};
+  bool forward_inflight = false;
+  std::string instance_id;
+
+  // entitlements and the admin audit trail
+  Entitlements ents;
+  std::unique_ptr<AuditLog> audit;
+  AuditEntry* audit_pending = nullptr;  // the admin action being handled (its errors are its result)
+  // A grant/revoke waiting for every subscribed slave to confirm it.
+  struct Confirm {
+    std::weak_ptr<Conn> admin;
+    Message reply;
+    uint64_t seq;
+    std::vector<std::pair<std::string, std::weak_ptr<Conn>>> slaves;
+    std::unique_ptr<asio::steady_timer> timer;
+    AuditEntry entry;
+  };
+  std::list<Confirm> confirms;
+  // Master: the sessions of each channel's senders (eviction pushes).
+  std::map<uint32_t, std::vector<std::weak_ptr<Conn>>> chan_senders;
+  uint64_t evictions = 0;
+
+  // metrics
+  std::map<std::string, uint64_t> req_by_type, err_by_code;
+  uint64_t handshakes_ok = 0, handshakes_failed = 0, peers_dropped = 0, frames_bad = 0;
+  uint64_t keys_made = 0, keys_replicated = 0;
+  CertExpiry tls_expiry;  // of the TLS files in force (set again by each reload)
+  // Slave: the upstream connection (Client::connects() numbering, 0: none)
+  // whose subscription the master acknowledged, and when the slave was last
+  // seen in step with the master.
+  uint64_t repl_synced_connect = 0;
+  MonoClock::time_point repl_current_at = started;
+
+  explicit Impl(ServerConfig c) : cfg(std::move(c)) {}
+
+  // ---------------------------------------------------------------- logging
+  void log(LogLevel l, const std::string& s);
+  void log(const std::string& s) { log(LogLevel::Info, s); }
+  void vlog(const std::string& s) { log(LogLevel::Debug, s); }
+  LogLevel level() const { return cfg.verbose ? LogLevel::Debug : cfg.log_level; }
+
+  bool master() const { return cfg.role == Role::Master; }
+
+  // ---------------------------------------------------------------- setup
+  void init();
+  void open_acceptor(tcp::acceptor& a, const tcp::endpoint& ep, const std::string& what);
+  void begin_serving();
+
+  uint16_t bound_port = 0, bound_metrics_port = 0;
+  uint16_t port() const { return bound_port; }
+
+  Chan& chan_for(uint32_t id);
+
+  // ---------------------------------------------------------------- key state
+  void insert_mem(Chan& c, MemKey k);
+  void erase_index(Chan& c, const MemKey& k);
+  View view(const Chan& c, MonoClock::time_point now) const;
+  WireKey wire(const Chan& c, const MemKey& k, Slot slot, MonoClock::time_point now) const;
+  std::optional<int64_t> cur_remaining(const Chan& c, MonoClock::time_point now) const;
+
+  const MemKey& add_key(Chan& c, uint32_t spi, const KeyMaterial& m, MonoClock::time_point expires,
+                        int64_t lifetime_ms, uint64_t seq);
+
+  const MemKey& make_key(Chan& c, MonoClock::time_point expires);
+  void schedule(Chan& c);
+  void prune(Chan& c, MonoClock::time_point now);
+
+  // ---------------------------------------------------------------- connections
+  struct Conn : std::enable_shared_from_this<Conn> {
+    Conn(Impl& s, tcp::socket sock) : srv(s), ctx(s.ctx), s(std::move(sock), *ctx), timer(s.io) {}
+    ~Conn();
+    Impl& srv;
+    std::shared_ptr<ssl::context> ctx;  // accepted under this one, even after a reload
+    ssl::stream<tcp::socket> s;
+    asio::steady_timer timer;
+    std::array<uint8_t, kHeaderLen> hdr{};
+    std::vector<uint8_t> body;
+    std::deque<std::vector<uint8_t>> wq;
+    std::size_t wq_bytes = 0;
+    bool writing = false, closed = false, close_after = false, subscribed = false, authed = false;
+    uint64_t entitlements_acked = 0;  // a subscribed slave: entitlement changes applied up to
+    std::set<uint32_t> served;        // channels this session was handed keys for
+    PeerInfo peer;
+    std::string remote;
+
+    void arm(int64_t ms);
+    void start();
+    void read_header();
+    void protocol_error(uint32_t req_id, DecodeStatus st);
+    void send(const Message& m);
+    void do_write();
+    void close(const std::string& why);
+    void drop_queue();
+  };
+
+  void apply_acl(PeerInfo& p);
+  void accept();
+
+  // ---------------------------------------------------------------- requests
+  void reply_error(const std::shared_ptr<Conn>& c, const Message& req, ErrorCode code,
+                   const std::string& text, std::optional<int64_t> rem = std::nullopt);
+
+  bool require(const std::shared_ptr<Conn>& c, const Message& m, std::initializer_list<Role> roles);
+  bool require_master(const std::shared_ptr<Conn>& c, const Message& m);
+  Chan* channel_for(const std::shared_ptr<Conn>& c, const Message& m);
+  void handle(const std::shared_ptr<Conn>& c, Message m);
+  void on_key_request(const std::shared_ptr<Conn>& c, const Message& m);
+  void on_generate(const std::shared_ptr<Conn>& c, const Message& m);
+  void on_upload(const std::shared_ptr<Conn>& c, const Message& m);
+  void on_usage(const std::shared_ptr<Conn>& c, const Message& m);
+  void on_checkpoint(const std::shared_ptr<Conn>& c, const Message& m);
+  void on_checkpoints(const std::shared_ptr<Conn>& c, const Message& m);
+  void bill_and_reply(const std::shared_ptr<Conn>& c, Message r, std::optional<uint64_t> event_id);
+
+  // lazy: nobody waits for this event's reply (a checkpoint): commit within
+  // kLazyCommit, together with whatever else arrives meanwhile, so a
+  // thousand channels' checkpoints cost one fsync, not a thousand in the
+  // way of key requests. A key request arriving meanwhile commits them all
+  // at once.
+  static constexpr std::chrono::milliseconds kLazyCommit{20};
+  void schedule_commit(bool lazy = false);
+  void commit_billing();
+
+  // ---------------------------------------------------------------- admin
+  void on_admin(const std::shared_ptr<Conn>& c, const Message& m);
+  static const char* audit_action(MsgType t);
+  AuditEntry audit_entry(const std::shared_ptr<Conn>& c, const std::string& action);
+  void write_audit(const AuditEntry& e);
+  void change_entitlement(const std::shared_ptr<Conn>& c, const Message& m, AuditEntry entry);
+  void note_sender(const std::shared_ptr<Conn>& c, uint32_t ch);
+  std::string evict(Chan& ch, const std::string& why);
+  Message entitlement_frame(const std::string& id, const Entitlement& e);
+  void on_repl_ack(const std::shared_ptr<Conn>& c, const Message& m);
+  void check_confirms();
+  void finish_confirm(std::list<Confirm>::iterator it, bool timed_out);
+  void rotate(Chan& ch, MonoClock::time_point now);
+  std::string status_json();
+  std::string channels_json(MonoClock::time_point now);
+
+  // ---------------------------------------------------------------- replication (master)
+  Message repl_frame(const Chan& c, const MemKey& k, MonoClock::time_point now);
+  void replicate(const Chan& c, const MemKey& k);
+  void on_subscribe(const std::shared_ptr<Conn>& c, const Message& m);
+  void on_forward(const std::shared_ptr<Conn>& c, const Message& m);
+
+  // ---------------------------------------------------------------- replication (slave)
+  void start_upstream();
+  void apply_repl(Message m);
+  void apply_entitlement(const Message& m);
+  void forward_billing();
+  void maintenance();
+
+  // ---------------------------------------------------------------- metrics
+  double replication_lag_s(MonoClock::time_point now);
+  std::string unhealthy_reason();
+  std::string metrics_text();
+  void metrics_accept();
+
+  // ---------------------------------------------------------------- stop
+  void do_stop();
+};
+
+}  // namespace keycast::kp

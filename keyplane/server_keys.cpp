@@ -1,0 +1,145 @@
+// The key server: key state of each channel (the in-memory keys, their
+// expiry index, making, scheduling and pruning keys).
+#include "keyplane/server_impl.hpp"
+
+namespace keycast::kp {
+
+void Server::Impl::insert_mem(Chan& c, MemKey k) {
+  auto it = c.keys.find(k.spi);
+  if (it != c.keys.end()) erase_index(c, it->second);
+  c.by_exp.emplace(k.expires, k.spi);
+  c.hwm = std::max(c.hwm, k.spi);
+  c.keys[k.spi] = std::move(k);
+}
+
+void Server::Impl::erase_index(Chan& c, const MemKey& k) {
+  auto range = c.by_exp.equal_range(k.expires);
+  for (auto it = range.first; it != range.second; ++it)
+    if (it->second == k.spi) {
+      c.by_exp.erase(it);
+      break;
+    }
+}
+
+View Server::Impl::view(const Chan& c, MonoClock::time_point now) const {
+  View v;
+  auto it = c.by_exp.upper_bound(now);
+  if (it != c.by_exp.end()) {
+    v.cur = &c.keys.at(it->second);
+    auto n = std::next(it);
+    if (n != c.by_exp.end()) v.next = &c.keys.at(n->second);
+  }
+  if (it != c.by_exp.begin()) {
+    auto p = std::prev(it);
+    if (p->first > now - milliseconds(c.pol.grace_ms)) v.prev = &c.keys.at(p->second);
+  }
+  return v;
+}
+
+WireKey Server::Impl::wire(const Chan& c, const MemKey& k, Slot slot, MonoClock::time_point now) const {
+  WireKey w;
+  w.channel = c.pol.id;
+  w.spi = k.spi;
+  w.material = k.material;
+  w.remaining_ms = ms_between(now, k.expires);
+  w.lifetime_ms = k.lifetime_ms;
+  w.slot = slot;
+  return w;
+}
+
+std::optional<int64_t> Server::Impl::cur_remaining(const Chan& c, MonoClock::time_point now) const {
+  View v = view(c, now);
+  if (!v.cur) return std::nullopt;
+  return ms_between(now, v.cur->expires);
+}
+
+// Persist (keys are durable before anyone sees them), index, replicate.
+const MemKey& Server::Impl::add_key(Chan& c, uint32_t spi, const KeyMaterial& m, MonoClock::time_point expires,
+                                    int64_t lifetime_ms, uint64_t seq) {
+  auto now = MonoClock::now();
+  StoredKey sk;
+  sk.seq = seq;
+  sk.channel = c.pol.id;
+  sk.spi = spi;
+  sk.material = m;
+  sk.expires_wall_ms = wall_now_ms() + ms_between(now, expires);
+  sk.lifetime_ms = lifetime_ms;
+  store->begin();
+  try {
+    sk.seq = store->put_key(sk);
+    store->set_spi_hwm(c.pol.id, std::max(c.hwm, spi));
+    store->commit();
+  } catch (...) {
+    store->rollback();
+    throw;
+  }
+  MemKey k;
+  k.seq = sk.seq;
+  k.spi = spi;
+  k.material = m;
+  k.expires = expires;
+  k.lifetime_ms = lifetime_ms;
+  insert_mem(c, std::move(k));
+  repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
+  const MemKey& ref = c.keys.at(spi);
+  if (master()) replicate(c, ref);
+  return ref;
+}
+
+const MemKey& Server::Impl::make_key(Chan& c, MonoClock::time_point expires) {
+  if (c.hwm == 0xffffffffu) throw std::runtime_error("SPI space of the channel is exhausted");
+  uint32_t spi = c.hwm + 1;
+  KeyMaterial m = KeyMaterial::generate(c.pol.suite);
+  ++keys_made;
+  const MemKey& k = add_key(c, spi, m, expires, c.pol.lifetime_ms, 0);
+  vlog("channel " + std::to_string(c.pol.id) + ": made key spi " + std::to_string(spi) +
+       " remaining " + std::to_string(ms_between(MonoClock::now(), expires)) + " ms");
+  return k;
+}
+
+// kms-origin on the master: keep a current key, and make the next one when
+// the current key's remaining time reaches P1.
+void Server::Impl::schedule(Chan& c) {
+  if (!master() || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping) return;
+  MonoClock::time_point when;
+  try {
+    for (;;) {
+      auto now = MonoClock::now();
+      View v = view(c, now);
+      if (!v.cur) {
+        make_key(c, now + milliseconds(c.pol.lifetime_ms));
+        continue;
+      }
+      if (!v.next) {
+        auto at_p1 = v.cur->expires - milliseconds(c.pol.p1_ms);
+        if (at_p1 <= now) {
+          make_key(c, v.cur->expires + milliseconds(c.pol.lifetime_ms));
+          continue;
+        }
+        when = at_p1;
+      } else {
+        when = v.cur->expires;
+      }
+      break;
+    }
+  } catch (const std::exception& e) {
+    log(LogLevel::Error, "channel " + std::to_string(c.pol.id) + ": cannot make key: " + e.what());
+    when = MonoClock::now() + milliseconds(1000);
+  }
+  c.timer->expires_at(when + milliseconds(1));
+  uint32_t id = c.pol.id;
+  c.timer->async_wait([this, id](boost::system::error_code ec) {
+    if (!ec) schedule(chans.at(id));
+  });
+}
+
+void Server::Impl::prune(Chan& c, MonoClock::time_point now) {
+  auto limit = now - milliseconds(c.pol.grace_ms + cfg.retention_ms);
+  while (!c.by_exp.empty() && c.by_exp.begin()->first < limit) {
+    uint32_t spi = c.by_exp.begin()->second;
+    c.by_exp.erase(c.by_exp.begin());
+    c.keys.erase(spi);
+  }
+}
+
+}  // namespace keycast::kp
