@@ -40,6 +40,7 @@ void Server::Impl::init() {
   int64_t wnow = wall_now_ms();
   for (auto& sk : store->load_keys()) {
     Chan& c = chan_for(sk.channel);
+    c.gen = std::max(c.gen, sk.gen);
     if (sk.expires_wall_ms - wnow < -(c.pol.grace_ms + cfg.retention_ms)) {
       repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
       continue;

@@ -86,15 +86,39 @@ const MemKey& Server::Impl::add_key(Chan& c, uint32_t spi, const KeyMaterial& m,
   return ref;
 }
 
+// A new key is the channel's next generation, minted by the store: the
+// database numbers its SPI and keeps one key per generation, so a master
+// that wrongly believes it leads gets the key the leader made (with its
+// deadline) instead of a second one.
 const MemKey& Server::Impl::make_key(Chan& c, MonoClock::time_point expires) {
-  if (c.hwm == 0xffffffffu) throw std::runtime_error("SPI space of the channel is exhausted");
-  uint32_t spi = c.hwm + 1;
-  KeyMaterial m = KeyMaterial::generate(c.pol.suite);
+  const auto now = MonoClock::now();
+  const int64_t wnow = wall_now_ms();
+  StoredKey want;
+  want.channel = c.pol.id;
+  want.material = KeyMaterial::generate(c.pol.suite);
+  want.expires_wall_ms = wnow + ms_between(now, expires);
+  want.lifetime_ms = c.pol.lifetime_ms;
+  want.gen = c.gen + 1;
+  const StoredKey got = store->mint_key(want);
+  c.gen = std::max(c.gen, got.gen);
+  c.hwm = std::max(c.hwm, got.spi);
+  repl_seq = std::max<uint64_t>(repl_seq, got.seq);
+  if (auto it = c.keys.find(got.spi); it != c.keys.end()) return it->second;
   ++keys_made;
-  const MemKey& k = add_key(c, spi, m, expires, c.pol.lifetime_ms, 0);
-  vlog("channel " + std::to_string(c.pol.id) + ": made key spi " + std::to_string(spi) +
-       " remaining " + std::to_string(ms_between(MonoClock::now(), expires)) + " ms");
-  return k;
+  MemKey k;
+  k.seq = got.seq;
+  k.spi = got.spi;
+  k.material = got.material;
+  // Ours: the exact deadline (the stored one is rounded to the ms); else
+  // the deadline of the master that made it.
+  k.expires = got.material == want.material ? expires : now + milliseconds(got.expires_wall_ms - wnow);
+  k.lifetime_ms = got.lifetime_ms;
+  insert_mem(c, std::move(k));
+  const MemKey& ref = c.keys.at(got.spi);
+  if (master()) replicate(c, ref);
+  vlog("channel " + std::to_string(c.pol.id) + ": made key spi " + std::to_string(got.spi) + " generation " +
+       std::to_string(got.gen) + " remaining " + std::to_string(ms_between(now, ref.expires)) + " ms");
+  return ref;
 }
 
 // kms-origin on the master: keep a current key, and make the next one when
