@@ -2,7 +2,6 @@
 // marks that survive re-sends and restarts), billing periods closed into
 // immutable invoices, late events booked in the open period and flagged.
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include <future>
 #include <regex>
@@ -10,7 +9,7 @@
 #include "keyplane/billing_render.hpp"
 #include "keyplane/money.hpp"
 #include "keyplane/wall_time.hpp"
-#include "kp_test_util.hpp"
+#include "store_backends.hpp"
 
 using namespace kptest;
 
@@ -107,13 +106,12 @@ Row row_of(const std::string& json, const std::string& who) {
   return r;
 }
 
-class Billing : public ::testing::Test {
+class Billing : public ServerBackends {
  protected:
-  TempDir dir;
   std::unique_ptr<Server> master;
   std::vector<ChannelPolicy> chans = {policy(1, KeyOrigin::Kms)};
   void start_master() {
-    ServerConfig c = server_config(dir, Role::Master, "master");
+    ServerConfig c = config(Role::Master, "master");
     for (auto& p : chans) c.channels[p.id] = p;
     c.tariffs.per_request_micros = *parse_micros("0.01");
     c.tariffs.per_gib_micros = *parse_micros("0.5");
@@ -152,12 +150,14 @@ Message checkpoint(uint64_t instance, uint32_t spi, uint64_t bytes, uint64_t pac
   return m;
 }
 
+KP_BOTH_BACKENDS(Billing);
+
 }  // namespace
 
 // A checkpoint carries totals: only what exceeds the (sender, instance,
 // channel, SPI) high-water mark is billed, whether the figure is re-sent,
 // overtaken, or replayed after a master restart.
-TEST_F(Billing, CheckpointsBookOnlyAboveTheHighWaterMark) {
+TEST_P(Billing, CheckpointsBookOnlyAboveTheHighWaterMark) {
   start_master();
   auto cl = client("client");
   auto sender = client("sender");
@@ -225,7 +225,7 @@ TEST_F(Billing, CheckpointsBookOnlyAboveTheHighWaterMark) {
 // Events before a close are in its invoice, events after it in the next
 // period; invoices never change (not by the server, not by SQL, not by a
 // second close), and survive a restart.
-TEST_F(Billing, PeriodsCloseIntoImmutableInvoices) {
+TEST_P(Billing, PeriodsCloseIntoImmutableInvoices) {
   start_master();
   auto cl = client("client");
   auto sender = client("sender");
@@ -276,19 +276,10 @@ TEST_F(Billing, PeriodsCloseIntoImmutableInvoices) {
   EXPECT_EQ(close(*cl, wall_now_ms()).error, ErrorCode::NotAuthorised);
 
   // Not by SQL either.
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((dir / "master.db").c_str(), &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    char* err = nullptr;
-    EXPECT_NE(sqlite3_exec(db, "UPDATE invoices SET fee_micros = 0", nullptr, nullptr, &err), SQLITE_OK);
-    EXPECT_NE(std::string(err ? err : "").find("immutable"), std::string::npos);
-    sqlite3_free(err);
-    err = nullptr;
-    EXPECT_NE(sqlite3_exec(db, "DELETE FROM periods", nullptr, nullptr, &err), SQLITE_OK);
-    sqlite3_free(err);
-    sqlite3_close(db);
-  }
+  const std::string upd = db("master").raw_exec("UPDATE invoices SET fee_micros = 0");
+  EXPECT_NE(upd.find("immutable"), std::string::npos) << upd;
+  const std::string del = db("master").raw_exec("DELETE FROM periods");
+  EXPECT_NE(del.find("immutable"), std::string::npos) << del;
 
   cl.reset();
   sender.reset();
@@ -313,7 +304,7 @@ TEST_F(Billing, PeriodsCloseIntoImmutableInvoices) {
 // A slave forwards a request made before the close only after it (its
 // master link was down): the request is billed once, in the open period,
 // flagged late, and the closed invoice does not change.
-TEST_F(Billing, LateEventsGoToTheOpenPeriodFlagged) {
+TEST_P(Billing, LateEventsGoToTheOpenPeriodFlagged) {
   start_master();
   auto cl = client("client");
   auto ad = client("admin");

@@ -9,7 +9,7 @@
 
 #include "keyplane/entitlements.hpp"
 #include "keyplane/wall_time.hpp"
-#include "kp_test_util.hpp"
+#include "store_backends.hpp"
 
 using namespace kptest;
 
@@ -49,15 +49,14 @@ Result change(Client& ad, MsgType t, const std::string& who, std::vector<uint32_
   return ad.call(std::move(m));
 }
 
-class Entitle : public ::testing::Test {
+class Entitle : public ServerBackends {
  protected:
-  TempDir dir;
   std::vector<ChannelPolicy> chans = {policy(1, KeyOrigin::Kms), policy(2, KeyOrigin::Kms),
                                       policy(3, KeyOrigin::Kms)};
   std::unique_ptr<Server> master;
   std::vector<std::unique_ptr<Server>> slaves;
   void start_master(std::function<void(ServerConfig&)> tweak = {}) {
-    ServerConfig c = server_config(dir, Role::Master, "master");
+    ServerConfig c = config(Role::Master, "master");
     for (auto& p : chans) c.channels[p.id] = p;
     c.audit_log = dir / "audit.log";
     c.entitlement_sync_ms = 5000;
@@ -66,7 +65,7 @@ class Entitle : public ::testing::Test {
     master->start();
   }
   Server& start_slave(const std::string& name) {
-    ServerConfig c = server_config(dir, Role::Slave, name);
+    ServerConfig c = config(Role::Slave, name);
     c.masters = {addr(master->port())};
     for (auto& p : chans) c.channels[p.id] = p;
     slaves.push_back(std::make_unique<Server>(c));
@@ -85,10 +84,12 @@ class Entitle : public ::testing::Test {
   }
 };
 
+KP_BOTH_BACKENDS(Entitle);
+
 }  // namespace
 
 // The client certificate allows channels 1 and 2 (make-certs.sh).
-TEST_F(Entitle, RevokeCutsAnOpenSessionAtItsNextRequestAndSurvivesRestart) {
+TEST_P(Entitle, RevokeCutsAnOpenSessionAtItsNextRequestAndSurvivesRestart) {
   start_master();
   auto cl = on(master->port(), "client");
   auto ad = on(master->port(), "admin");
@@ -145,7 +146,7 @@ TEST_F(Entitle, RevokeCutsAnOpenSessionAtItsNextRequestAndSurvivesRestart) {
 // When revoke returns success, no slave serves the channel to that client
 // any more; a slave that was down gets the revocation before any key when it
 // comes back; a slave that does not confirm makes the command fail loudly.
-TEST_F(Entitle, SlavesConfirmBeforeSuccessAndLearnItFirstOnReconnect) {
+TEST_P(Entitle, SlavesConfirmBeforeSuccessAndLearnItFirstOnReconnect) {
   start_master([](ServerConfig& c) { c.entitlement_sync_ms = 1500; });
   Server& s1 = start_slave("slave");
   start_slave("slave2");
@@ -191,7 +192,7 @@ TEST_F(Entitle, SlavesConfirmBeforeSuccessAndLearnItFirstOnReconnect) {
   EXPECT_EQ(fetch(*on(master->port(), "client"), 1, Which::Current).error, ErrorCode::ChannelDenied);
 }
 
-TEST_F(Entitle, AdminActionsAreAuditedAsJsonLines) {
+TEST_P(Entitle, AdminActionsAreAuditedAsJsonLines) {
   start_master();
   auto ad = on(master->port(), "admin");
   auto cl = on(master->port(), "client");

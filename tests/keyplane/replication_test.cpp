@@ -5,7 +5,7 @@
 #include <future>
 #include <sstream>
 
-#include "kp_test_util.hpp"
+#include "store_backends.hpp"
 
 using namespace kptest;
 
@@ -29,14 +29,16 @@ bool slave_has(uint16_t port, uint32_t ch, const WireKey& want) {
   return r.ok() && r.keys.size() == 1 && r.keys[0].material == want.material;
 }
 
-class Replication : public ::testing::Test {
+// Master and slaves: one database each, in one cluster on PostgreSQL.
+class Replication : public ServerBackends {
  protected:
-  TempDir dir;
   std::vector<ChannelPolicy> chans = {policy(1, KeyOrigin::Kms), policy(2, KeyOrigin::Sender)};
   std::unique_ptr<Server> master, s1, s2;
 
   void SetUp() override {
-    ServerConfig m = server_config(dir, Role::Master, "master");
+    ServerBackends::SetUp();
+    if (HasFatalFailure()) return;
+    ServerConfig m = config(Role::Master, "master");
     for (auto& p : chans) m.channels[p.id] = p;
     master = std::make_unique<Server>(m);
     master->start();
@@ -44,7 +46,7 @@ class Replication : public ::testing::Test {
     s2 = start_slave("slave2");
   }
   std::unique_ptr<Server> start_slave(const std::string& name) {
-    ServerConfig c = server_config(dir, Role::Slave, name);
+    ServerConfig c = config(Role::Slave, name);
     c.masters = {addr(master->port())};
     for (auto& p : chans) c.channels[p.id] = p;
     auto s = std::make_unique<Server>(c);
@@ -53,9 +55,11 @@ class Replication : public ::testing::Test {
   }
 };
 
+KP_BOTH_BACKENDS(Replication);
+
 }  // namespace
 
-TEST_F(Replication, SlavesServeEveryKeyAndClientsFailOver) {
+TEST_P(Replication, SlavesServeEveryKeyAndClientsFailOver) {
   auto sender = std::make_unique<Client>(client_options("sender", {master->port()}));
   Message g;
   g.type = MsgType::GenerateRequest;
@@ -124,7 +128,7 @@ TEST_F(Replication, SlavesServeEveryKeyAndClientsFailOver) {
   (void)s1port;
 }
 
-TEST_F(Replication, SlaveBillingForwardedExactlyOnce) {
+TEST_P(Replication, SlaveBillingForwardedExactlyOnce) {
   auto ad = std::make_unique<Client>(client_options("admin", {master->port()}));
   auto on_master = std::make_unique<Client>(client_options("client", {master->port()}));
   auto on_s1 = std::make_unique<Client>(client_options("client", {s1->port()}));
@@ -178,7 +182,7 @@ TEST_F(Replication, SlaveBillingForwardedExactlyOnce) {
 // A billed key request re-sent with the same event id (its reply lost to a
 // crash or a cut) is counted once, whichever servers it reached: the master
 // itself, a slave's forwarded outbox, or both slaves.
-TEST_F(Replication, ResentKeyRequestBilledOnceAcrossServers) {
+TEST_P(Replication, ResentKeyRequestBilledOnceAcrossServers) {
   auto ad = std::make_unique<Client>(client_options("admin", {master->port()}));
   auto on_master = std::make_unique<Client>(client_options("client", {master->port()}));
   auto on_s1 = std::make_unique<Client>(client_options("client", {s1->port()}));
@@ -219,14 +223,14 @@ TEST_F(Replication, ResentKeyRequestBilledOnceAcrossServers) {
 
 // A slave's /healthz and replication lag follow its session with the master;
 // the master reports each subscribed slave.
-TEST_F(Replication, SlaveHealthAndLagFollowTheMasterSession) {
-  ServerConfig mc = server_config(dir, Role::Master, "master2");
+TEST_P(Replication, SlaveHealthAndLagFollowTheMasterSession) {
+  ServerConfig mc = config(Role::Master, "master2");
   mc.metrics = "127.0.0.1:0";
   for (auto& p : chans) mc.channels[p.id] = p;
   auto m2 = std::make_unique<Server>(mc);
   m2->start();
-  ServerConfig sc = server_config(dir, Role::Slave, "slave");
-  sc.db = dir / "slave-of-master2.db";
+  ServerConfig sc = config(Role::Slave, "slave");  // the slave's certificate, its own database:
+  sc.db = db("slave-of-master2").db;
   sc.masters = {addr(m2->port())};
   sc.metrics = "127.0.0.1:0";
   for (auto& p : chans) sc.channels[p.id] = p;

@@ -8,7 +8,9 @@
 #include <sqlite3.h>
 
 #include <fstream>
+#include <map>
 #include <memory>
+#include <sstream>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -83,6 +85,7 @@ struct TestDb {
     if (backend == Backend::Sqlite) {
       sqlite3* s = nullptr;
       sqlite3_open(db.c_str(), &s);
+      sqlite3_busy_timeout(s, 5000);  // a running keyd may hold the file
       char* err = nullptr;
       std::string out;
       if (sqlite3_exec(s, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) out = err ? err : "error";
@@ -104,6 +107,7 @@ struct TestDb {
     if (backend == Backend::Sqlite) {
       sqlite3* s = nullptr;
       sqlite3_open(db.c_str(), &s);
+      sqlite3_busy_timeout(s, 5000);
       sqlite3_stmt* st = nullptr;
       if (sqlite3_prepare_v2(s, sql.c_str(), -1, &st, nullptr) == SQLITE_OK)
         while (sqlite3_step(st) == SQLITE_ROW)
@@ -120,6 +124,56 @@ struct TestDb {
       out.emplace_back(PQgetvalue(r.get(), i, 0), std::size_t(PQgetlength(r.get(), i, 0)));
     return out;
   }
+
+  // Everything the database holds, to search for bytes that must not be
+  // there: SQLite's files as they are on disk (WAL and shared memory
+  // included); every row of every PostgreSQL table as text (BYTEA as hex).
+  std::string raw_dump() const {
+    std::string all;
+    if (backend == Backend::Sqlite) {
+      for (const char* suffix : {"", "-wal", "-shm"}) {
+        std::ifstream f(db + suffix, std::ios::binary);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        all += ss.str();
+      }
+      return all;
+    }
+    for (const auto& table : raw_bytes("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'"))
+      for (const auto& row : raw_bytes("SELECT convert_to(t::text, 'UTF8') FROM \"" + table + "\" t")) all += row;
+    return all;
+  }
 };
+
+// Base fixture of the server-level suites, run on both backends (Suite.Case/sqlite,
+// Suite.Case/postgres). Each server named in a test gets its own database
+// (db(name)), kept across that server's restarts; config() is
+// server_config() on that database.
+class ServerBackends : public ::testing::TestWithParam<Backend> {
+ protected:
+  static void TearDownTestSuite() { reset_pg_cluster(); }
+  void SetUp() override {
+    if (GetParam() == Backend::Postgres && !pg_cluster()) FAIL() << "no PostgreSQL cluster: " << pg_cluster_error();
+  }
+  TestDb& db(const std::string& name) {
+    auto& d = dbs_[name];
+    if (!d) d = std::make_unique<TestDb>(GetParam());
+    return *d;
+  }
+  ServerConfig config(Role role, const std::string& name) {
+    ServerConfig c = server_config(dir, role, name);
+    c.db = db(name).db;
+    c.master_key_file = db(name).mk;
+    return c;
+  }
+  TempDir dir;
+
+ private:
+  std::map<std::string, std::unique_ptr<TestDb>> dbs_;  // outlives the derived fixture's servers
+};
+
+#define KP_BOTH_BACKENDS(suite) \
+  INSTANTIATE_TEST_SUITE_P(, suite, ::testing::Values(::kptest::Backend::Sqlite, ::kptest::Backend::Postgres), \
+                           ::kptest::backend_name)
 
 }  // namespace kptest
