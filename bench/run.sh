@@ -320,7 +320,7 @@ json.dump(out, open(os.path.join(os.path.dirname(sys.argv[1]), "secgw.json"), "w
 # ------------------------------------------------------------------ key server
 if [ $KEYD = 1 ]; then
     KS=3; [ $QUICK = 1 ] && KS=1
-    log "key server: bench_keyd --seconds $KS (kept-alive requests, handshakes, 1k/10k clients, rekey storm)"
+    log "key server: bench_keyd --seconds $KS (kept-alive requests on SQLite and PostgreSQL, handshakes, 1k/10k clients, rekey storm)"
     timeout 240 "$KEYDB" --seconds "$KS" --json "$RAW/keyd.json" >"$RAW/keyd.log" 2>&1 \
         || { tail -20 "$RAW/keyd.log" >&2; echo "bench: bench_keyd failed; continuing" >&2; }
 fi

@@ -34,6 +34,7 @@
 
 #include "keyplane/client/client.hpp"
 #include "keyplane/server.hpp"
+#include "pg_cluster.hpp"
 
 using namespace keycast;
 using namespace keycast::kp;
@@ -319,6 +320,7 @@ int main(int argc, char** argv) {
   int conns = 4, depth = 16;
   double setup_timeout = 60;
   std::string clients_arg = "1000 10000", json_path;
+  bool postgres = true;  // also the key requests against a private PostgreSQL cluster
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--seconds") seconds = std::atof(argv[i + 1]);
@@ -327,9 +329,10 @@ int main(int argc, char** argv) {
     else if (a == "--clients") clients_arg = argv[i + 1];
     else if (a == "--setup-timeout") setup_timeout = std::atof(argv[i + 1]);
     else if (a == "--json") json_path = argv[i + 1];
+    else if (a == "--postgres") postgres = std::string(argv[i + 1]) != "0";
     else {
       std::cerr << "usage: bench_keyd [--seconds S] [--connections N] [--depth D] [--clients \"N ...\"] "
-                   "[--setup-timeout S] [--json PATH]\n";
+                   "[--setup-timeout S] [--postgres 0|1] [--json PATH]\n";
       return 2;
     }
   }
@@ -373,6 +376,34 @@ int main(int argc, char** argv) {
     std::map<std::string, double> js{{"req_per_s_keepalive_unbilled", r1}, {"req_per_s_keepalive_billed", r2},
                                      {"req_per_s_one_conn_unbilled", r0}, {"req_per_s_one_conn_billed", r3},
                                      {"handshakes_per_s_1thread", h1}, {"handshakes_per_s_4threads", h4}};
+    if (postgres) try {
+      // The same requests with the store in PostgreSQL (a private cluster on
+      // loopback, fsync and synchronous commit on, as in production), in the
+      // same run, so the ratios compare like with like.
+      kptest::PgCluster pg(kptest::PgCluster::Durability::Durable);
+      ServerConfig pc = c;
+      pc.db = pg.uri(pg.create_database());
+      Server psrv(pc);
+      psrv.start();
+      const double p1 = key_requests(psrv.port(), dir, "sender", conns, depth, seconds);
+      const double p2 = key_requests(psrv.port(), dir, "client", conns, depth, seconds);
+      const double p3 = key_requests(psrv.port(), dir, "client", 1, 1, seconds);
+      psrv.stop();
+      std::printf("PostgreSQL store: key requests/s, kept-alive, unbilled:    %10.0f  (%.2f x SQLite)\n", p1,
+                  r1 > 0 ? p1 / r1 : 0.0);
+      std::printf("PostgreSQL store: key requests/s, kept-alive, billed:      %10.0f  (%.2f x SQLite)\n", p2,
+                  r2 > 0 ? p2 / r2 : 0.0);
+      std::printf("PostgreSQL store: key requests/s, one at a time, billed:   %10.0f  (%.2f x SQLite)\n", p3,
+                  r3 > 0 ? p3 / r3 : 0.0);
+      std::fflush(stdout);
+      js["pg_req_per_s_keepalive_unbilled"] = p1;
+      js["pg_req_per_s_keepalive_billed"] = p2;
+      js["pg_req_per_s_one_conn_billed"] = p3;
+      js["pg_over_sqlite_keepalive_billed"] = r2 > 0 ? p2 / r2 : 0.0;
+    } catch (const std::exception& e) {
+      // Not root, or no PostgreSQL 15 here: the rest of the bench still says something.
+      std::printf("PostgreSQL store: not measured: %s\n", e.what());
+    }
     {  // the storm asks for the next key: have the KMS make it now
       ClientOptions o;
       o.servers = {"127.0.0.1:" + std::to_string(srv.port())};

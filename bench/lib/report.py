@@ -306,6 +306,13 @@ def extras_text():
                  f"{g('req_per_s_keepalive_billed', 0):.0f} billed (client role, group-committed SQLite); "
                  f"full mTLS handshakes/s {g('handshakes_per_s_1thread', 0):.0f} (1 thread), "
                  f"{g('handshakes_per_s_4threads', 0):.0f} (4 threads)")
+        if g("pg_req_per_s_keepalive_billed") is not None:
+            t.append(f"- key server with the PostgreSQL store (private PostgreSQL 15 on loopback, fsync and "
+                     f"synchronous commit on), same run: kept-alive key requests/s "
+                     f"{g('pg_req_per_s_keepalive_unbilled', 0):.0f} unbilled, "
+                     f"{g('pg_req_per_s_keepalive_billed', 0):.0f} billed = "
+                     f"{g('pg_over_sqlite_keepalive_billed', 0):.2f} x SQLite's; one billed request at a time "
+                     f"{g('pg_req_per_s_one_conn_billed', 0):.0f}/s")
         for n in (1000, 10000):
             k = f"clients_{n}_"
             if g(k + "connected") is None:

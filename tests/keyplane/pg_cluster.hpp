@@ -1,6 +1,7 @@
 // A private PostgreSQL 15 cluster for one test process: its own temp
 // directory (data and Unix socket), its own TCP port on 127.0.0.1, trust
-// authentication, fsync off. Needs root (initdb and postgres run as the
+// authentication, fsync off (Durability::Durable: the server's defaults,
+// fsync and synchronous commit on, as a benchmark must measure it). Needs root (initdb and postgres run as the
 // `postgres` user through runuser) and Debian's postgresql-15; without either
 // the constructor throws and the tests that need it fail, saying why.
 //
@@ -32,7 +33,9 @@ class PgCluster {
  public:
   static constexpr const char* kBin = "/usr/lib/postgresql/15/bin";
 
-  PgCluster() {
+  enum class Durability { Test, Durable };
+
+  explicit PgCluster(Durability d = Durability::Test) : durable_(d == Durability::Durable) {
     if (geteuid() != 0)
       throw std::runtime_error("PostgreSQL tests need root: initdb and postgres run as the postgres user (runuser)");
     if (!std::filesystem::exists(std::string(kBin) + "/initdb") || !getpwnam("postgres") ||
@@ -122,8 +125,10 @@ class PgCluster {
     for (int attempt = 0; attempt < 8; ++attempt) {
       port_ = free_port();
       const std::string opts = "-p " + std::to_string(port_) + " -k " + dir_ +
-                               " -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-                               " -c synchronous_commit=off -c max_connections=40 -c shared_buffers=16MB";
+                               " -c listen_addresses=127.0.0.1 -c max_connections=40" +
+                               (durable_ ? " -c shared_buffers=128MB"
+                                         : " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+                                           " -c shared_buffers=16MB");
       if (sh(as_postgres(std::string(kBin) + "/pg_ctl -D " + data() + " -l " + dir_ + "/server.log -w -t 60 -o '" +
                          opts + "' start") + " >/dev/null 2>&1") == 0)
         return;
@@ -173,6 +178,7 @@ class PgCluster {
     }
   }
 
+  bool durable_ = false;
   std::string dir_;
   int port_ = 0;
   int databases_ = 0;
