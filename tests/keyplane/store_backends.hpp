@@ -145,6 +145,22 @@ struct TestDb {
   }
 };
 
+// Base fixture of the store-level suites: a fresh database of the backend
+// under test for each case (t()).
+class StoreBackends : public ::testing::TestWithParam<Backend> {
+ protected:
+  static void TearDownTestSuite() { reset_pg_cluster(); }
+  void SetUp() override {
+    try {
+      t_ = std::make_unique<TestDb>(GetParam());
+    } catch (const std::exception& e) {
+      FAIL() << e.what();
+    }
+  }
+  TestDb& t() { return *t_; }
+  std::unique_ptr<TestDb> t_;
+};
+
 // Base fixture of the server-level suites, run on both backends (Suite.Case/sqlite,
 // Suite.Case/postgres). Each server named in a test gets its own database
 // (db(name)), kept across that server's restarts; config() is

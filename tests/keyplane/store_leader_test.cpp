@@ -18,19 +18,7 @@ using keycast::kp::StoredKey;
 
 namespace {
 
-class StoreLeader : public ::testing::TestWithParam<Backend> {
- protected:
-  static void TearDownTestSuite() { reset_pg_cluster(); }
-  void SetUp() override {
-    try {
-      t_ = std::make_unique<TestDb>(GetParam());
-    } catch (const std::exception& e) {
-      FAIL() << e.what();
-    }
-  }
-  TestDb& t() { return *t_; }
-  std::unique_ptr<TestDb> t_;
-};
+class StoreLeader : public StoreBackends {};
 
 StoredKey gen_key(uint32_t ch, uint64_t gen, uint8_t fill) {
   StoredKey k = key(ch, 0, fill);
@@ -197,6 +185,6 @@ TEST_P(StoreLeader, TwoActivesRacingStillMakeOneKeyPerGeneration) {
   EXPECT_EQ(gens.size(), kGens);
 }
 
-INSTANTIATE_TEST_SUITE_P(, StoreLeader, ::testing::Values(Backend::Sqlite, Backend::Postgres), backend_name);
+KP_BOTH_BACKENDS(StoreLeader);
 
 }  // namespace

@@ -29,19 +29,7 @@ using keycast::kp::Tariffs;
 
 namespace {
 
-class StoreContract : public ::testing::TestWithParam<Backend> {
- protected:
-  static void TearDownTestSuite() { reset_pg_cluster(); }
-  void SetUp() override {
-    try {
-      t_ = std::make_unique<TestDb>(GetParam());
-    } catch (const std::exception& e) {
-      FAIL() << e.what();
-    }
-  }
-  TestDb& t() { return *t_; }
-  std::unique_ptr<TestDb> t_;
-};
+class StoreContract : public StoreBackends {};
 
 TEST_P(StoreContract, KeysPutLoadAssignSeqAndUpdateSameChannelSpi) {
   auto s = t().open();
@@ -462,7 +450,7 @@ TEST_P(StoreContract, OpenErrorsNameDbAndNeverThePassword) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(, StoreContract, ::testing::Values(Backend::Sqlite, Backend::Postgres), backend_name);
+KP_BOTH_BACKENDS(StoreContract);
 
 TEST(StoreContractUri, PasswordsAreRedactedAndOnlyPgUrisArePg) {
   using keycast::kp::is_pg_uri;
