@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake meson ninja-build pkg-config git
+  build-essential cmake meson ninja-build pkg-config git ccache
   dpdk dpdk-dev libdpdk-dev dpdk-doc
   libipsec-mb-dev
   libboost-program-options-dev libboost-system-dev libboost-dev

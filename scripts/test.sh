@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+# One compiler cache for every tree below and for the next run: paths are
+# taken relative to the checkout, so a fresh clone elsewhere still hits.
+export CCACHE_BASEDIR=$(pwd) CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-20G}
 
 echo "== setup"
 scripts/setup.sh
@@ -57,4 +60,5 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$san_supp/tsan
 echo "== fuzzing: every libFuzzer target, 15 s each"
 scripts/fuzz.sh 15
 # ---- END sanitizers and fuzzing
+command -v ccache >/dev/null && ccache --show-stats 2>/dev/null | grep -E '^(Cacheable|  Hits|  Misses)' || true
 echo "== all tests passed in $(( $(date +%s) - start )) s"
