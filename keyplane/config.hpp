@@ -45,6 +45,13 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:7400";
   Role role = Role::Master;
   std::vector<std::string> masters;  // slave: master HOST:PORT list
+  // Master: where peers reach this server (named to them by the standby
+  // masters); empty: --listen with the bound port, its host replaced by the
+  // machine's name when it is a wildcard address.
+  std::string advertise;
+  // Master: masters sharing one database hand the lead over within this
+  // long of the active one's death (its lease is 2/3 of it).
+  int64_t failover_ms = 3000;
   std::string db;
   std::string master_key_file;
   TlsFiles tls;

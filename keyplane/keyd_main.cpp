@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
     ("listen", po::value(&cfg.listen)->default_value("127.0.0.1:7400"), "HOST:PORT for the key plane (port 0: any)")
     ("role", po::value(&role)->default_value("master"), "master|slave")
     ("master", po::value(&masters), "slave: master HOST:PORT[,HOST:PORT...]")
+    ("advertise", po::value(&cfg.advertise), "master: HOST:PORT the other masters name to peers (default: --listen, a wildcard host replaced by this machine's name)")
+    ("failover-ms", po::value(&cfg.failover_ms)->default_value(3000), "master: masters sharing one --db hand over the lead within MS of the active one's death")
     ("db", po::value(&cfg.db), "SQLite database path (created if missing) or postgresql://USER@HOST:PORT/DB?... (libpq URI)")
     ("master-key-file", po::value(&cfg.master_key_file), "file with the 256-bit key-wrapping key (64 hex digits or 32 bytes)")
     ("gen-master-key", po::value(&genkey), "write a fresh master key file to PATH (mode 0600; never over an existing file) and exit")
@@ -166,6 +168,15 @@ int main(int argc, char** argv) {
       if (currency_decimals_opt < 0 || currency_decimals_opt > 6)
         throw std::runtime_error("--currency-decimals " + std::to_string(currency_decimals_opt) + ": must be 0..6");
       cfg.tariffs.currency_decimals = currency_decimals_opt;
+    }
+    if (cfg.failover_ms < 300 || cfg.failover_ms > 600000)
+      throw std::runtime_error("--failover-ms " + std::to_string(cfg.failover_ms) + ": must be 300..600000");
+    if (!cfg.advertise.empty()) {
+      if (cfg.role != Role::Master) throw std::runtime_error("--advertise: only a master advertises an address");
+      if (cfg.advertise.size() > kMaxAddress)
+        throw std::runtime_error("--advertise " + cfg.advertise + ": longer than " + std::to_string(kMaxAddress) + " bytes");
+      const auto hp = parse_host_port(cfg.advertise, "--advertise");
+      if (hp.port == "0") throw std::runtime_error("--advertise " + cfg.advertise + ": port 0 is not an address peers can reach");
     }
     if (cfg.entitlement_sync_ms <= 0) throw std::runtime_error("--entitlement-sync-ms: must be > 0");
     if (cfg.handshake_timeout_ms <= 0 || cfg.frame_timeout_ms <= 0 || cfg.idle_timeout_ms <= 0)

@@ -103,11 +103,12 @@ std::vector<StoredKey> PgStore::load_keys() {
 // The database's clock, in ms since 1970: leases are timed by it alone.
 #define DB_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT"
 
-std::optional<uint64_t> PgStore::try_lead(const std::string& holder, const std::string& address, int64_t ttl_ms) {
+std::optional<uint64_t> PgStore::try_lead(const std::string& holder, const std::string& address, int64_t ttl_ms,
+                                          bool reclaim) {
   PgParams p;
-  p.text(holder).text(address).i64(ttl_ms);
+  p.text(holder).text(address).i64(ttl_ms).boolean(reclaim);
   PgResult r = db_.run("UPDATE leader SET epoch = epoch + 1, holder = $1, address = $2, expires_ms = " DB_NOW_MS
-                       " + $3 WHERE id = 1 AND expires_ms <= " DB_NOW_MS " RETURNING epoch",
+                       " + $3 WHERE id = 1 AND (expires_ms <= " DB_NOW_MS " OR ($4 AND holder = $1)) RETURNING epoch",
                        p);
   if (r.rows() == 0) return std::nullopt;
   return r.u64(0, 0);

@@ -73,6 +73,7 @@ std::string_view error_name(ErrorCode e) {
     case ErrorCode::TooLarge: return "too_large";
     case ErrorCode::Busy: return "busy";
     case ErrorCode::NotConfirmed: return "not_confirmed";
+    case ErrorCode::NotActive: return "not_active";
     case ErrorCode::Timeout: return "timeout";
     case ErrorCode::Unavailable: return "unavailable";
     case ErrorCode::Shutdown: return "shutdown";
@@ -274,6 +275,7 @@ std::vector<uint8_t> encode(const Message& m) {
   if (m.error) tlv_u16(b, T_ERROR, uint16_t(*m.error));
   if (m.role) tlv_u8(b, T_ROLE, uint8_t(*m.role));
   if (!m.text.empty()) tlv_bytes(b, T_TEXT, m.text.data(), m.text.size());
+  if (!m.active.empty()) tlv_bytes(b, T_ACTIVE, m.active.data(), m.active.size());
   for (const auto& k : m.keys) encode_key(b, k);
   for (const auto& e : m.bills) encode_bill(b, e);
   for (const auto& u : m.usages) encode_usage(b, u);
@@ -499,7 +501,7 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
   bool have_list = false;
   std::optional<uint16_t> err;
   std::optional<uint64_t> rem, since, until;
-  bool have_text = false;
+  bool have_text = false, have_active = false;
   DecodeStatus s = walk(body, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
     switch (tag) {
       case T_CHANNEL: return take_int(m.channel, v, len);
@@ -535,6 +537,13 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
         if (len > kMaxText) return DecodeStatus::BadValue;
         have_text = true;
         m.text.assign(reinterpret_cast<const char*>(v), len);
+        return DecodeStatus::Ok;
+      case T_ACTIVE:
+        // HOST:PORT: a DNS name (253) with a port fits; anything longer is not an address.
+        if (have_active) return DecodeStatus::DuplicateTag;
+        if (len == 0 || len > kMaxAddress) return DecodeStatus::BadValue;
+        have_active = true;
+        m.active.assign(reinterpret_cast<const char*>(v), len);
         return DecodeStatus::Ok;
       case T_KEY: {
         if (m.keys.size() >= kMaxKeysPerFrame) return DecodeStatus::BadValue;

@@ -24,6 +24,7 @@ constexpr uint8_t kVersion = 1;
 constexpr std::size_t kHeaderLen = 12;
 constexpr std::size_t kMaxBody = 1u << 20;  // 1 MiB
 constexpr std::size_t kMaxText = 512u << 10;
+constexpr std::size_t kMaxAddress = 260;  // T_ACTIVE: a 253-byte DNS name, ':' and a port
 constexpr std::size_t kMaxKeysPerFrame = 64;
 constexpr std::size_t kMaxBillsPerFrame = 4096;
 constexpr std::size_t kMaxChannelList = 65536;
@@ -82,6 +83,7 @@ enum class ErrorCode : uint16_t {
   TooLarge = 12,
   Busy = 13,
   NotConfirmed = 14,  // applied on the master, not yet confirmed by every slave
+  NotActive = 15,     // a standby master: the write goes to the active one (T_ACTIVE names it)
   // produced by the client library, never on the wire
   Timeout = 100,
   Unavailable = 101,
@@ -115,6 +117,8 @@ enum Tag : uint16_t {
   TB_AGE_MS = 0x207,    // optional: how long ago the event happened, on the slave's clock
   // inside T_USAGE (all required)
   TU_CHANNEL = 0x301, TU_SPI = 0x302, TU_BYTES = 0x303, TU_PACKETS = 0x304,
+  // Optional extensions (top bit set: a decoder that does not know them skips them)
+  T_ACTIVE = 0x8001,  // bytes: HOST:PORT of the active master (a not_active error)
 };
 
 // A key as carried on the wire: decipherment (or encipherment, same bytes for
@@ -172,6 +176,7 @@ struct Message {
   std::optional<ErrorCode> error;
   std::optional<Role> role;
   std::string text;  // error text, admin JSON, identity, software name
+  std::string active;  // T_ACTIVE: where the active master serves (not_active), empty: unknown
   std::vector<WireKey> keys;
   std::vector<BillEntry> bills;
   std::vector<UsageEntry> usages;  // T_USAGE: a checkpoint of many epochs (one frame per tick)

@@ -16,7 +16,6 @@ void Server::Impl::init() {
   tls_expiry = cert_expiry(ctx->native_handle());
   if (!cfg.audit_log.empty()) audit = std::make_unique<AuditLog>(cfg.audit_log);
   store = open_store(cfg.db, cfg.master_key_file);
-  for (auto& [id, e] : store->load_entitlements()) ents.set(id, std::move(e));
   if (auto r = store->meta("role"); r && *r != std::string(role_name(cfg.role)))
     throw std::runtime_error("--role " + std::string(role_name(cfg.role)) + ": database " +
                              shown_db(cfg.db) + " belongs to a " + *r);
@@ -35,29 +34,10 @@ void Server::Impl::init() {
     c.configured = true;
     c.timer = std::make_unique<asio::steady_timer>(io);
   }
-  // Keys: recompute monotonic deadlines from the stored wall-clock deadline.
-  auto now = MonoClock::now();
-  int64_t wnow = wall_now_ms();
-  for (auto& sk : store->load_keys()) {
-    Chan& c = chan_for(sk.channel);
-    c.gen = std::max(c.gen, sk.gen);
-    if (sk.expires_wall_ms - wnow < -(c.pol.grace_ms + cfg.retention_ms)) {
-      repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
-      continue;
-    }
-    MemKey k;
-    k.seq = sk.seq;
-    k.spi = sk.spi;
-    k.material = sk.material;
-    k.expires = now + milliseconds(sk.expires_wall_ms - wnow);
-    k.lifetime_ms = sk.lifetime_ms;
-    insert_mem(c, std::move(k));
-    repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
-  }
-  for (auto& [ch, hwm] : store->load_spi_hwm()) {
-    Chan& c = chan_for(ch);
-    c.hwm = std::max(c.hwm, hwm);
-  }
+  // Read at start on every role, so a database this master key cannot
+  // unwrap stops the process here; an active master reads it again when it
+  // takes the lead.
+  load_state();
   auto hp = parse_host_port(cfg.listen, "--listen");
   tcp::resolver res(io);
   boost::system::error_code ec;
@@ -65,6 +45,7 @@ void Server::Impl::init() {
   if (ec || eps.empty()) throw std::runtime_error("--listen " + cfg.listen + ": " + ec.message());
   open_acceptor(acceptor, eps.begin()->endpoint(), "--listen " + cfg.listen);
   bound_port = acceptor.local_endpoint().port();
+  if (master()) advertised = advertised_address();
   if (!cfg.metrics.empty()) {
     auto mp = parse_host_port(cfg.metrics, "--metrics");
     auto meps = res.resolve(mp.host, mp.port, ec);
@@ -86,14 +67,14 @@ void Server::Impl::open_acceptor(tcp::acceptor& a, const tcp::endpoint& ep, cons
 void Server::Impl::begin_serving() {
   accept();
   if (metrics_acceptor.is_open()) metrics_accept();
-  if (master()) {
-    for (auto& [id, c] : chans) schedule(c);
-  } else {
-    start_upstream();
-  }
-  maintenance();
   log("listening on " + cfg.listen + " (" + std::to_string(port()) + "), " +
-      std::to_string(chans.size()) + " channel(s), key seq " + std::to_string(repl_seq.load()));
+      std::to_string(chans.size()) + " channel(s), key seq " + std::to_string(repl_seq.load()) +
+      (master() ? ", advertised as " + advertised : std::string()));
+  if (master())
+    lead_tick();  // active at once when no other master leads
+  else
+    start_upstream();
+  maintenance();
 }
 
 Chan& Server::Impl::chan_for(uint32_t id) {
@@ -109,7 +90,18 @@ Chan& Server::Impl::chan_for(uint32_t id) {
 void Server::Impl::do_stop() {
   if (stopping) return;
   commit_billing();
+  if (active) {
+    // A clean stop hands the lead over now instead of after the lease.
+    try {
+      store->release_lead(epoch);
+      log("released the lead (epoch " + std::to_string(epoch) + ")");
+    } catch (const std::exception& e) {
+      log(LogLevel::Warning, std::string("could not release the lead: ") + e.what());
+    }
+    active = false;
+  }
   stopping = true;
+  lead_timer.cancel();
   boost::system::error_code ec;
   acceptor.close(ec);
   metrics_acceptor.close(ec);
@@ -175,7 +167,8 @@ std::string Server::reload_tls() {
         if (c->peer.role == Role::Client)
           for (uint32_t ch : c->served) lost[ch] += (lost[ch].empty() ? "" : ",") + c->peer.identity;
       for (auto* c : gone) c->close("certificate not valid under the reloaded CA/CRL");
-      if (impl->master())
+      // Only the active master rekeys; a standby holds no channel's keys.
+      if (impl->master() && impl->active)
         for (auto& [id, who] : lost) {
           auto it = impl->chans.find(id);
           if (it == impl->chans.end() || !it->second.configured) continue;

@@ -44,6 +44,7 @@ void Server::Impl::on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
   switch (m.type) {
     case MsgType::AdminStatus: r.text = status_json(); break;
     case MsgType::AdminEntitlements: {
+      if (!require_serving(c, m)) return;
       Json o = Json::array();
       for (auto& [id, e] : ents.all())
         if (m.text.empty() || m.text == id) o.push_back(entitlement_object(id, e));
@@ -60,11 +61,15 @@ void Server::Impl::on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
       pending.e = nullptr;  // written when the slaves have answered
       return;
     }
-    case MsgType::AdminChannels: r.text = channels_json(now); break;
+    case MsgType::AdminChannels:
+      if (!require_serving(c, m)) return;
+      r.text = channels_json(now);
+      break;
     case MsgType::AdminBilling:
     case MsgType::AdminInvoices:
     case MsgType::AdminBillingClose: {
-      if (!require_master(c, m)) return;
+      // The ledger is the database's: any master reads it, the active one closes periods.
+      if (m.type == MsgType::AdminBillingClose ? !require_master(c, m) : !require_any_master(c, m)) return;
       TextFormat f = TextFormat::Table;
       if (!m.text.empty() && !parse_text_format(m.text, f))
         return reply_error(c, m, ErrorCode::BadRequest, "format must be table, json or csv");
@@ -187,6 +192,14 @@ std::string Server::Impl::status_json() {
   o["handshakes_failed"] = handshakes_failed;
   o["keys_made"] = keys_made;
   if (master()) {
+    // Masters sharing one database: this one's part, and who leads.
+    o["active"] = active;
+    o["epoch"] = active ? epoch : seen.epoch;
+    o["active_address"] = active ? Json(advertised) : seen.address.empty() ? Json(nullptr) : Json(seen.address);
+    o["advertised"] = advertised;
+    o["failover_ms"] = cfg.failover_ms;
+    o["takeovers"] = takeovers;
+    o["stepdowns"] = stepdowns;
     o["billing_duplicate_requests"] = duplicate_requests;
     o["usage_checkpoints"] = checkpoints_counted;
     o["usage_checkpoints_unchanged"] = checkpoints_unchanged;

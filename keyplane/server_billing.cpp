@@ -50,7 +50,7 @@ void Server::Impl::commit_billing() {
   pb = PendingBill{};
   last_batch = b.replies.size();
   if (b.replies.empty() && b.requests.empty() && b.request_events.empty()) return;
-  bool ok = true;
+  bool ok = true, fenced = false;
   const int64_t at = wall_now_ms();
   uint64_t counted = 0, unchanged = 0;
   std::map<std::size_t, uint64_t> unchanged_in;  // by reply
@@ -89,6 +89,13 @@ void Server::Impl::commit_billing() {
     for (auto& [i, n] : unchanged_in)
       b.replies[i].second.text = (n > 1 ? std::to_string(n) + " epochs " : std::string()) +
                                  "unchanged: at or below the high-water mark";
+  } catch (const Fenced& e) {
+    // Another master leads now: none of this batch was booked here, and its
+    // requests are re-sent there.
+    store->rollback();
+    ok = false;
+    fenced = true;
+    step_down(e.what());
   } catch (const std::exception& e) {
     store->rollback();
     log(LogLevel::Error, std::string("billing commit failed: ") + e.what());
@@ -99,6 +106,8 @@ void Server::Impl::commit_billing() {
     if (!c) continue;
     if (ok)
       c->send(r);
+    else if (fenced)
+      reply_not_active(c, r);
     else
       reply_error(c, r, ErrorCode::Internal, "billing store unavailable");
   }

@@ -162,6 +162,27 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   bool master() const { return cfg.role == Role::Master; }
 
+  // ---------------------------------------------------------------- leadership (masters)
+  // Masters sharing one database: the active one mints keys, books billing
+  // and feeds the slaves; the others stand by (keyplane/server_leader.cpp).
+  asio::steady_timer lead_timer{io};
+  std::string advertised;  // HOST:PORT: this master's holder name and address
+  bool active = false;
+  uint64_t epoch = 0;                   // our fencing epoch while active
+  MonoClock::time_point lease_until{};  // our lease's end on our own clock
+  bool reclaim_tried = false;
+  Leadership seen;  // who leads, as the database last said (standby)
+  MonoClock::time_point seen_at{};
+  uint64_t takeovers = 0, stepdowns = 0, lead_errors = 0;
+  milliseconds lease() const { return milliseconds(cfg.failover_ms * 2 / 3); }
+  milliseconds lead_period() const { return milliseconds(std::max<int64_t>(cfg.failover_ms / 6, 1)); }
+  std::string advertised_address() const;
+  bool lease_valid(MonoClock::time_point now) const;
+  void lead_tick();
+  void take_lead(uint64_t e, MonoClock::time_point asked);
+  void step_down(const std::string& why);
+  void load_state();
+
   // ---------------------------------------------------------------- setup
   void init();
   void open_acceptor(tcp::acceptor& a, const tcp::endpoint& ep, const std::string& what);
@@ -219,10 +240,18 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   // ---------------------------------------------------------------- requests
   void reply_error(const std::shared_ptr<Conn>& c, const Message& req, ErrorCode code,
-                   const std::string& text, std::optional<int64_t> rem = std::nullopt);
+                   const std::string& text, std::optional<int64_t> rem = std::nullopt, std::string active = {});
 
   bool require(const std::shared_ptr<Conn>& c, const Message& m, std::initializer_list<Role> roles);
+  // A write (or anything only the leader knows): slaves answer not_master,
+  // standby masters not_active naming the active one.
   bool require_master(const std::shared_ptr<Conn>& c, const Message& m);
+  // A read of the shared database: any master.
+  bool require_any_master(const std::shared_ptr<Conn>& c, const Message& m);
+  // A read of the in-memory keys: a slave, or the active master (a
+  // standby's copy is not kept up to date).
+  bool require_serving(const std::shared_ptr<Conn>& c, const Message& m);
+  void reply_not_active(const std::shared_ptr<Conn>& c, const Message& m);
   Chan* channel_for(const std::shared_ptr<Conn>& c, const Message& m);
   void handle(const std::shared_ptr<Conn>& c, Message m);
   void on_key_request(const std::shared_ptr<Conn>& c, const Message& m);

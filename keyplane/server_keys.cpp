@@ -124,7 +124,7 @@ const MemKey& Server::Impl::make_key(Chan& c, MonoClock::time_point expires) {
 // kms-origin on the master: keep a current key, and make the next one when
 // the current key's remaining time reaches P1.
 void Server::Impl::schedule(Chan& c) {
-  if (!master() || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping) return;
+  if (!master() || !active || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping) return;
   MonoClock::time_point when;
   try {
     for (;;) {
@@ -146,6 +146,10 @@ void Server::Impl::schedule(Chan& c) {
       }
       break;
     }
+  } catch (const Fenced& e) {
+    // Another master leads: it makes this channel's keys now.
+    step_down(e.what());
+    return;
   } catch (const std::exception& e) {
     log(LogLevel::Error, "channel " + std::to_string(c.pol.id) + ": cannot make key: " + e.what());
     when = MonoClock::now() + milliseconds(1000);

@@ -33,7 +33,8 @@ std::string Server::Impl::metrics_text() {
        "# TYPE keycast_build_info gauge\n"
     << "keycast_build_info{version=\"" << kSoftwareVersion << "\",protocol=\"" << int(kVersion)
     << "\",role=\"" << role_name(cfg.role) << "\"} 1\n";
-  {
+  // A standby's keys are as it last read them, not the channels' keys.
+  if (!master() || active) {
     const auto now = MonoClock::now();
     o << "# HELP keycast_key_remaining_seconds Remaining effective time of each channel's current and "
          "next key (absent: no such key).\n# TYPE keycast_key_remaining_seconds gauge\n";
@@ -93,6 +94,18 @@ std::string Server::Impl::metrics_text() {
   if (tls_expiry.cert) o << "keycast_tls_cert_expiry_timestamp_seconds{cert=\"server\"} " << *tls_expiry.cert << "\n";
   if (tls_expiry.ca) o << "keycast_tls_cert_expiry_timestamp_seconds{cert=\"ca\"} " << *tls_expiry.ca << "\n";
   if (master()) {
+    o << "# HELP keycast_master_active 1 while this master leads the masters sharing its database.\n"
+         "# TYPE keycast_master_active gauge\nkeycast_master_active " << (active ? 1 : 0) << "\n"
+      << "# HELP keycast_master_epoch Fencing epoch of the lead: this master's while active, else the "
+         "leader's as last read.\n# TYPE keycast_master_epoch gauge\nkeycast_master_epoch "
+      << (active ? epoch : seen.epoch) << "\n"
+      << "# HELP keycast_master_lead_changes_total Times this master took the lead and stood down.\n"
+         "# TYPE keycast_master_lead_changes_total counter\n"
+      << "keycast_master_lead_changes_total{change=\"took\"} " << takeovers << "\n"
+      << "keycast_master_lead_changes_total{change=\"stood_down\"} " << stepdowns << "\n"
+      << "# HELP keycast_master_lead_errors_total Lease renewals and takeover attempts that failed on "
+         "the database.\n# TYPE keycast_master_lead_errors_total counter\nkeycast_master_lead_errors_total "
+      << lead_errors << "\n";
     // Per slave identity (one certificate may serve several slaves): what
     // this master has written to their sessions that TCP has not yet taken,
     // and the entitlement changes they have not yet confirmed.

@@ -120,7 +120,7 @@ void Server::Impl::maintenance() {
   for (auto& [id, c] : chans) prune(c, now);
   if (!master()) replication_lag_s(now);  // notes when the slave falls behind
   forward_billing();
-  if (master() && now - last_event_prune > std::chrono::minutes(10)) {
+  if (master() && active && now - last_event_prune > std::chrono::minutes(10)) {
     last_event_prune = now;
     try {
       store->prune_request_events(kRequestEventRetentionS);

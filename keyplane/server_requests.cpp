@@ -5,13 +5,15 @@
 namespace keycast::kp {
 
 void Server::Impl::reply_error(const std::shared_ptr<Conn>& c, const Message& req, ErrorCode code,
-                               const std::string& text, std::optional<int64_t> rem) {
+                               const std::string& text, std::optional<int64_t> rem, std::string active) {
   ++err_by_code[std::string(error_name(code))];
   if (audit_pending) {
     audit_pending->result = std::string(error_name(code));
     audit_pending->detail = text;
   }
-  c->send(make_error(req.req_id, code, text, rem));
+  Message e = make_error(req.req_id, code, text, rem);
+  e.active = std::move(active);
+  c->send(e);
 }
 
 bool Server::Impl::require(const std::shared_ptr<Conn>& c, const Message& m, std::initializer_list<Role> roles) {
@@ -23,10 +25,35 @@ bool Server::Impl::require(const std::shared_ptr<Conn>& c, const Message& m, std
   return false;
 }
 
-bool Server::Impl::require_master(const std::shared_ptr<Conn>& c, const Message& m) {
+bool Server::Impl::require_any_master(const std::shared_ptr<Conn>& c, const Message& m) {
   if (master()) return true;
   reply_error(c, m, ErrorCode::NotMaster, std::string(type_name(m.type)) + " goes to the master");
   return false;
+}
+
+bool Server::Impl::require_master(const std::shared_ptr<Conn>& c, const Message& m) {
+  if (!require_any_master(c, m)) return false;
+  if (lease_valid(MonoClock::now())) return true;
+  // The lease timer may not have run yet: nothing is written past the lease.
+  if (active) step_down("the lease ran out without a renewal");
+  reply_not_active(c, m);
+  return false;
+}
+
+bool Server::Impl::require_serving(const std::shared_ptr<Conn>& c, const Message& m) {
+  return !master() || require_master(c, m);
+}
+
+void Server::Impl::reply_not_active(const std::shared_ptr<Conn>& c, const Message& m) {
+  // Not a leader whose lease has run out (it died): peers would only go
+  // there to fail; this standby is about to take over.
+  const bool known = !seen.address.empty() && seen.address != advertised &&
+                     MonoClock::now() < seen_at + milliseconds(seen.remaining_ms);
+  reply_error(c, m, ErrorCode::NotActive,
+              "not the active master; " + (known ? "the active one is " + seen.address + " (epoch " +
+                                                       std::to_string(seen.epoch) + ")"
+                                                 : std::string("none leads at the moment")),
+              std::nullopt, known ? seen.address : std::string());
 }
 
 Chan* Server::Impl::channel_for(const std::shared_ptr<Conn>& c, const Message& m) {
@@ -91,6 +118,9 @@ void Server::Impl::handle(const std::shared_ptr<Conn>& c, Message m) {
         return reply_error(c, m, ErrorCode::BadRequest,
                            std::string(type_name(m.type)) + " is not a request");
     }
+  } catch (const Fenced& e) {
+    step_down(e.what());
+    reply_not_active(c, m);
   } catch (const std::exception& e) {
     log(LogLevel::Error, std::string("internal error: ") + e.what());
     reply_error(c, m, ErrorCode::Internal, "internal error");
@@ -98,7 +128,7 @@ void Server::Impl::handle(const std::shared_ptr<Conn>& c, Message m) {
 }
 
 void Server::Impl::on_key_request(const std::shared_ptr<Conn>& c, const Message& m) {
-  if (!require(c, m, {Role::Client, Role::Sender, Role::Admin})) return;
+  if (!require(c, m, {Role::Client, Role::Sender, Role::Admin}) || !require_serving(c, m)) return;
   Chan* ch = channel_for(c, m);
   if (!ch) return;
   auto now = MonoClock::now();

@@ -294,13 +294,14 @@ StoredKey SqliteStore::key_row(sqlite3_stmt* s) const {
 #define DB_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
 
 std::optional<uint64_t> SqliteStore::try_lead(const std::string& holder, const std::string& address,
-                                              int64_t ttl_ms) {
+                                              int64_t ttl_ms, bool reclaim) {
   sqlite3_stmt* s = prep("UPDATE leader SET epoch = epoch + 1, holder = ?1, address = ?2, expires_ms = " DB_NOW_MS
-                         " + ?3 WHERE id = 1 AND expires_ms <= " DB_NOW_MS " RETURNING epoch");
+                         " + ?3 WHERE id = 1 AND (expires_ms <= " DB_NOW_MS " OR (?4 AND holder = ?1)) RETURNING epoch");
   Reset r{s};
   sqlite3_bind_text(s, 1, holder.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(s, 2, address.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(s, 3, ttl_ms);
+  sqlite3_bind_int(s, 4, reclaim ? 1 : 0);
   const int rc = sqlite3_step(s);
   if (rc == SQLITE_ROW) {
     const auto epoch = uint64_t(sqlite3_column_int64(s, 0));

@@ -25,7 +25,7 @@ class SqliteStore final : public Store {
   void rollback() override;
 
   std::optional<uint64_t> try_lead(const std::string& holder, const std::string& address,
-                                   int64_t ttl_ms) override;
+                                   int64_t ttl_ms, bool reclaim) override;
   bool renew_lead(uint64_t epoch, int64_t ttl_ms) override;
   void release_lead(uint64_t epoch) override;
   Leadership leadership() override;

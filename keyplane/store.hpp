@@ -99,9 +99,13 @@ class Store {
   // which is never later than the database's view.
   //
   // try_lead takes the lease when it is free or expired and returns the new
-  // epoch; nullopt while another holds it.
+  // epoch; nullopt while another holds it. reclaim: also when the lease is
+  // held under this same holder name, i.e. by this master's previous process
+  // (killed, restarted): it need not wait out its own lease. A name shared by
+  // two live masters is a misconfiguration; fencing still keeps their writes
+  // apart, and a caller reclaims only once, at start, so they do not flap.
   virtual std::optional<uint64_t> try_lead(const std::string& holder, const std::string& address,
-                                           int64_t ttl_ms) = 0;
+                                           int64_t ttl_ms, bool reclaim = false) = 0;
   // Extends the caller's lease; false when epoch is no longer the leader's.
   virtual bool renew_lead(uint64_t epoch, int64_t ttl_ms) = 0;
   // Ends the caller's lease now (a clean stop): a standby need not wait for it to expire.

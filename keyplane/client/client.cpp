@@ -59,7 +59,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   uint32_t next_id = 1;
   std::shared_ptr<Conn> conn;
   State state = State::Idle;
-  std::size_t idx = 0, failures_in_round = 0;
+  std::size_t idx = 0, failures_in_round = 0, not_active_in_row = 0;
   std::chrono::milliseconds backoff;
   bool retry_scheduled = false, stopping = false, persistent = false;
   std::string last_error = "not connected yet";
@@ -276,7 +276,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     flush();
   }
 
-  void fail(const std::shared_ptr<Conn>& c, std::string why) {
+  // pause: wait this long before connecting again even after a session
+  // that was up (a server that answered "not me").
+  void fail(const std::shared_ptr<Conn>& c, std::string why,
+            std::chrono::milliseconds pause = std::chrono::milliseconds(0)) {
     if (conn != c) return;
     bool was_ready = state == State::Ready;
     last_error = c->server + ": " + why;
@@ -292,20 +295,28 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     inflight.clear();
     for (auto it = back.rbegin(); it != back.rend(); ++it) queue.push_front(std::move(*it));
     idx = (idx + 1) % hosts.size();
+    if (was_ready && pause.count() > 0) {
+      failures_in_round = 0;
+      return retry_after(pause);
+    }
     if (was_ready) {
       failures_in_round = 0;
     } else if (++failures_in_round >= hosts.size()) {
       failures_in_round = 0;
-      retry_scheduled = true;
-      retry_timer.expires_after(backoff);
+      const auto wait = backoff;
       backoff = std::min(backoff * 2, o.backoff_max);
-      retry_timer.async_wait([this](boost::system::error_code ec) {
-        retry_scheduled = false;
-        if (!ec) ensure_connecting();
-      });
-      return;
+      return retry_after(wait);
     }
     ensure_connecting();
+  }
+
+  void retry_after(std::chrono::milliseconds wait) {
+    retry_scheduled = true;
+    retry_timer.expires_after(wait);
+    retry_timer.async_wait([this](boost::system::error_code ec) {
+      retry_scheduled = false;
+      if (!ec) ensure_connecting();
+    });
   }
 
   void flush() {
@@ -375,6 +386,33 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (it == inflight.end()) return;  // timed out already
     Pending p = std::move(it->second);
     inflight.erase(it);
+    if (m.type == MsgType::Error && m.error == ErrorCode::NotActive && hosts.size() > 1) {
+      // A standby master: go to the active one it names, else on round the
+      // list. A subscription is not re-sent: on_connect subscribes anew.
+      const bool resend = p.msg.type != MsgType::ReplSubscribe;
+      if (resend) queue.push_front(std::move(p));
+      std::optional<std::size_t> named;
+      for (std::size_t i = 0; i < hosts.size(); ++i)
+        if (!m.active.empty() && hosts[i].text == m.active) named = i;
+      // A round of "not me" (the one named did not answer either, or none
+      // was named): a takeover is under way. Pause before the next round
+      // rather than spin through handshakes with the standbys.
+      const bool pause = ++not_active_in_row >= hosts.size();
+      if (pause) not_active_in_row = 0;
+      if (named) idx = (*named + hosts.size() - 1) % hosts.size();  // fail() moves on by one
+      fail(c, "not the active master" + (m.active.empty() ? std::string() : ", " + m.active + " is"),
+           pause ? o.backoff_min : std::chrono::milliseconds(0));
+      if (!resend) {
+        Result r;
+        r.error = ErrorCode::NotActive;
+        r.message = m.text;
+        r.received_at = now;
+        r.server = c->server;
+        r.reply = std::move(m);
+        deliver(p, std::move(r));
+      }
+      return;
+    }
     if (m.type == MsgType::Error && m.error == ErrorCode::NotMaster && hosts.size() > 1 &&
         p.redirects < hosts.size()) {
       // A master-only request reached a slave: try the next server in the list.
@@ -383,6 +421,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       fail(c, "not the master");
       return;
     }
+    not_active_in_row = 0;
     Result r;
     r.received_at = now;
     r.server = c->server;

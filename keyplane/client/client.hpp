@@ -23,6 +23,12 @@
 //  * A master-only request (generate, upload, usage, rotate, billing) that
 //    reaches a slave is retried on the next server, and the client stays there;
 //    senders may also set require_master to skip slaves at connect time.
+//  * Any request that reaches a standby master (not_active: several masters
+//    share one database and another leads) goes to the active master the
+//    reply names, when it is in the list as the master advertises itself,
+//    else round the list; after as many not_active replies in a row as
+//    there are servers (a takeover under way) it pauses backoff_min. The request's
+//    timeout still bounds it all.
 //  * Connection failures move to the next server in the list; after a whole
 //    round fails, the client waits (backoff_min doubling up to backoff_max).
 //  * A request not answered within request_timeout completes with

@@ -527,3 +527,61 @@ TEST(BinariesPg, KeydOnPostgresKeepsItsKeysAcrossARestart) {
     EXPECT_EQ(p.stop(), 0);
   }
 }
+
+// Two keyd masters as processes on one database: SIGKILL the active one (no
+// clean release: its lease has to run out) and the standby leads, serving
+// the key the dead one made.
+TEST(Binaries, StandbyMasterTakesOverFromAKilledActive) {
+  TempDir d;
+  const std::string keyd = KEYCAST_KEYD_BIN;
+  ASSERT_EQ(run(keyd + " --gen-master-key " + (d / "mk")).first, 0);
+  constexpr int kFailoverMs = 1500;
+  const std::vector<std::string> args = {
+      keyd, "--db", d / "shared.db", "--master-key-file", d / "mk", "--listen", "127.0.0.1:0",
+      "--failover-ms", std::to_string(kFailoverMs), "--tls-cert", pki() / "master.crt", "--tls-key",
+      pki() / "master.key", "--tls-ca", pki() / "ca.crt", "--channel", "1:origin=kms"};
+  auto start = [&](Proc& p) -> uint16_t {
+    spawn(p, args);
+    const std::string line = read_line(p.out, 20000);
+    const auto pos = line.find("listening on port ");
+    if (pos == std::string::npos) {
+      ADD_FAILURE() << line;
+      return 0;
+    }
+    return uint16_t(std::stoi(line.substr(pos + 18)));
+  };
+  auto status = [](uint16_t port) {
+    ClientOptions o = client_options("admin", {port});
+    o.request_timeout = std::chrono::milliseconds(3000);
+    Client c(o);
+    Result r = admin(c, MsgType::AdminStatus);
+    return r.ok() ? Json::parse(r.message) : Json();
+  };
+  Proc a, b;
+  const uint16_t pa = start(a);
+  ASSERT_NE(pa, 0);
+  ASSERT_TRUE(wait_until([&] { return status(pa).value("active", false); }));
+  const uint16_t pb = start(b);
+  ASSERT_NE(pb, 0);
+  ASSERT_TRUE(wait_until([&] { return status(pb).value("active_address", Json()) == addr(pa); }));
+  const uint64_t epoch = status(pa)["epoch"].get<uint64_t>();
+
+  Client cl(client_options("client", {pa, pb}));
+  Result before = fetch(cl, 1, Which::Current);
+  ASSERT_TRUE(before.ok()) << before.message;
+  EXPECT_EQ(before.server, addr(pa));
+
+  a.stop(SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return status(pb).value("active", false); }));
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed);
+  std::cout << "[ figures  ] takeover " << took.count() << " ms after SIGKILL (failover-ms " << kFailoverMs
+            << ", bound 5/6 of it plus the status poll)\n";
+  EXPECT_EQ(status(pb)["epoch"].get<uint64_t>(), epoch + 1);
+  Result after = fetch(cl, 1, Which::Current);
+  ASSERT_TRUE(after.ok()) << after.message;
+  EXPECT_EQ(after.server, addr(pb));
+  EXPECT_EQ(after.keys[0].spi, before.keys[0].spi);
+  EXPECT_TRUE(after.keys[0].material == before.keys[0].material);
+  EXPECT_EQ(b.stop(), 0);
+}

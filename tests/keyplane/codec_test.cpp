@@ -430,3 +430,30 @@ TEST(Codec, WireKeyRecordConversion) {
   EXPECT_TRUE(back.material == r.material);
   EXPECT_EQ(back.remaining_ms(now), 1244);  // anchored at receipt on the receiver's clock
 }
+
+// not_active names the active master in an optional tag: checked when
+// present, and a decoder that does not know it would skip it (top bit).
+TEST(Codec, NotActiveNamesTheActiveMaster) {
+  Message e = make_error(9, ErrorCode::NotActive, "not the active master");
+  e.active = "kms-b.example:7400";
+  Message out = roundtrip(e);
+  EXPECT_EQ(out.error, ErrorCode::NotActive);
+  EXPECT_EQ(out.active, "kms-b.example:7400");
+  EXPECT_EQ(error_name(ErrorCode::NotActive), "not_active");
+  EXPECT_NE(T_ACTIVE & 0x8000, 0) << "an older decoder must be able to skip it";
+  EXPECT_TRUE(roundtrip(make_error(9, ErrorCode::NotActive, "none leads")).active.empty());
+
+  std::vector<uint8_t> b;
+  tlv(b, T_ERROR, {0, 15});
+  tlv(b, T_ACTIVE, {});
+  EXPECT_EQ(dec(frame(0xFF, b)), DecodeStatus::BadValue) << "an empty address";
+  b.clear();
+  tlv(b, T_ERROR, {0, 15});
+  tlv(b, T_ACTIVE, std::vector<uint8_t>(kMaxAddress + 1, 'a'));
+  EXPECT_EQ(dec(frame(0xFF, b)), DecodeStatus::BadValue) << "longer than any HOST:PORT";
+  b.clear();
+  tlv(b, T_ERROR, {0, 15});
+  tlv(b, T_ACTIVE, {'a', ':', '1'});
+  tlv(b, T_ACTIVE, {'b', ':', '1'});
+  EXPECT_EQ(dec(frame(0xFF, b)), DecodeStatus::DuplicateTag);
+}

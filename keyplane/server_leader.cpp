@@ -1,0 +1,153 @@
+// The key server, masters sharing one database: which one leads.
+//
+// Every master runs the same loop on its event-loop thread. A standby asks
+// the store for the lease every failover/6; the active renews it as often.
+// The lease is 2/3 of --failover-ms, so after the active dies its lease runs
+// out at most 2/3 later and a standby notices within another 1/6: the lead
+// moves within 5/6 of --failover-ms.
+//
+// The active also times its lease on its own monotonic clock, from before it
+// asked: the database extended the lease from a later instant, so the local
+// bound runs out first and an active that cannot reach the database stops
+// writing before any standby may start. That is the liveness side; safety
+// does not rest on it: every write of the store carries the fencing epoch
+// (Store::fence), and the database refuses the writes of a superseded one.
+#include "keyplane/server_impl.hpp"
+
+namespace keycast::kp {
+
+// A wildcard listen address names no machine: peers are told this host's name.
+std::string Server::Impl::advertised_address() const {
+  if (!cfg.advertise.empty()) return cfg.advertise;
+  std::string host = parse_host_port(cfg.listen, "--listen").host;
+  if (host.empty() || host == "0.0.0.0" || host == "::") {
+    char name[256] = {};
+    if (gethostname(name, sizeof name - 1) == 0 && name[0]) host = name;
+  }
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return host + ":" + std::to_string(port());
+}
+
+bool Server::Impl::lease_valid(MonoClock::time_point now) const { return active && now < lease_until; }
+
+void Server::Impl::lead_tick() {
+  if (stopping) return;
+  const auto asked = MonoClock::now();
+  try {
+    if (active) {
+      if (store->renew_lead(epoch, lease().count()))
+        lease_until = asked + lease();
+      else
+        step_down("another master took the lead");
+    } else {
+      // Once, at start: a lease still held under our own name is our
+      // previous process's, which is gone (we hold its address).
+      const bool reclaim = !reclaim_tried;
+      reclaim_tried = true;
+      if (auto e = store->try_lead(advertised, advertised, lease().count(), reclaim))
+        take_lead(*e, asked);
+      else
+        seen = store->leadership(), seen_at = asked;
+    }
+  } catch (const std::exception& e) {
+    ++lead_errors;
+    log(LogLevel::Warning, std::string("leadership: ") + e.what());
+  }
+  const auto now = MonoClock::now();
+  if (active && now >= lease_until) step_down("the lease ran out without a renewal (database unreachable?)");
+  // Never later than the lease's end: an active that cannot renew is
+  // stopped by this timer even when nothing else happens.
+  auto next = now + lead_period();
+  if (active) next = std::min(next, lease_until);
+  lead_timer.expires_at(next);
+  lead_timer.async_wait([this](boost::system::error_code ec) {
+    if (!ec) lead_tick();
+  });
+}
+
+void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
+  try {
+    // The fence first: nothing below writes under an epoch not yet ours.
+    store->fence(e);
+    // The previous active may have made keys, moved SPI marks and changed
+    // entitlements since this process read the store.
+    load_state();
+  } catch (...) {
+    // Not leading after all: hand the lease back rather than sit on it
+    // without serving until it runs out.
+    try {
+      store->release_lead(e);
+    } catch (...) {
+    }
+    throw;
+  }
+  epoch = e;
+  lease_until = asked + lease();
+  active = true;
+  ++takeovers;
+  seen = Leadership{e, advertised, advertised, lease().count()};
+  log("active: leading the masters of " + shown_db(cfg.db) + " (epoch " + std::to_string(e) + ", " +
+      std::to_string(chans.size()) + " channel(s), key seq " + std::to_string(repl_seq.load()) + ")");
+  for (auto& [id, c] : chans) schedule(c);
+}
+
+void Server::Impl::step_down(const std::string& why) {
+  if (!active) return;
+  active = false;
+  ++stepdowns;
+  for (auto& [id, c] : chans)
+    if (c.timer) c.timer->cancel();
+  log(LogLevel::Warning, "standby: " + why + " (was epoch " + std::to_string(epoch) + ")");
+  // What was accepted is committed while the fence still admits it; once
+  // another master leads the database refuses it and its replies are never
+  // sent, so the clients re-send it to the new active (event ids keep it
+  // counted once).
+  commit_billing();
+  // Peers must find the new active: every session ends (clients re-send
+  // their unanswered requests elsewhere, slaves subscribe again there).
+  std::vector<Conn*> all(conns.begin(), conns.end());
+  for (auto* c : all) c->close("this master is no longer active");
+  // Who leads now, so the next not_active can name it.
+  seen = Leadership{};
+  try {
+    seen_at = MonoClock::now();
+    seen = store->leadership();
+  } catch (const std::exception&) {
+    // The database is what we lost: nobody is named until it answers.
+  }
+}
+
+// Keys, generations, SPI marks and entitlements as the store holds them.
+void Server::Impl::load_state() {
+  for (auto& [id, c] : chans) {
+    if (c.timer) c.timer->cancel();
+    c.keys.clear();  // KeyMaterial zeroises itself
+    c.by_exp.clear();
+  }
+  Entitlements fresh;
+  for (auto& [id, e] : store->load_entitlements()) fresh.set(id, std::move(e));
+  fresh.set_seq(ents.seq());
+  ents = std::move(fresh);
+  // Recompute monotonic deadlines from the stored wall-clock deadline.
+  auto now = MonoClock::now();
+  int64_t wnow = wall_now_ms();
+  for (auto& sk : store->load_keys()) {
+    Chan& c = chan_for(sk.channel);
+    c.gen = std::max(c.gen, sk.gen);
+    repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
+    if (sk.expires_wall_ms - wnow < -(c.pol.grace_ms + cfg.retention_ms)) continue;
+    MemKey k;
+    k.seq = sk.seq;
+    k.spi = sk.spi;
+    k.material = sk.material;
+    k.expires = now + milliseconds(sk.expires_wall_ms - wnow);
+    k.lifetime_ms = sk.lifetime_ms;
+    insert_mem(c, std::move(k));
+  }
+  for (auto& [ch, hwm] : store->load_spi_hwm()) {
+    Chan& c = chan_for(ch);
+    c.hwm = std::max(c.hwm, hwm);
+  }
+}
+
+}  // namespace keycast::kp

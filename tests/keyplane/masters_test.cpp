@@ -1,0 +1,207 @@
+// Several masters on one database: one leads, the others stand by, refuse
+// with not_active naming it, and take over when it goes; a master whose
+// lease was taken writes nothing more.
+#include <gtest/gtest.h>
+
+#include "keyplane/json.hpp"
+#include "store_backends.hpp"
+
+using namespace kptest;
+
+namespace {
+
+Json status_of(uint16_t port) {
+  ClientOptions o = client_options("admin", {port});
+  Client c(o);
+  Result r = admin(c, MsgType::AdminStatus);
+  if (!r.ok()) return Json();
+  return Json::parse(r.message);
+}
+
+bool is_active(uint16_t port) {
+  Json s = status_of(port);
+  return s.is_object() && s.value("active", false);
+}
+
+Message generate(uint32_t ch) {
+  Message g;
+  g.type = MsgType::GenerateRequest;
+  g.channel = ch;
+  g.which = Which::Both;
+  return g;
+}
+
+class Masters : public ServerBackends {
+ protected:
+  // Short enough for a quick takeover, long enough for a loaded machine:
+  // the lease is 2/3 of it and renewed every 1/6.
+  static constexpr int64_t kFailoverMs = 1200;
+
+  ServerConfig master_config(int64_t failover_ms = kFailoverMs) {
+    ServerConfig c = config(Role::Master, "masters");  // the one database they share
+    c.channels[1] = policy(1, KeyOrigin::Kms);
+    c.channels[2] = policy(2, KeyOrigin::Sender);
+    // Short-lived keys: the active master mints one every second.
+    c.channels[3] = policy(3, KeyOrigin::Kms, 1000, 600, 300, 200);
+    c.failover_ms = failover_ms;
+    return c;
+  }
+  std::unique_ptr<Server> start(ServerConfig c) {
+    auto s = std::make_unique<Server>(std::move(c));
+    s->start();
+    return s;
+  }
+};
+
+KP_BOTH_BACKENDS(Masters);
+
+}  // namespace
+
+TEST_P(Masters, OneLeadsTheStandbyNamesItAndTakesOverWhenItStops) {
+  auto a = start(master_config());
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  auto b = start(master_config());
+  // b has read the lease at least once once it names a as the active one.
+  ASSERT_TRUE(wait_until([&] { return status_of(b->port()).value("active_address", Json()) == addr(a->port()); }));
+  Json sa = status_of(a->port()), sb = status_of(b->port());
+  EXPECT_TRUE(sa["active"].get<bool>());
+  EXPECT_FALSE(sb["active"].get<bool>());
+  EXPECT_EQ(sa["epoch"], sb["epoch"]);
+  const uint64_t epoch = sa["epoch"].get<uint64_t>();
+
+  // The standby refuses key requests and writes, naming the active master.
+  {
+    Client only_b(client_options("sender", {b->port()}));
+    Result r = only_b.call(generate(1));
+    EXPECT_EQ(r.error, ErrorCode::NotActive) << r.message;
+    EXPECT_EQ(r.reply.active, addr(a->port()));
+    Result k = fetch(only_b, 1, Which::Both);
+    EXPECT_EQ(k.error, ErrorCode::NotActive) << k.message;
+  }
+  // A peer with both in its list ends up at the active one, whatever the order.
+  Client sender(client_options("sender", {b->port(), a->port()}));
+  Result g = sender.call(generate(1));
+  ASSERT_TRUE(g.ok()) << g.message;
+  EXPECT_EQ(g.server, addr(a->port()));
+  const WireKey cur = *slot(g, Slot::Current), nxt = *slot(g, Slot::Next);
+  Result fast = sender.call(generate(3));
+  ASSERT_TRUE(fast.ok()) << fast.message;
+  const uint32_t fast_spi = slot(fast, Slot::Next)->spi;
+
+  // A clean stop hands the lead over at once (no lease to wait out).
+  const uint16_t a_port = a->port();
+  const auto stopped = std::chrono::steady_clock::now();
+  a.reset();
+  ASSERT_TRUE(wait_until([&] { return is_active(b->port()); }));
+  const auto took_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stopped).count();
+  std::cout << "[ figures  ] clean hand-over in " << took_ms << " ms (failover " << kFailoverMs << " ms)\n";
+  sb = status_of(b->port());
+  EXPECT_EQ(sb["epoch"].get<uint64_t>(), epoch + 1);
+  EXPECT_EQ(sb["active_address"], addr(b->port()));
+
+  // The new active serves the keys the old one made (read back from the
+  // database), and the channel's next key follows them.
+  Client again(client_options("sender", {a_port, b->port()}));
+  Result g2 = again.call(generate(1));
+  ASSERT_TRUE(g2.ok()) << g2.message;
+  EXPECT_EQ(g2.server, addr(b->port()));
+  ASSERT_NE(slot(g2, Slot::Current), nullptr);
+  EXPECT_EQ(slot(g2, Slot::Current)->spi, cur.spi);
+  EXPECT_TRUE(slot(g2, Slot::Current)->material == cur.material);
+  ASSERT_NE(slot(g2, Slot::Next), nullptr);
+  EXPECT_EQ(slot(g2, Slot::Next)->spi, nxt.spi);
+  // The new active's key timers run: channel 3's chain goes on past the
+  // keys the old active made, with larger SPIs.
+  Client ad(client_options("admin", {b->port()}));
+  ASSERT_TRUE(wait_until([&] {
+    Result r = fetch(ad, 3, Which::Current);
+    return r.ok() && r.keys[0].spi > fast_spi;
+  }));
+}
+
+// The lease is taken from under an active master that has not yet noticed
+// (its next renewal is far away): the database's fence refuses its next
+// write, which is then answered not_active and never booked.
+TEST_P(Masters, AMasterWhoseLeaseWasTakenWritesNothing) {
+  auto a = start(master_config(600000));
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  Client sender(client_options("sender", {a->port()}));
+  Result g = sender.call(generate(1));
+  ASSERT_TRUE(g.ok()) << g.message;
+  const uint32_t spi = slot(g, Slot::Current)->spi;
+
+  // Another holder takes the lease: expire it, then take it as a master would.
+  TestDb& d = db("masters");
+  ASSERT_EQ(d.raw_exec("UPDATE leader SET expires_ms = 0"), "");
+  auto thief = d.open();
+  auto e = thief->try_lead("thief", "10.9.9.9:7400", 600000);
+  ASSERT_TRUE(e.has_value());
+  thief->fence(*e);
+
+  // a still believes it leads: the usage report reaches the store and is refused there.
+  Message u;
+  u.type = MsgType::UsageReport;
+  u.channel = 1;
+  u.spi = spi;
+  u.bytes = 1000;
+  u.packets = 10;
+  u.event_id = 77;
+  Result ur = sender.call(u);
+  EXPECT_EQ(ur.error, ErrorCode::NotActive) << ur.message;
+  EXPECT_EQ(thief->key_usage(1, spi).bytes, 0u) << "a fenced master booked usage";
+  // From now on a knows: it names the new leader and mints nothing.
+  ASSERT_TRUE(wait_until([&] { return status_of(a->port()).value("active", true) == false; }));
+  Client again(client_options("sender", {a->port()}));
+  Result g2 = again.call(generate(1));
+  EXPECT_EQ(g2.error, ErrorCode::NotActive) << g2.message;
+  EXPECT_EQ(g2.reply.active, "10.9.9.9:7400");
+  Json s = status_of(a->port());
+  EXPECT_EQ(s["stepdowns"].get<uint64_t>(), 1u);
+  EXPECT_EQ(s["epoch"].get<uint64_t>(), *e);
+}
+
+// An active master that can no longer renew its lease (its database connection
+// is alive but another process holds the lead in the database) stands down
+// within the lease on its own timer, with no request to trigger it.
+TEST_P(Masters, AnActiveStandsDownOnItsOwnWhenItsLeaseIsTaken) {
+  auto a = start(master_config());
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  TestDb& d = db("masters");
+  ASSERT_EQ(d.raw_exec("UPDATE leader SET expires_ms = 0"), "");
+  auto thief = d.open();
+  auto e = thief->try_lead("thief", "10.9.9.9:7400", 600000);
+  ASSERT_TRUE(e.has_value());
+  ASSERT_TRUE(wait_until([&] { return status_of(a->port()).value("active_address", Json()) == "10.9.9.9:7400"; }));
+  EXPECT_FALSE(status_of(a->port())["active"].get<bool>());
+  // The thief goes away cleanly: a takes the lead back by itself.
+  thief->release_lead(*e);
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  EXPECT_EQ(status_of(a->port())["epoch"].get<uint64_t>(), *e + 1);
+}
+
+// A master restarted after a crash (its lease still running in the
+// database, under the address it advertises) takes it back at once; a
+// different master has to wait for it to run out.
+TEST_P(Masters, ARestartedMasterReclaimsItsOwnLease) {
+  ServerConfig ca = master_config(600000);
+  ca.advertise = "a.example:7400";
+  auto a = start(ca);
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  const uint64_t epoch = status_of(a->port())["epoch"].get<uint64_t>();
+  a.reset();  // a clean stop releases the lease: put it back as a crash leaves it
+  TestDb& d = db("masters");
+  auto raw = d.open();
+  auto e = raw->try_lead("a.example:7400", "a.example:7400", 600000);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(*e, epoch + 1);
+
+  ServerConfig cb = master_config(600000);
+  cb.advertise = "b.example:7400";
+  auto b = start(cb);
+  ASSERT_TRUE(wait_until([&] { return status_of(b->port()).value("active_address", Json()) == "a.example:7400"; }));
+  auto a2 = start(ca);
+  ASSERT_TRUE(wait_until([&] { return is_active(a2->port()); }));
+  EXPECT_EQ(status_of(a2->port())["epoch"].get<uint64_t>(), epoch + 2);
+  EXPECT_FALSE(is_active(b->port()));
+}
