@@ -323,6 +323,13 @@ if [ $KEYD = 1 ]; then
     log "key server: bench_keyd --seconds $KS (kept-alive requests on SQLite and PostgreSQL, handshakes, 1k/10k clients, rekey storm)"
     timeout 240 "$KEYDB" --seconds "$KS" --json "$RAW/keyd.json" >"$RAW/keyd.log" 2>&1 \
         || { tail -20 "$RAW/keyd.log" >&2; echo "bench: bench_keyd failed; continuing" >&2; }
+    KILLS=10; [ $QUICK = 1 ] && KILLS=3
+    for be in sqlite postgres; do
+        log "key server failover: bench/keyd/failover.py --backend $be ($KILLS SIGKILLs of the active master, --failover-ms 3000)"
+        timeout 300 "$PY" "$HERE/keyd/failover.py" --build "$BUILD" --backend "$be" --kills "$KILLS" \
+            --json "$RAW/failover-$be.json" >>"$RAW/failover.log" 2>&1 \
+            || { tail -20 "$RAW/failover.log" >&2; echo "bench: failover ($be) failed; continuing" >&2; }
+    done
 fi
 
 # ------------------------------------------------------------------ channels

@@ -243,9 +243,10 @@ if sr and ss:
     extras["key_swap_receiver"]["sent"] = ss["packets_sent"]
     extras["key_swap_receiver"]["sender_key_switches"] = ss["key_switches"]
 keyd = load("keyd.json")
+failover = [f for f in (load("failover-sqlite.json"), load("failover-postgres.json")) if f]
 
 result = {"machine": machine, "command": CMD, "mhz": MHZ, "sender": rows["sender"],
-          "receiver": rows["receiver"], "extras": extras, "keyd": keyd,
+          "receiver": rows["receiver"], "extras": extras, "keyd": keyd, "failover": failover,
           "floor_all": [{"bench": k[0], "suite": k[1], "size": k[2], "cycles": v,
                          "mops": MHZ / v} for k, v in sorted(floor.items())]}
 with open(os.path.join(OUT, "results.json"), "w") as fo:
@@ -313,6 +314,11 @@ def extras_text():
                      f"{g('pg_req_per_s_keepalive_billed', 0):.0f} billed = "
                      f"{g('pg_over_sqlite_keepalive_billed', 0):.2f} x SQLite's; one billed request at a time "
                      f"{g('pg_req_per_s_one_conn_billed', 0):.0f}/s")
+        for f in failover:
+            t.append(f"- master failover ({f['backend']}, two keyd masters on one database, the active SIGKILLed "
+                     f"{f['kills']} times, --failover-ms {f['failover_ms']}): standby active after p50 "
+                     f"{f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, max {f['max_ms']:.0f} ms "
+                     f"(design bound 5/6 = {f['bound_ms']} ms)")
         for n in (1000, 10000):
             k = f"clients_{n}_"
             if g(k + "connected") is None:
