@@ -28,6 +28,7 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
   for i in "${TAPS[@]:-}" "$BR"; do [ -n "$i" ] && ip link del "$i" 2>/dev/null || true; done
   rm -rf /var/run/dpdk/kci_*_$ID
+  [ -n "${PG_DATA:-}" ] && as_postgres "$PGBIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>&1 || true
   if [ $rc -ne 0 ]; then
     echo "---- logs ($WORK) ----"
     for f in "$WORK"/*.log "$WORK"/*.json; do [ -f "$f" ] && { echo "== $f"; tail -n 25 "$f"; }; done
@@ -41,13 +42,35 @@ trap cleanup EXIT INT TERM
 KEYCAST_CLIENT2_CHANNELS=${KEYCAST_CLIENT2_CHANNELS:-2} "$ROOT/scripts/make-certs.sh" "$WORK/pki" >/dev/null
 PKI=$WORK/pki
 
+# A private PostgreSQL 15 cluster for the scenario (pg_up), stopped by
+# cleanup: initdb and the server run as the postgres user, data and socket
+# under $WORK, a free port on 127.0.0.1; sets PG_URI.
+PGBIN=/usr/lib/postgresql/15/bin
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+pg_up() {
+  local dir=$WORK/pg
+  mkdir -p "$dir" && chown postgres: "$dir" && chmod 711 "$WORK"
+  as_postgres "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --no-locale \
+    > "$WORK/initdb.log" 2>&1 || { echo "FAIL: initdb"; cat "$WORK/initdb.log"; exit 1; }
+  PG_DATA=$dir/data
+  local port
+  port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  as_postgres "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" start \
+    > /dev/null || { echo "FAIL: postgres did not start"; cat "$dir/server.log"; exit 1; }
+  PG_URI=postgresql://postgres@127.0.0.1:$port/postgres
+}
+
 # start_keyd NAME ROLE [args...]: starts keyd on an ephemeral port; sets
-# PORT_<NAME>. Channel policies are the caller's.
+# PORT_<NAME>. Channel policies are the caller's. KEYD_DB, KEYD_MK and
+# KEYD_CERT replace the database, master key and certificate named after
+# NAME (masters sharing one database share its master key).
 start_keyd() {
   local name=$1 role=$2; shift 2
-  [ -f "$WORK/$name.mk" ] || "$KEYD" --gen-master-key "$WORK/$name.mk" >/dev/null
-  "$KEYD" --role "$role" --listen 127.0.0.1:0 --db "$WORK/$name.db" \
-    --master-key-file "$WORK/$name.mk" --tls-cert "$PKI/$name.crt" --tls-key "$PKI/$name.key" \
+  local mk=${KEYD_MK:-$WORK/$name.mk} cert=${KEYD_CERT:-$name}
+  [ -f "$mk" ] || "$KEYD" --gen-master-key "$mk" >/dev/null
+  "$KEYD" --role "$role" --listen 127.0.0.1:0 --db "${KEYD_DB:-$WORK/$name.db}" \
+    --master-key-file "$mk" --tls-cert "$PKI/$cert.crt" --tls-key "$PKI/$cert.key" \
     --tls-ca "$PKI/ca.crt" "$@" > "$WORK/$name.out" 2> "$WORK/$name.log" &
   PIDS+=($!)
   eval "PID_$name=$!"
