@@ -67,6 +67,15 @@ KmsKeySource::~KmsKeySource() = default;
 int64_t KmsKeySource::p1() const { return o_.p1_ms > 0 ? o_.p1_ms : std::max<int64_t>(lifetime_ms_ / 3, 1); }
 int64_t KmsKeySource::p2() const { return o_.p2_ms > 0 ? o_.p2_ms : std::max<int64_t>(lifetime_ms_ / 6, 1); }
 
+int64_t p2_spread_offset(int64_t p2, int64_t spread_ms, uint64_t draw) {
+  int64_t spread = spread_ms < 0 ? p2 / 4 : spread_ms;
+  // The fetch stays ahead of the switch whatever the options say.
+  spread = std::clamp<int64_t>(spread, 0, std::max<int64_t>(p2 - 1, 0));
+  return spread == 0 ? 0 : int64_t(draw % uint64_t(spread + 1));
+}
+
+void KmsKeySource::draw_p2_offset() { p2_offset_ = o_.sender ? 0 : p2_spread_offset(p2(), o_.p2_spread_ms, rng_()); }
+
 kp::Callback KmsKeySource::enqueue(int tag, EpochUsage u) {
   return [this, tag, u](kp::Result r) {
     {
@@ -122,6 +131,7 @@ void KmsKeySource::install(KeyControl& ctl, const kp::WireKey& k,
     if (c == 0) c = k.spi;
     ctl.set_current(c);
     cur_end_ = ends_[c];
+    draw_p2_offset();
   }
   if (rec.expires_at < cur_end_ && k.spi != ctl.current_spi()) {
     // Older than current (a previous key, or a packet from a late sender):
@@ -245,6 +255,7 @@ void KmsKeySource::switch_to_next(KeyControl& ctl, MonoClock::time_point now) {
   ends_.erase(old_prev);
   cur_end_ = next_end_;
   next_end_ = {};
+  draw_p2_offset();
   ctl.clear_notice();
   notice_set_ = false;
   warned_late_ = false;
@@ -334,7 +345,7 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
   const int64_t left = ms_until(cur_end_, now);
   const bool have_next = ctl.next_spi() != 0;
   // P1 (sender) / P2 (receiver): get the next key ahead of the switch.
-  if (!have_next && (o_.sender || o_.p2_ms >= 0) && left <= (o_.sender ? p1() : p2()))
+  if (!have_next && (o_.sender || o_.p2_ms >= 0) && left <= (o_.sender ? p1() : p2_due()))
     submit_next(ctl, now);
 
   if (o_.sender && have_next && o_.notice_lead_ms > 0 && !notice_set_ && left <= o_.notice_lead_ms &&

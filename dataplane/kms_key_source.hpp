@@ -42,6 +42,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -61,6 +62,7 @@ struct KmsOptions {
   int64_t lifetime_ms = 60000;  // sender-origin: lifetime of each key made here
   int64_t p1_ms = 0;            // sender: obtain the next key this long before the switch (0: lifetime/3)
   int64_t p2_ms = 0;            // receiver: fetch the next key this long before the switch (0: lifetime/6)
+  int64_t p2_spread_ms = -1;    // receiver: ... up to this much later, uniformly (-1: P2/4, 0: exactly at P2)
   int64_t grace_ms = 2000;      // receiver: keep the previous key this long after the switch
   int64_t notice_lead_ms = 200; // sender: previous notice this long before the switch (0: none)
   int64_t fetch_min_interval_ms = 100;  // receiver: at most one event-driven fetch per SPI this often
@@ -82,6 +84,11 @@ KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& t
 
 // The client a process's key sources share (senders ask the master only).
 std::shared_ptr<kp::Client> make_kms_client(const KmsOptions& o);
+
+// How much earlier than P2 a receiver's fetch of the next key waits this
+// epoch, from a random draw: uniform over [0, spread] where spread is
+// spread_ms (-1: P2/4), never P2 or more (the fetch stays ahead of the switch).
+int64_t p2_spread_offset(int64_t p2_ms, int64_t spread_ms, uint64_t draw);
 
 class KmsKeySource : public KeySource {
  public:
@@ -171,8 +178,15 @@ class KmsKeySource : public KeySource {
   kp::Callback enqueue(int tag, EpochUsage u = {});
   int64_t p1() const;
   int64_t p2() const;
+  // This epoch's P2: P2 less a uniform draw from [0, spread], made anew at
+  // every switch, so that the receivers of one channel (and the channels of
+  // one receiver) do not all ask the key servers in the same millisecond.
+  int64_t p2_due() const { return p2() - p2_offset_; }
+  void draw_p2_offset();
 
   KmsOptions o_;
+  std::mt19937_64 rng_{std::random_device{}()};
+  int64_t p2_offset_ = 0;
   std::shared_ptr<kp::Client> client_;
   std::mutex mu_;
   std::condition_variable cv_;  // a reply arrived (finish_start waits on it)

@@ -98,6 +98,7 @@ RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names
       ("key-window", po::bool_switch(&o.key_window), "hold only previous/current/next key-file keys, installing the next on a notice or an unknown SPI (as a KMS client does)")
       ("grace-ms", po::value<uint32_t>(&o.grace_ms)->default_value(2000), "--key-window, --kms: keep the previous key this long after a switch")
       ("p2-ms", po::value<int64_t>(&o.kms.p2_ms)->default_value(0), "--kms: fetch the next key this long before the switch (0: a sixth of the lifetime, -1: never, only on the notice or an unknown SPI)")
+      ("p2-spread-ms", po::value<int64_t>(&o.kms.p2_spread_ms)->default_value(-1), "--kms: spread that fetch uniformly over this much after P2, drawn anew each key, so that many receivers do not ask at once (-1: P2/4, 0: exactly at P2)")
       ("kms", po::value<std::vector<std::string>>(&kms)->composing(), "HOST:PORT[,HOST:PORT...] key management servers")
       ("tls-cert", po::value<std::string>(&tls_cert), "client certificate (with --kms)")
       ("tls-key", po::value<std::string>(&tls_key), "client key (with --kms)")
@@ -147,10 +148,15 @@ RecvOptions parse_options(int argc, char** argv, std::vector<std::string>* names
   if (o.any_group && o.channels.size() > 1)
     throw UsageError("--any-group: only with one channel (with several, the group names the channel)");
   if (!kms.empty()) {
-    const int64_t p2 = o.kms.p2_ms;
+    const int64_t p2 = o.kms.p2_ms, spread = o.kms.p2_spread_ms;
     o.kms = kms_options(kms, tls_cert, tls_key, tls_ca, tls_crl, o.key_file, o.channels[0].id, false);
     if (p2 < -1) throw UsageError("--p2-ms: must be >= -1");
+    if (spread < -1) throw UsageError("--p2-spread-ms: must be >= -1");
+    if (p2 > 0 && spread >= p2)
+      throw UsageError("--p2-spread-ms " + std::to_string(spread) + ": must be less than --p2-ms " +
+                       std::to_string(p2) + " (the fetch must come before the switch)");
     o.kms.p2_ms = p2;
+    o.kms.p2_spread_ms = spread;
     o.kms.grace_ms = o.grace_ms;
     o.use_kms = true;
   } else if (vm.count("tls-cert") || vm.count("tls-key") || vm.count("tls-ca") || vm.count("tls-crl")) {
