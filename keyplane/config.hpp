@@ -67,6 +67,7 @@ struct ServerConfig {
   int64_t idle_timeout_ms = 300000;    // no frame at all for this long: close
   std::size_t max_write_queue = 8u << 20;  // bytes queued to one peer before it is dropped
   std::size_t max_connections = 20000;
+  uint64_t max_key_requests_per_s = 0;  // 0: no limit; above it key requests get busy + retry-after
   int64_t retention_ms = 600000;  // keep expired keys this long for by-SPI lookups
   int64_t forward_interval_ms = 200;
   int64_t group_commit_us = 1000;  // billing batch window before the fsync

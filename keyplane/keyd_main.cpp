@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
     ("frame-timeout-ms", po::value(&cfg.frame_timeout_ms)->default_value(10000), "time to finish a started frame")
     ("idle-timeout-ms", po::value(&cfg.idle_timeout_ms)->default_value(300000), "close a connection idle this long")
     ("max-connections", po::value(&cfg.max_connections)->default_value(20000), "connection limit")
+    ("max-key-requests-per-s", po::value(&cfg.max_key_requests_per_s)->default_value(0), "key requests answered per second; the rest get busy with a retry-after that spreads them at this rate (0: no limit)")
     ("retention-ms", po::value(&cfg.retention_ms)->default_value(600000), "keep expired keys for by-SPI lookups")
     ("audit-log", po::value(&cfg.audit_log), "append one JSON line per admin action (rotate, billing close, grant, revoke, TLS reload) to FILE (created 0600)")
     ("entitlement-sync-ms", po::value(&cfg.entitlement_sync_ms)->default_value(5000), "grant/revoke: wait this long for every subscribed slave to confirm")

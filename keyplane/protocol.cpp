@@ -276,6 +276,7 @@ std::vector<uint8_t> encode(const Message& m) {
   if (m.role) tlv_u8(b, T_ROLE, uint8_t(*m.role));
   if (!m.text.empty()) tlv_bytes(b, T_TEXT, m.text.data(), m.text.size());
   if (!m.active.empty()) tlv_bytes(b, T_ACTIVE, m.active.data(), m.active.size());
+  if (m.retry_after_ms) tlv_u64(b, T_RETRY_AFTER_MS, uint64_t(*m.retry_after_ms));
   for (const auto& k : m.keys) encode_key(b, k);
   for (const auto& e : m.bills) encode_bill(b, e);
   for (const auto& u : m.usages) encode_usage(b, u);
@@ -500,7 +501,7 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
   std::optional<uint8_t> which, role, all, mode;
   bool have_list = false;
   std::optional<uint16_t> err;
-  std::optional<uint64_t> rem, since, until;
+  std::optional<uint64_t> rem, since, until, retry;
   bool have_text = false, have_active = false;
   DecodeStatus s = walk(body, n, [&](uint16_t tag, const uint8_t* v, std::size_t len) {
     switch (tag) {
@@ -538,6 +539,7 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
         have_text = true;
         m.text.assign(reinterpret_cast<const char*>(v), len);
         return DecodeStatus::Ok;
+      case T_RETRY_AFTER_MS: return take_int(retry, v, len);
       case T_ACTIVE:
         // HOST:PORT: a DNS name (253) with a port fits; anything longer is not an address.
         if (have_active) return DecodeStatus::DuplicateTag;
@@ -589,6 +591,10 @@ DecodeStatus decode_body(const Header& h, const uint8_t* body, std::size_t n, Me
   if (mode) {
     if (*mode > uint8_t(EntitlementMode::AllExcept)) return DecodeStatus::BadValue;
     m.mode = EntitlementMode(*mode);
+  }
+  if (retry) {
+    if (*retry > uint64_t(kMaxRetryAfterMs)) return DecodeStatus::BadValue;
+    m.retry_after_ms = int64_t(*retry);
   }
   if (since) m.since_ms = int64_t(*since);
   if (until) m.until_ms = int64_t(*until);

@@ -24,7 +24,8 @@ constexpr uint8_t kVersion = 1;
 constexpr std::size_t kHeaderLen = 12;
 constexpr std::size_t kMaxBody = 1u << 20;  // 1 MiB
 constexpr std::size_t kMaxText = 512u << 10;
-constexpr std::size_t kMaxAddress = 260;  // T_ACTIVE: a 253-byte DNS name, ':' and a port
+constexpr std::size_t kMaxAddress = 260;
+constexpr int64_t kMaxRetryAfterMs = 3600 * 1000;  // T_ACTIVE: a 253-byte DNS name, ':' and a port
 constexpr std::size_t kMaxKeysPerFrame = 64;
 constexpr std::size_t kMaxBillsPerFrame = 4096;
 constexpr std::size_t kMaxChannelList = 65536;
@@ -81,7 +82,7 @@ enum class ErrorCode : uint16_t {
   NotMaster = 10,      // a write that only the master accepts
   Internal = 11,
   TooLarge = 12,
-  Busy = 13,
+  Busy = 13,           // overloaded: T_RETRY_AFTER_MS says when to ask again
   NotConfirmed = 14,  // applied on the master, not yet confirmed by every slave
   NotActive = 15,     // a standby master: the write goes to the active one (T_ACTIVE names it)
   // produced by the client library, never on the wire
@@ -119,6 +120,7 @@ enum Tag : uint16_t {
   TU_CHANNEL = 0x301, TU_SPI = 0x302, TU_BYTES = 0x303, TU_PACKETS = 0x304,
   // Optional extensions (top bit set: a decoder that does not know them skips them)
   T_ACTIVE = 0x8001,  // bytes: HOST:PORT of the active master (a not_active error)
+  T_RETRY_AFTER_MS = 0x8002,  // u64: a busy error: ask again no sooner than this (<= kMaxRetryAfterMs)
 };
 
 // A key as carried on the wire: decipherment (or encipherment, same bytes for
@@ -177,6 +179,7 @@ struct Message {
   std::optional<Role> role;
   std::string text;  // error text, admin JSON, identity, software name
   std::string active;  // T_ACTIVE: where the active master serves (not_active), empty: unknown
+  std::optional<int64_t> retry_after_ms;  // T_RETRY_AFTER_MS (busy)
   std::vector<WireKey> keys;
   std::vector<BillEntry> bills;
   std::vector<UsageEntry> usages;  // T_USAGE: a checkpoint of many epochs (one frame per tick)

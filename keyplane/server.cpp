@@ -28,6 +28,7 @@ void Server::Impl::init() {
     instance_id = hex_encode(r, sizeof r);
     store->set_meta("instance_id", instance_id);
   }
+  if (cfg.max_key_requests_per_s) shed = std::make_unique<LoadShedder>(cfg.max_key_requests_per_s);
   for (auto& [id, pol] : cfg.channels) {
     Chan& c = chans[id];
     c.pol = pol;

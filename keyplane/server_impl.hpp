@@ -35,6 +35,7 @@
 #include "keyplane/escape.hpp"
 #include "keyplane/hostport.hpp"
 #include "keyplane/json.hpp"
+#include "keyplane/load_shed.hpp"
 #include "keyplane/store.hpp"
 #include "keyplane/wall_time.hpp"
 
@@ -85,6 +86,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::unique_ptr<Store> store;
   std::map<uint32_t, Chan> chans;
   std::set<Conn*> conns;
+  std::unique_ptr<LoadShedder> shed;  // --max-key-requests-per-s
+  // A refused client comes back within this, however long the storm.
+  static constexpr int64_t kMaxBusyWaitMs = 30000;
   std::vector<std::weak_ptr<Conn>> subscribers;
   std::thread th;
   std::once_flag stop_once;

@@ -129,6 +129,14 @@ void Server::Impl::handle(const std::shared_ptr<Conn>& c, Message m) {
 
 void Server::Impl::on_key_request(const std::shared_ptr<Conn>& c, const Message& m) {
   if (!require(c, m, {Role::Client, Role::Sender, Role::Admin}) || !require_serving(c, m)) return;
+  if (shed)
+    if (const int64_t wait = shed->admit(MonoClock::now(), kMaxBusyWaitMs)) {
+      // Cheaper than the request itself: no key lookup, nothing billed.
+      ++err_by_code[std::string(error_name(ErrorCode::Busy))];
+      Message e = make_error(m.req_id, ErrorCode::Busy, "busy: ask again in " + std::to_string(wait) + " ms");
+      e.retry_after_ms = wait;
+      return c->send(e);
+    }
   Chan* ch = channel_for(c, m);
   if (!ch) return;
   auto now = MonoClock::now();

@@ -55,6 +55,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   // io-thread state
   std::deque<Pending> queue;
+  // Requests a busy server asked to come back later, by when.
+  std::multimap<MonoClock::time_point, Pending> delayed;
   std::map<uint32_t, Pending> inflight;
   uint32_t next_id = 1;
   std::shared_ptr<Conn> conn;
@@ -75,6 +77,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   std::string server_name;
   std::atomic<bool> is_connected{false};
   std::atomic<uint64_t> n_connects{0};
+  std::atomic<uint64_t> busy_waits{0};
 
   explicit Impl(ClientOptions opts) : o(std::move(opts)), backoff(o.backoff_min) {
     if (o.servers.empty()) throw std::runtime_error("--kms/--server: at least one HOST:PORT is required");
@@ -127,8 +130,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       std::vector<Pending> all;
       for (auto& p : queue) all.push_back(std::move(p));
       for (auto& [id, p] : inflight) all.push_back(std::move(p));
+      for (auto& [t, p] : delayed) all.push_back(std::move(p));
       queue.clear();
       inflight.clear();
+      delayed.clear();
       for (auto& p : all) fail_request(p, ErrorCode::Shutdown, "client stopped");
       io.stop();
     });
@@ -182,11 +187,23 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     deliver(p, std::move(r));
   }
 
-  bool wanted() const { return persistent || !queue.empty() || !inflight.empty(); }
+  bool wanted() const { return persistent || !queue.empty() || !inflight.empty() || !delayed.empty(); }
 
   void tick() {
     if (stopping) return;
     auto now = MonoClock::now();
+    bool due = false;
+    while (!delayed.empty() && delayed.begin()->first <= now) {
+      queue.push_back(std::move(delayed.begin()->second));
+      delayed.erase(delayed.begin());
+      due = true;
+    }
+    if (due) {
+      if (state == State::Ready)
+        flush();
+      else
+        ensure_connecting();
+    }
     for (auto it = queue.begin(); it != queue.end();) {
       if (it->deadline <= now) {
         Pending p = std::move(*it);
@@ -386,6 +403,15 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     if (it == inflight.end()) return;  // timed out already
     Pending p = std::move(it->second);
     inflight.erase(it);
+    if (m.type == MsgType::Error && m.error == ErrorCode::Busy && m.retry_after_ms &&
+        now + std::chrono::milliseconds(*m.retry_after_ms) < p.deadline) {
+      // The server sheds load and said when to come back: the request waits
+      // that long (tick() re-queues it), then goes out again.
+      not_active_in_row = 0;
+      ++busy_waits;
+      delayed.emplace(now + std::chrono::milliseconds(*m.retry_after_ms), std::move(p));
+      return;
+    }
     if (m.type == MsgType::Error && m.error == ErrorCode::NotActive && hosts.size() > 1) {
       // A standby master: go to the active one it names, else on round the
       // list. A subscription is not re-sent: on_connect subscribes anew.
@@ -584,5 +610,6 @@ std::string Client::current_server() const {
 }
 
 uint64_t Client::connects() const { return impl_->n_connects.load(); }
+uint64_t Client::busy_waits() const { return impl_->busy_waits.load(); }
 
 }  // namespace keycast::kp

@@ -31,6 +31,9 @@
 //    timeout still bounds it all.
 //  * Connection failures move to the next server in the list; after a whole
 //    round fails, the client waits (backoff_min doubling up to backoff_max).
+//  * A busy reply (the server sheds load) holds the request for the
+//    retry-after it carries, then re-sends it; if that would pass the
+//    request's timeout, the busy error is the result.
 //  * A request not answered within request_timeout completes with
 //    ErrorCode::Timeout (ErrorCode::Unavailable if no server was reachable),
 //    and the connection to that (hung) server is dropped, so the following
@@ -127,6 +130,7 @@ class Client {
   bool connected() const;
   std::string current_server() const;
   uint64_t connects() const;  // successful handshakes so far
+  uint64_t busy_waits() const;  // requests held back because a server answered busy
 
  private:
   void post_usage(Message m, Callback cb);

@@ -457,3 +457,16 @@ TEST(Codec, NotActiveNamesTheActiveMaster) {
   tlv(b, T_ACTIVE, {'b', ':', '1'});
   EXPECT_EQ(dec(frame(0xFF, b)), DecodeStatus::DuplicateTag);
 }
+
+TEST(Codec, BusyCarriesARetryAfter) {
+  Message e = make_error(3, ErrorCode::Busy, "busy");
+  e.retry_after_ms = 1234;
+  Message out = roundtrip(e);
+  EXPECT_EQ(out.error, ErrorCode::Busy);
+  EXPECT_EQ(out.retry_after_ms, 1234);
+  EXPECT_NE(T_RETRY_AFTER_MS & 0x8000, 0);
+  std::vector<uint8_t> b;
+  tlv(b, T_ERROR, {0, 13});
+  tlv(b, T_RETRY_AFTER_MS, {0, 0, 0, 0, 0, 0x36, 0xEE, 0x81});  // 3,600,001 ms: over an hour
+  EXPECT_EQ(dec(frame(0xFF, b)), DecodeStatus::BadValue);
+}

@@ -1,6 +1,8 @@
 // Key server over real TLS on loopback: key origins, lifecycle, authorisation,
 // unknown keys, malformed input.
 #include <gtest/gtest.h>
+
+#include <future>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -730,4 +732,30 @@ TEST_P(KeyServer, RekeyStormAllClientsGetTheNextKey) {
   ASSERT_TRUE(b.ok());
   EXPECT_NE(b.message.find("client," + std::to_string(kClients * kEach) + ",0,0,0,"), std::string::npos)
       << b.message;
+}
+
+// --max-key-requests-per-s: a burst well over the rate is answered busy
+// with retry-afters spread at the rate; the client library holds each
+// refused request that long and re-sends it, so every request is answered
+// with its key, none times out.
+TEST_P(KeyServer, OverItsRateAKeyServerShedsLoadWithRetryAfter) {
+  start_master({policy(1, KeyOrigin::Kms)}, [](ServerConfig& c) { c.max_key_requests_per_s = 40; });
+  ClientOptions o = client_options("client", {master->port()});
+  Client cl(o);
+  constexpr int kRequests = 60;  // 1.5 s of the rate at once
+  std::vector<std::future<Result>> all;
+  for (int i = 0; i < kRequests; ++i) {
+    auto p = std::make_shared<std::promise<Result>>();
+    all.push_back(p->get_future());
+    cl.fetch(1, Which::Current, [p](Result r) { p->set_value(std::move(r)); });
+  }
+  uint32_t spi = 0;
+  for (auto& f : all) {
+    Result r = f.get();
+    ASSERT_TRUE(r.ok()) << r.message;
+    if (!spi) spi = r.keys[0].spi;
+    EXPECT_EQ(r.keys[0].spi, spi);
+  }
+  EXPECT_GT(cl.busy_waits(), 0u) << "60 requests at once at 40/s: some must have been held back";
+  std::cout << "[ figures  ] " << cl.busy_waits() << " of " << kRequests << " requests held back by busy\n";
 }

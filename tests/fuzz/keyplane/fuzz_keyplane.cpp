@@ -26,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       n.text != m.text || n.instance != m.instance || n.since_ms != m.since_ms ||
       n.until_ms != m.until_ms || n.bytes != m.bytes || n.packets != m.packets ||
       n.channel_list != m.channel_list || n.all != m.all || n.mode != m.mode || n.usages != m.usages ||
-      n.active != m.active || n.error != m.error ||
+      n.active != m.active || n.error != m.error || n.retry_after_ms != m.retry_after_ms ||
       n.keys.size() != m.keys.size() || n.bills.size() != m.bills.size())
     std::abort();
   for (size_t i = 0; i < m.keys.size(); ++i)
