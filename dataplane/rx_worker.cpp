@@ -138,10 +138,9 @@ void RecvWorker::post_unknown(uint32_t ci, uint32_t spi) {
   sh_.events->post(ControlEvent{EventType::UnknownSpi, ci, spi, 0});
 }
 
-// Once per change of (channel, key) among delivered packets, not per packet.
+// Once per key and worker (the key slot's per-queue flag), not per packet: records the SPI in
+// the channel's list and counts a key switch for each SPI after the channel's first.
 void RecvWorker::note_spi(uint32_t ci, uint32_t spi) {
-  last_ok_chan_ = ci;
-  last_ok_spi_ = spi;
   RxChannelStats& c = st_.chan[ci];
   if (spi == c.last_spi) return;
   const uint32_t seen = static_cast<uint32_t>(c.spis_seen.get());
@@ -245,7 +244,8 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
       continue;
     }
     const uint32_t ci = key->chan_index;
-    ReplayWindow& win = key->replay[q_].window;
+    KeySlot::PerQueue& pq = key->replay[q_];
+    ReplayWindow& win = pq.window;
     if (!win.check(p.seq)) {  // before paying for the crypto
       drop(m, Drop::Replay);
       continue;
@@ -288,7 +288,10 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
     }
     ++run_ok_;
     run_bytes_ += o.payload_len;
-    if (p.spi != last_ok_spi_ || ci != last_ok_chan_) note_spi(ci, p.spi);
+    if (!pq.noted) [[unlikely]] {  // once per key and worker, not per change of key
+      note_spi(ci, p.spi);
+      pq.noted = true;
+    }
     switch (deliver) {
       case Deliver::Verify: {
         uint64_t idx = 0;
