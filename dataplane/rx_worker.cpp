@@ -219,7 +219,7 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   auto ahead = [&](uint16_t j) -> const rte_mbuf* {
     return j < n ? pkts[j] : (j - n < nnext ? next[j - n] : nullptr);
   };
-  const KeySlot* slot_ahead = nullptr;  // slot of packet i + 1, first line requested
+  KeySlot* slot_ahead = nullptr;  // slot of packet i + 1, first line requested
   // Keys of packets i + 1 (peeked a packet earlier) and i + 2; and the keys last fetched ahead:
   // a run of packets under one key (one channel, or a burst of one channel's) fetches its lines
   // once, not per packet.
@@ -234,6 +234,10 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
       prefetch_frame(pkts[i + kAhead]);
     else if (i + kAhead - n < nnext)
       prefetch_frame(next[i + kAhead - n]);
+    // The slot found ahead for this packet (or nullptr) and the key it was found under: the
+    // lookup below takes it instead of searching the index again.
+    KeySlot* const here = slot_ahead;
+    const uint64_t here_key = slot_key;
     if (look) {
       if (slot_ahead) {
         prefetch_slot(slot_ahead, q_);
@@ -291,7 +295,9 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
     // finds the key of this channel. A miss is either a group no channel has
     // or a key this channel does not hold (yet).
     const uint32_t tag = check_group ? p.dst_ip : any_tag;
-    KeySlot* key = t ? cache_.lookup(*t, tag, p.spi) : nullptr;
+    KeySlot* key = here && here_key == (uint64_t(tag) << 32 | p.spi) ? here
+                   : t                                               ? cache_.lookup(*t, tag, p.spi)
+                                                                     : nullptr;
     if (!key) {
       const uint32_t ci = check_group ? sh_.cfg.groups.find(tag) : 0;
       if (ci == GroupIndex::kNone) {
