@@ -20,8 +20,14 @@
 #              way verified by keycast-recv per channel (lost = auth_fail = 0)
 #   start      keycast-recv with 1,024 kms-origin channels against a keycast-keyd on loopback: how long
 #              after its first request each channel's keys were answered (p50 / p99 / max, 3 runs)
+#   floor      after each receiver round, Intel IPsec-MB's GCM open alone (bench_rx_channels
+#              BM_FloorOpenKeys) with 1, 64 and 1,024 keys taken round robin, as the receiver's
+#              packets take them: with many keys the crypto itself pays for fetching each key's
+#              schedule, a cost no receiver can avoid
 # Ratios: throughput with N channels / one channel = ns(1) / ns(N); one channel against the
-# baseline = ns(baseline) / ns(1) (>= 1: no slower than before).
+# baseline = ns(baseline) / ns(1) (>= 1: no slower than before); the receiver's N / 1 against the
+# floor's N keys / 1 key = (recv(1) / recv(N)) / (floor(1) / floor(N)) (1: all the receiver
+# loses with N channels is what GCM with N keys loses).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -59,7 +65,7 @@ log() { printf '[%3ds] channels: %s\n' $((SECONDS - T0)) "$*" >&2; }
 die() { echo "channels bench: error: $*" >&2; exit 1; }
 
 log "building ($BUILD) and the baseline $BASE"
-ninja -C "$BUILD" -j2 keycast-send keycast-recv keycast-keyd keycast_replay >"$RAW/build.log" 2>&1 \
+ninja -C "$BUILD" -j2 keycast-send keycast-recv keycast-keyd keycast_replay bench_rx_channels >"$RAW/build.log" 2>&1 \
     || { tail -30 "$RAW/build.log" >&2; die "build failed"; }
 git -C "$REPO" worktree add --detach "$WORK/base" "$BASE" >"$RAW/base-build.log" 2>&1 || die "no commit $BASE"
 cmake -S "$WORK/base" -B "$WORK/base/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -72,6 +78,7 @@ KEYD=$BUILD/keyplane/keycast-keyd
 SEND0=$WORK/base/build/dataplane/keycast-send
 RECV0=$WORK/base/build/dataplane/keycast-recv
 REPLAY_LIB=$BUILD/bench/libkeycast_replay.so
+BENCH_RX=$BUILD/bench/bench_rx_channels
 
 N_EAL=0
 eal() {  # eal VDEV...: EAL arguments for one process (lcore 0 control, lcore 1 the worker)
@@ -151,6 +158,10 @@ for r in $(seq $ROUNDS); do
                 --channels "$WORK/ch$n.conf"
             RN=$RN_SAVE
         done
+        log "floor round $r, payload $s: GCM open alone with 1, 64, 1024 keys"
+        "$BENCH_RX" --benchmark_filter="BM_FloorOpenKeys/[0-9]*/$s/" --benchmark_min_time=0.3s \
+            --benchmark_out_format=json --benchmark_out="$RAW/floor-$s-r$r.json" >"$RAW/floor-$s-r$r.log" 2>&1 \
+            || { tail -20 "$RAW/floor-$s-r$r.log" >&2; die "floor $s failed"; }
     done
 done
 rm -f "$WORK"/cap-*.pcap
@@ -221,7 +232,14 @@ def send_ns(name):  # best round: on-CPU ns of the worker per packet
     return best
 def recv_ns(name):
     return min(j(f"{name}-r{r}.replay.json")["cycles_per_pkt_cpu"] for r in range(1, rounds + 1))
-res = {"commit": head, "baseline": base, "sender": {}, "receiver": {}}
+def floor_cyc(s, n):  # best round: cycles per GCM open with n keys round robin
+    best = None
+    for r in range(1, rounds + 1):
+        for b in j(f"floor-{s}-r{r}.json")["benchmarks"]:
+            if b["name"].startswith(f"BM_FloorOpenKeys/{n}/{s}/"):
+                best = b["cyc_per_pkt"] if best is None else min(best, b["cyc_per_pkt"])
+    return best
+res = {"commit": head, "baseline": base, "sender": {}, "receiver": {}, "floor": {}}
 lines = [f"## Channels (commit {head}, baseline {base}: one channel per process)", "",
          "Worker cost per packet (sender: on-CPU ns; receiver: replay-port CPU cycles), best of "
          f"{rounds} rounds; ratios are throughput ratios (higher is better).", "",
@@ -236,6 +254,20 @@ for side, fn, unit in (("sender", send_ns, "ns"), ("receiver", recv_ns, "cyc")):
                         "one_vs_baseline": b / v[1], "64_vs_1": v[1] / v[64], "1024_vs_1": v[1] / v[1024]}
         lines.append(f"| {side} | {s} | {b:.1f} {unit} | {v[1]:.1f} | {v[64]:.1f} | {v[1024]:.1f} | "
                      f"{b / v[1]:.3f} | {v[1] / v[64]:.3f} | {v[1] / v[1024]:.3f} |")
+lines += ["", "The floor in the same run: GCM open alone (IPsec-MB) with N keys taken round robin, "
+          "cycles per open, best of rounds; the receiver's N / 1 channels against the floor's N / 1 keys "
+          "(1: the receiver loses with N channels only what GCM with N keys loses).", "",
+          "| payload | floor 1 key | 64 keys | 1024 keys | floor 64 / 1 | floor 1024 / 1 | "
+          "receiver 64 / 1 vs floor | receiver 1024 / 1 vs floor |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for s in sizes:
+    f = {n: floor_cyc(s, n) for n in (1, 64, 1024)}
+    rv = res["receiver"][s]
+    fr = {n: f[1] / f[n] for n in (64, 1024)}
+    res["floor"][s] = {**{str(n): x for n, x in f.items()}, "64_vs_1": fr[64], "1024_vs_1": fr[1024],
+                       "receiver_64_vs_floor": rv["64_vs_1"] / fr[64],
+                       "receiver_1024_vs_floor": rv["1024_vs_1"] / fr[1024]}
+    lines.append(f"| {s} | {f[1]:.1f} cyc | {f[64]:.1f} | {f[1024]:.1f} | {fr[64]:.3f} | {fr[1024]:.3f} | "
+                 f"{rv['64_vs_1'] / fr[64]:.3f} | {rv['1024_vs_1'] / fr[1024]:.3f} |")
 sw = {rot: min(sum(j(f"swap-{rot}-r{r}.oncpu.json")["workers"].values()) / max(1, j(f"swap-{rot}-r{r}.json")["packets_sent"])
                for r in (1, 2)) for rot in (0, 100)}
 ratio = sw[0] / sw[100]

@@ -16,10 +16,10 @@ KeySlot::KeySlot(const KeyRecord& r, uint64_t first_seq, unsigned queues, uint32
                  unsigned workers)
     : channel(r.channel),
       spi(r.spi),
+      replay_queues(queues),
       key(r.material),
       expires_at(r.expires_at),
       next_seq(first_seq),
-      replay_queues(queues),
       send_workers(workers) {
   if (queues) {
     replay = std::make_unique<PerQueue[]>(queues);

@@ -36,20 +36,27 @@ struct alignas(64) KeySlot {
   KeySlot(const KeySlot&) = delete;
   KeySlot& operator=(const KeySlot&) = delete;
 
+  // The first line holds all a receiver reads of the slot per packet besides the schedule
+  // (identity, channel index, where its replay windows are): with many channels every packet
+  // may need another slot, so each line it touches is likely a cache miss.
   uint32_t channel;
   uint32_t spi;
   uint32_t tag = 0;         // lookup tag of its channel (see KeyTable)
   uint32_t chan_index = 0;  // its channel's index in the process
-  AeadKey key;                       // precomputed GCM schedule
-  MonoClock::time_point expires_at;  // remaining effective time reaches 0 (sender switches)
-  alignas(64) std::atomic<uint64_t> next_seq;  // sender: next unreserved sequence number
 
   // Receiver: per RX queue window; index = queue id. Single writer each.
   struct alignas(64) PerQueue {
     ReplayWindow window;
+    // This queue's worker has recorded this SPI in its channel's statistics (spi list, key
+    // switches): checked here, on a line the packet reads anyway, not in the channel's stats.
+    bool noted = false;
   };
   std::unique_ptr<PerQueue[]> replay;
   unsigned replay_queues;
+
+  AeadKey key;                       // precomputed GCM schedule
+  MonoClock::time_point expires_at;  // remaining effective time reaches 0 (sender switches)
+  alignas(64) std::atomic<uint64_t> next_seq;  // sender: next unreserved sequence number
 
   // Sender, per worker (index = worker id = TX queue), single writer each: a
   // block of reserved sequence numbers, and what was sent under this key (its
@@ -129,6 +136,10 @@ class KeyTable {
       if (e.slot == nullptr) return nullptr;  // the index is never full: a probe ends
       if (e.key == k) return e.slot;
     }
+  }
+  // Fetches the index entry find(tag, spi) starts from, to look it up a few packets later.
+  void prefetch(uint32_t tag, uint32_t spi) const noexcept {
+    __builtin_prefetch(&index_[hash(key_of(tag, spi)) & mask_]);
   }
   std::size_t size() const noexcept { return owned_.size(); }
 

@@ -51,6 +51,33 @@ void prefetch_frame(const rte_mbuf* m) {
     rte_prefetch0(l);
 }
 
+// The GCM schedule's lines IPsec-MB's AVX2 code reads: the expanded keys (11 or 15 round keys,
+// up to 240 bytes) and the 8 hash-key powers after them (128 bytes).
+constexpr std::size_t kSchedHotBytes = 240 + 128;
+
+// (tag, SPI) of a frame, read where an untagged ESP frame without IPv4 options has them (what
+// senders send), before the frame is parsed: only to fetch its key's lines ahead of its turn, so
+// a frame of any other form costs a wasted prefetch, never a wrong result.
+// Returns tag << 32 | SPI, or kNoKey.
+constexpr uint64_t kNoKey = ~uint64_t(0);
+[[gnu::always_inline]] inline uint64_t peek_key(const rte_mbuf* m, bool check_group, uint32_t any_tag) {
+  if (!m || m->data_len < esp::kEthLen + esp::kIpv4Len + 4) return kNoKey;
+  const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
+  const uint32_t tag = check_group ? esp::detail::get32(f + esp::kEthLen + 16) : any_tag;
+  return uint64_t(tag) << 32 | esp::detail::get32(f + esp::kEthLen + esp::kIpv4Len);
+}
+
+// Every line of a key slot the receiver reads per packet: its first line (identity, channel
+// index, the windows' address), the schedule, the salt and suite (after the schedule), and this
+// queue's window. The window's address is read from the first line, so this is called a packet
+// after that line was requested, when it has arrived.
+void prefetch_slot(const KeySlot* s, uint16_t q) {
+  const char* k = reinterpret_cast<const char*>(s->key.sched());
+  for (std::size_t o = 0; o < kSchedHotBytes; o += RTE_CACHE_LINE_SIZE) rte_prefetch0(k + o);
+  rte_prefetch0(s->key.salt());
+  rte_prefetch0(&s->replay[q]);
+}
+
 void to_plain(rte_mbuf* m, const esp::Parsed& p, const esp::Opened& o) {
   std::size_t len = 0;
   const std::size_t shift = esp::to_plain(rte_pktmbuf_mtod(m, uint8_t*), p, o, len);
@@ -138,10 +165,9 @@ void RecvWorker::post_unknown(uint32_t ci, uint32_t spi) {
   sh_.events->post(ControlEvent{EventType::UnknownSpi, ci, spi, 0});
 }
 
-// Once per change of (channel, key) among delivered packets, not per packet.
+// Once per key and worker (the key slot's per-queue flag), not per packet: records the SPI in
+// the channel's list and counts a key switch for each SPI after the channel's first.
 void RecvWorker::note_spi(uint32_t ci, uint32_t spi) {
-  last_ok_chan_ = ci;
-  last_ok_spi_ = spi;
   RxChannelStats& c = st_.chan[ci];
   if (spi == c.last_spi) return;
   const uint32_t seen = static_cast<uint32_t>(c.spis_seen.get());
@@ -185,6 +211,22 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   // costs an instruction); they matter for the first burst after idle and for the drain.
   for (uint16_t i = 0; i < n && i < 2 * kAhead; ++i) prefetch_header(pkts[i]);
   for (uint16_t i = 0; i < n && i < kAhead; ++i) prefetch_frame(pkts[i]);
+  // With many channels interleaved every packet may need another key whose lines (index entry,
+  // slot, schedule, window) have left the cache; read in turn they are a chain of dependent
+  // misses. They are fetched ahead instead, in stages over frames already fetched: the index
+  // entry two packets ahead, the slot's first line one packet ahead, the rest of the slot (whose
+  // window address that line holds) when its packet's turn comes, before the checks.
+  auto ahead = [&](uint16_t j) -> const rte_mbuf* {
+    return j < n ? pkts[j] : (j - n < nnext ? next[j - n] : nullptr);
+  };
+  KeySlot* slot_ahead = nullptr;  // slot of packet i + 1, first line requested
+  // Keys of packets i + 1 (peeked a packet earlier) and i + 2; and the keys last fetched ahead:
+  // a run of packets under one key (one channel, or a burst of one channel's) fetches its lines
+  // once, not per packet.
+  // One channel's few keys stay cached: only a receiver of several channels looks ahead.
+  const KeyTable* const look = t && t->channels.size() > 1 ? t : nullptr;
+  uint64_t key1 = look ? peek_key(ahead(1), check_group, any_tag) : kNoKey;
+  uint64_t index_key = kNoKey, slot_key = kNoKey;
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     if (i + 2 * kAhead < n) prefetch_header(pkts[i + 2 * kAhead]);
@@ -192,6 +234,26 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
       prefetch_frame(pkts[i + kAhead]);
     else if (i + kAhead - n < nnext)
       prefetch_frame(next[i + kAhead - n]);
+    // The slot found ahead for this packet (or nullptr) and the key it was found under: the
+    // lookup below takes it instead of searching the index again.
+    KeySlot* const here = slot_ahead;
+    const uint64_t here_key = slot_key;
+    if (look) {
+      if (slot_ahead) {
+        prefetch_slot(slot_ahead, q_);
+        rte_prefetch0(&st_.chan[slot_ahead->chan_index]);  // the channel's counters
+        slot_ahead = nullptr;
+      }
+      if (key1 != kNoKey && key1 != slot_key) {
+        slot_key = key1;
+        if ((slot_ahead = look->find(uint32_t(key1 >> 32), uint32_t(key1)))) rte_prefetch0(slot_ahead);
+      }
+      key1 = peek_key(ahead(static_cast<uint16_t>(i + 2)), check_group, any_tag);
+      if (key1 != kNoKey && key1 != index_key) {
+        index_key = key1;
+        look->prefetch(uint32_t(key1 >> 32), uint32_t(key1));
+      }
+    }
     Drop d;
     if (!rte_pktmbuf_is_contiguous(m) && rte_pktmbuf_linearize(m) != 0) {
       drop(m, Drop::Truncated);
@@ -233,7 +295,9 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
     // finds the key of this channel. A miss is either a group no channel has
     // or a key this channel does not hold (yet).
     const uint32_t tag = check_group ? p.dst_ip : any_tag;
-    KeySlot* key = t ? cache_.lookup(*t, tag, p.spi) : nullptr;
+    KeySlot* key = here && here_key == (uint64_t(tag) << 32 | p.spi) ? here
+                   : t                                               ? cache_.lookup(*t, tag, p.spi)
+                                                                     : nullptr;
     if (!key) {
       const uint32_t ci = check_group ? sh_.cfg.groups.find(tag) : 0;
       if (ci == GroupIndex::kNone) {
@@ -245,11 +309,13 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
       continue;
     }
     const uint32_t ci = key->chan_index;
-    ReplayWindow& win = key->replay[q_].window;
+    KeySlot::PerQueue& pq = key->replay[q_];
+    ReplayWindow& win = pq.window;
     if (!win.check(p.seq)) {  // before paying for the crypto
       drop(m, Drop::Replay);
       continue;
     }
+    win.prefetch(p.seq);
     if (!aead_.open(key->key, esp::open_op(p))) {
       drop(m, Drop::AuthFail);
       continue;
@@ -288,7 +354,10 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
     }
     ++run_ok_;
     run_bytes_ += o.payload_len;
-    if (p.spi != last_ok_spi_ || ci != last_ok_chan_) note_spi(ci, p.spi);
+    if (!pq.noted) [[unlikely]] {  // once per key and worker, not per change of key
+      note_spi(ci, p.spi);
+      pq.noted = true;
+    }
     switch (deliver) {
       case Deliver::Verify: {
         uint64_t idx = 0;
