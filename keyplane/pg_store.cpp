@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 
@@ -263,6 +264,68 @@ bool PgStore::add_request_event(const std::string& identity, uint64_t event_id, 
     return false;
   add_requests(identity, n, at_ms);
   return true;
+}
+
+namespace {
+// A PostgreSQL array literal of text elements ('{"a","b"}'), sent as one
+// text parameter and cast in SQL: every element quoted, so any identity a
+// certificate can carry (commas, braces, quotes, backslashes) stays one element.
+std::string text_array(std::size_t n, const std::function<const std::string&(std::size_t)>& at) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : at(i)) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+std::string int_array(std::size_t n, const std::function<int64_t(std::size_t)>& at) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < n; ++i) out += (i ? "," : "") + std::to_string(at(i));
+  return out + "}";
+}
+}  // namespace
+
+// One statement for the whole batch: the event ids not seen before are
+// inserted and only those are counted, grouped by client, in the same
+// statement. An id repeated within the batch counts once, as it would one
+// event at a time.
+uint64_t PgStore::add_request_events(const std::vector<std::pair<std::string, uint64_t>>& events, int64_t at_ms) {
+  if (events.empty()) return 0;
+  bool late;
+  const int64_t at = book_at(at_ms, late);
+  PgParams p;
+  p.text(text_array(events.size(), [&](std::size_t i) -> const std::string& { return events[i].first; }))
+      .text(int_array(events.size(), [&](std::size_t i) { return int64_t(events[i].second); }))
+      .i64(now_s())
+      .i64(at)
+      .boolean(late);
+  PgResult r = db_.run(
+      "WITH ev AS (INSERT INTO request_events(identity, event_id, at_s) "
+      "SELECT DISTINCT e.identity, e.event_id, $3 FROM unnest($1::text[], $2::bigint[]) AS e(identity, event_id) "
+      "ON CONFLICT DO NOTHING RETURNING identity), "
+      "booked AS (INSERT INTO request_log(identity, at_ms, late, count) "
+      "SELECT identity, $4, $5, count(*) FROM ev GROUP BY identity "
+      "ON CONFLICT(identity, at_ms, late) DO UPDATE SET count = request_log.count + excluded.count) "
+      "SELECT count(*) FROM ev",
+      p);
+  return events.size() - r.u64(0, 0);
+}
+
+void PgStore::add_holders(const std::vector<std::tuple<std::string, uint32_t, uint32_t>>& holders) {
+  if (holders.empty()) return;
+  PgParams p;
+  p.text(text_array(holders.size(), [&](std::size_t i) -> const std::string& { return std::get<0>(holders[i]); }))
+      .text(int_array(holders.size(), [&](std::size_t i) { return int64_t(std::get<1>(holders[i])); }))
+      .text(int_array(holders.size(), [&](std::size_t i) { return int64_t(std::get<2>(holders[i])); }));
+  db_.run(
+      "INSERT INTO holders(identity, channel, spi) "
+      "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING",
+      p);
 }
 
 void PgStore::prune_request_events(int64_t max_age_s) {

@@ -47,6 +47,8 @@ class PgStore final : public Store {
   bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n, int64_t at_ms) override;
   void prune_request_events(int64_t max_age_s) override;
   void add_holder(const std::string& identity, uint32_t channel, uint32_t spi) override;
+  uint64_t add_request_events(const std::vector<std::pair<std::string, uint64_t>>& events, int64_t at_ms) override;
+  void add_holders(const std::vector<std::tuple<std::string, uint32_t, uint32_t>>& holders) override;
   bool add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
                  uint64_t bytes, uint64_t packets, int64_t at_ms) override;
   bool add_checkpoint(const std::string& sender, uint64_t instance, uint32_t channel, uint32_t spi,

@@ -62,18 +62,13 @@ void Server::Impl::commit_billing() {
       else
         store->outbox_add(id, n, 0, 0, 0, at);
     }
-    for (auto& [id, ev] : b.request_events) {
-      if (master()) {
-        if (!store->add_request_event(id, ev, 1, at)) ++duplicate_requests;
-      } else {
-        store->outbox_add(id, 1, 0, 0, ev, at);
-      }
-    }
-    for (auto& [id, ch, spi] : b.holders) {
-      if (master())
-        store->add_holder(id, ch, spi);
-      else
-        store->outbox_add(id, 0, ch, spi, 0, at);
+    if (master()) {
+      // One statement each on PostgreSQL, however many events the batch holds.
+      duplicate_requests += store->add_request_events(b.request_events, at);
+      store->add_holders({b.holders.begin(), b.holders.end()});
+    } else {
+      for (auto& [id, ev] : b.request_events) store->outbox_add(id, 1, 0, 0, ev, at);
+      for (auto& [id, ch, spi] : b.holders) store->outbox_add(id, 0, ch, spi, 0, at);
     }
     for (auto& cp : b.checkpoints) {
       if (store->add_checkpoint(cp.sender, cp.instance, cp.channel, cp.spi, cp.bytes, cp.packets, at)) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/key_record.hpp"
@@ -147,6 +148,12 @@ class Store {
   // false when (identity, event_id) was already counted (a re-send after a
   // lost reply, on this server or forwarded by a slave).
   virtual bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n, int64_t at_ms) = 0;
+  // A batch of add_request_event(identity, event_id, 1, at_ms), in one
+  // go where the backend can (PostgreSQL: one statement, one round trip,
+  // whatever the batch's size). Returns how many were already counted.
+  virtual uint64_t add_request_events(const std::vector<std::pair<std::string, uint64_t>>& events, int64_t at_ms);
+  // A batch of add_holder.
+  virtual void add_holders(const std::vector<std::tuple<std::string, uint32_t, uint32_t>>& holders);
   // Forgets request event ids older than max_age_s: a client re-sends within
   // its request timeout, so a day of history is ample and the table stays bounded.
   virtual void prune_request_events(int64_t max_age_s) = 0;
