@@ -1,7 +1,9 @@
 #include "keyplane/pg_conn.hpp"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string_view>
@@ -132,13 +134,34 @@ uint64_t PgResult::affected() const {
 
 void PgConn::Finish::operator()(pg_conn* c) const { PQfinish(c); }
 
-PgConn::PgConn(const std::string& uri) : shown_(redact_pg_uri(uri)) {
-  // expand_dbname: the URI carries every setting; the fallback only names
-  // this program in pg_stat_activity when the URI does not.
-  const char* keys[] = {"dbname", "fallback_application_name", nullptr};
-  const char* vals[] = {uri.c_str(), "keycast-keyd", nullptr};
-  c_.reset(PQconnectdbParams(keys, vals, 1));
-  if (!c_) throw std::runtime_error("--db " + shown_ + ": out of memory");
+PgConn::PgConn(const std::string& uri) : uri_(uri), shown_(redact_pg_uri(uri)) { connect(); }
+
+PgConn::~PgConn() = default;
+
+// One attempt, bounded by connect_timeout. On failure the connection stays
+// down (the next call tries again) and this throws naming --db.
+void PgConn::connect() {
+  prepared_.clear();  // statements are per session
+  lost_tx_ = false;
+  c_.reset();
+  // Defaults first, then the URI expanded in place of dbname: libpq lets a
+  // later keyword override an earlier one, so the URI's own settings win.
+  // The fallback only names this program in pg_stat_activity when the URI
+  // does not.
+  std::vector<const char*> keys, vals;
+  for (const auto& d : kConnDefaults) {
+    if (std::strcmp(d.keyword, "connect_timeout") == 0 && std::getenv("PGCONNECT_TIMEOUT")) continue;
+    keys.push_back(d.keyword);
+    vals.push_back(d.value);
+  }
+  keys.push_back("dbname");
+  vals.push_back(uri_.c_str());
+  keys.push_back("fallback_application_name");
+  vals.push_back("keycast-keyd");
+  keys.push_back(nullptr);
+  vals.push_back(nullptr);
+  c_.reset(PQconnectdbParams(keys.data(), vals.data(), 1));
+  if (!c_) fail("out of memory");
   // libpq prints server notices (e.g. the migration's "already exists,
   // skipping") on stderr by default, outside keyd's log format; keyd's
   // statements raise nothing else worth a line.
@@ -146,17 +169,57 @@ PgConn::PgConn(const std::string& uri) : shown_(redact_pg_uri(uri)) {
   if (PQstatus(c_.get()) != CONNECTION_OK) {
     // libpq may quote a malformed part of the URI back; never the password.
     std::string e = PQerrorMessage(c_.get());
-    auto spans = password_spans(uri);
+    c_.reset();
+    auto spans = password_spans(uri_);
     for (auto& [b, en] : spans) {
-      const std::string pw = uri.substr(b, en - b);
+      const std::string pw = uri_.substr(b, en - b);
       if (pw.empty()) continue;
       for (std::size_t at; (at = e.find(pw)) != std::string::npos;) e.replace(at, pw.size(), "***");
     }
     fail(e);
   }
+  if (++connects_ > 1 && on_connect_) {
+    try {
+      on_connect_();
+    } catch (...) {
+      c_.reset();  // never left half set up: the next call starts over
+      throw;
+    }
+  }
 }
 
-PgConn::~PgConn() = default;
+bool PgConn::in_tx() const {
+  const auto t = PQtransactionStatus(c_.get());
+  return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+// Before a call sends anything: a live connection, or a new one.
+void PgConn::ensure() {
+  if (c_ && PQstatus(c_.get()) == CONNECTION_OK) {
+    if (in_tx()) return;  // a loss shows on the send, and the call throws
+    // Idle: whatever the server sent since (the notice of its shutdown, the
+    // end of the stream) is read now, without waiting, so a connection the
+    // server closed in the meantime is replaced before anything is lost on it.
+    for (int i = 0; i < 4; ++i) {
+      pollfd p{PQsocket(c_.get()), POLLIN, 0};
+      if (poll(&p, 1, 0) <= 0) return;
+      if (!PQconsumeInput(c_.get()) || PQstatus(c_.get()) != CONNECTION_OK) break;
+    }
+    if (PQstatus(c_.get()) == CONNECTION_OK) return;
+  }
+  if (lost_tx_) fail("the connection was lost inside a transaction; it must be rolled back first");
+  connect();
+}
+
+std::string PgConn::option(const char* keyword) const {
+  if (!c_) return "";
+  std::string out;
+  PQconninfoOption* opts = PQconninfo(c_.get());
+  for (PQconninfoOption* o = opts; o && o->keyword; ++o)
+    if (std::strcmp(o->keyword, keyword) == 0 && o->val) out = o->val;
+  PQconninfoFree(opts);
+  return out;
+}
 
 void PgConn::fail(const std::string& what) const {
   std::string e = what;
@@ -164,34 +227,51 @@ void PgConn::fail(const std::string& what) const {
   throw std::runtime_error("--db " + shown_ + ": " + e);
 }
 
-PgResult PgConn::check(pg_result* r) {
+PgResult PgConn::check(pg_result* r, bool was_in_tx) {
   PgResult out(r);
   const ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return out;
-  if (!r) fail(PQerrorMessage(c_.get()));
   // The server's primary message and its detail (e.g. which key collided);
   // parameters are never echoed into these by keycast's statements.
   std::string e;
-  if (const char* m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)) e = m;
+  if (!r) e = PQerrorMessage(c_.get());
+  else if (const char* m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)) e = m;
   else e = PQresultErrorMessage(r);
-  if (const char* d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) e += std::string(" (") + d + ")";
+  if (r)
+    if (const char* d = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL)) e += std::string(" (") + d + ")";
+  if (PQstatus(c_.get()) != CONNECTION_OK) {
+    // Connection-level: this call's work is lost (a transaction with it);
+    // the next call reconnects, once the transaction is rolled back.
+    if (was_in_tx) lost_tx_ = true;
+    while (!e.empty() && (e.back() == '\n' || e.back() == ' ')) e.pop_back();
+    fail(e + " (connection lost" + (was_in_tx ? ", and the transaction with it" : "") + ")");
+  }
   // The fence trigger's own SQLSTATE (pg_schema.cpp): the caller must step down.
-  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   if (state && std::string_view(state) == "KC001") throw Fenced("--db " + shown_ + ": " + e);
   fail(e);
 }
 
-void PgConn::exec(const char* sql) { check(PQexec(c_.get(), sql)); }
+void PgConn::exec(const char* sql) {
+  ensure();
+  const bool tx = in_tx();
+  check(PQexec(c_.get(), sql), tx);
+}
 
-void PgConn::exec_noexcept(const char* sql) noexcept { PQclear(PQexec(c_.get(), sql)); }
+void PgConn::rollback() noexcept {
+  lost_tx_ = false;
+  if (c_ && PQstatus(c_.get()) == CONNECTION_OK && in_tx()) PQclear(PQexec(c_.get(), "ROLLBACK"));
+}
 
 PgResult PgConn::run(const char* sql, const PgParams& p) {
+  ensure();
+  const bool tx = in_tx();
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
     std::string name = "k" + std::to_string(prepared_.size());
     // Cached only once the server accepted it (a prepare inside a failed
     // transaction is refused and retried next time).
-    check(PQprepare(c_.get(), name.c_str(), sql, int(p.types.size()), p.types.data()));
+    check(PQprepare(c_.get(), name.c_str(), sql, int(p.types.size()), p.types.data()), tx);
     it = prepared_.emplace(sql, std::move(name)).first;
   }
   std::vector<const char*> vals;
@@ -201,7 +281,8 @@ PgResult PgConn::run(const char* sql, const PgParams& p) {
     lens.push_back(int(v.size()));
   }
   return check(PQexecPrepared(c_.get(), it->second.c_str(), int(vals.size()), vals.data(), lens.data(),
-                              fmts.data(), 1));
+                              fmts.data(), 1),
+               tx);
 }
 
 }  // namespace keycast::kp

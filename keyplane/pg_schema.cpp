@@ -163,7 +163,7 @@ void pg_migrate(PgConn& db) {
              p);
       db.exec("COMMIT");
     } catch (...) {
-      db.exec_noexcept("ROLLBACK");
+      db.rollback();
       throw;
     }
   }

@@ -23,6 +23,11 @@ int64_t now_s() {
 
 PgStore::PgStore(const std::string& uri, const std::string& master_key_file)
     : wrapper_(master_key_file), db_(uri) {
+  // A new session after a lost one: fenced again before the call that made
+  // it sends anything, so a reconnect never leaves a fenced store unfenced.
+  db_.on_connect([this] {
+    if (fence_epoch_ != 0) apply_fence(fence_epoch_);
+  });
   pg_migrate(db_);
   check_master_key();
   PgResult r = db_.run("SELECT MAX(end_ms) FROM periods");
@@ -42,16 +47,24 @@ void PgStore::check_master_key() {
 }
 
 void PgStore::begin() {
-  if (tx_depth_++ == 0) db_.exec("BEGIN");
+  if (tx_depth_ == 0) db_.exec("BEGIN");  // a failed BEGIN opens nothing
+  ++tx_depth_;
 }
+// A COMMIT that fails ends the transaction all the same (depth 0). When the
+// connection was lost during it, whether the server committed is unknown:
+// the caller is told by the exception, and re-sends only what is idempotent.
 void PgStore::commit() {
-  if (tx_depth_ > 0 && --tx_depth_ == 0) db_.exec("COMMIT");
+  if (tx_depth_ == 0 || --tx_depth_ > 0) return;
+  try {
+    db_.exec("COMMIT");
+  } catch (...) {
+    db_.rollback();
+    throw;
+  }
 }
 void PgStore::rollback() {
-  if (tx_depth_ > 0) {
-    tx_depth_ = 0;
-    db_.exec_noexcept("ROLLBACK");
-  }
+  tx_depth_ = 0;
+  db_.rollback();  // also when the connection was lost under the transaction
 }
 
 uint64_t PgStore::max_seq() { return db_.run("SELECT COALESCE(MAX(seq), 0) FROM keys").u64(0, 0); }
@@ -139,11 +152,17 @@ Leadership PgStore::leadership() {
   return l;
 }
 
+// The epoch is kept first: whichever session runs the next statement (this
+// one, or one made after losing it) is fenced at the epoch asked for last.
 void PgStore::fence(uint64_t epoch) {
+  fence_epoch_ = epoch;
+  apply_fence(epoch);
+}
+
+void PgStore::apply_fence(uint64_t epoch) {
   PgParams p;
   p.text(std::to_string(epoch));
   db_.run("SELECT set_config('keycast.epoch', $1, false)", p);
-  fence_epoch_ = epoch;
 }
 
 // Two masters may race here (that is what the unique index is for): the

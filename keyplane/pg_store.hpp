@@ -3,9 +3,10 @@
 // one key-server machine. Keys are wrapped under the master key before they
 // are sent to the server.
 //
-// One connection, used from keyd's io thread. A lost connection makes every
-// call throw; reconnecting is the next step. A reconnected session would
-// have lost its fence setting, so it must be fenced again before any write.
+// One connection, used from keyd's io thread. A lost connection makes the
+// call that meets it throw (and, inside a transaction, every call until
+// rollback()); the next call reconnects (pg_conn.hpp), and the new session
+// is fenced again (fence()) before it sends anything.
 #pragma once
 #include <string>
 
@@ -76,6 +77,7 @@ class PgStore final : public Store {
 
  private:
   void check_master_key();
+  void apply_fence(uint64_t epoch);
   StoredKey key_row(const PgResult& r, int i) const;
   int64_t book_at(int64_t at_ms, bool& late) const;
   void book_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets, int64_t at_ms);

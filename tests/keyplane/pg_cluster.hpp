@@ -52,7 +52,7 @@ class PgCluster {
       if (sh(as_postgres(std::string(kBin) + "/initdb -D " + data() + " -A trust -U postgres --no-sync -E UTF8 "
                          "--no-locale") + " >" + dir_ + "/initdb.log 2>&1") != 0)
         throw std::runtime_error("initdb failed: " + tail(dir_ + "/initdb.log"));
-      start();
+      start_on_free_port();
     } catch (...) {
       cleanup();
       throw;
@@ -66,6 +66,27 @@ class PgCluster {
   const std::string& dir() const { return dir_; }
   std::string uri(const std::string& db = "postgres") const {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
+  }
+
+  // Stops the server, keeping its data directory and port: clients lose
+  // their connections and cannot connect until start(). Mode as pg_ctl's -m:
+  // "fast" (sessions are told and ended, as at a clean shutdown) or
+  // "immediate" (every server process killed at once, as in a crash).
+  void stop(const std::string& mode = "fast") {
+    if (sh(as_postgres(std::string(kBin) + "/pg_ctl -D " + data() + " -m " + mode + " -w -t 60 stop") +
+           " >>" + dir_ + "/pg_ctl.log 2>&1") != 0)
+      throw std::runtime_error("pg_ctl stop failed: " + tail(dir_ + "/pg_ctl.log"));
+  }
+  // Starts the stopped server again, on the same port (uri() stays valid).
+  // Another process may have bound the port meanwhile: tried a few times,
+  // then this throws.
+  void start() {
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      if (launch()) return;
+      usleep(200 * 1000);
+    }
+    throw std::runtime_error("postgres did not start again on port " + std::to_string(port_) + ": " +
+                             tail(dir_ + "/server.log"));
   }
 
   // A fresh, empty database: one per test, so tests never see each other's
@@ -120,21 +141,23 @@ class PgCluster {
 
   // The port found free may be taken again before postgres binds it (another
   // test process does the same): try again with another one.
-  void start() {
-    std::string log;
+  void start_on_free_port() {
     for (int attempt = 0; attempt < 8; ++attempt) {
       port_ = free_port();
-      const std::string opts = "-p " + std::to_string(port_) + " -k " + dir_ +
-                               " -c listen_addresses=127.0.0.1 -c max_connections=40" +
-                               (durable_ ? " -c shared_buffers=128MB"
-                                         : " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
-                                           " -c shared_buffers=16MB");
-      if (sh(as_postgres(std::string(kBin) + "/pg_ctl -D " + data() + " -l " + dir_ + "/server.log -w -t 60 -o '" +
-                         opts + "' start") + " >/dev/null 2>&1") == 0)
-        return;
-      log = tail(dir_ + "/server.log");
+      if (launch()) return;
     }
-    throw std::runtime_error("postgres did not start: " + log);
+    throw std::runtime_error("postgres did not start: " + tail(dir_ + "/server.log"));
+  }
+
+  // pg_ctl start on port_; false when the server did not come up.
+  bool launch() {
+    const std::string opts = "-p " + std::to_string(port_) + " -k " + dir_ +
+                             " -c listen_addresses=127.0.0.1 -c max_connections=40" +
+                             (durable_ ? " -c shared_buffers=128MB"
+                                       : " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+                                         " -c shared_buffers=16MB");
+    return sh(as_postgres(std::string(kBin) + "/pg_ctl -D " + data() + " -l " + dir_ + "/server.log -w -t 60 -o '" +
+                          opts + "' start") + " >/dev/null 2>&1") == 0;
   }
 
   void start_watchdog() {
