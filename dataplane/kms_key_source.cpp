@@ -76,14 +76,16 @@ int64_t p2_spread_offset(int64_t p2, int64_t spread_ms, uint64_t draw) {
 
 void KmsKeySource::draw_p2_offset() { p2_offset_ = o_.sender ? 0 : p2_spread_offset(p2(), o_.p2_spread_ms, rng_()); }
 
+void KmsKeySource::Inbox::post(Reply r) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    replies.push_back(std::move(r));
+  }
+  cv.notify_all();
+}
+
 kp::Callback KmsKeySource::enqueue(int tag, EpochUsage u) {
-  return [this, tag, u](kp::Result r) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      replies_.push_back(Reply{tag, std::move(r), u});
-    }
-    cv_.notify_all();
-  };
+  return [inbox = inbox_, tag, u](kp::Result r) { inbox->post(Reply{tag, std::move(r), u}); };
 }
 
 // The key server will not serve this channel to this certificate: asking
@@ -177,17 +179,18 @@ void KmsKeySource::finish_start(KeyControl& ctl, MonoClock::time_point deadline)
   // The start reply; anything else that arrived meanwhile stays queued for poll().
   std::optional<kp::Result> got;
   {
-    std::unique_lock<std::mutex> lock(mu_);
+    Inbox& in = *inbox_;
+    std::unique_lock<std::mutex> lock(in.mu);
     auto take = [&] {
-      for (auto it = replies_.begin(); it != replies_.end(); ++it)
+      for (auto it = in.replies.begin(); it != in.replies.end(); ++it)
         if (it->tag == kStart) {
           got = std::move(it->r);
-          replies_.erase(it);
+          in.replies.erase(it);
           return true;
         }
       return false;
     };
-    if (!cv_.wait_until(lock, deadline, take))
+    if (!in.cv.wait_until(lock, deadline, take))
       throw std::runtime_error("--kms: no reply from any key server within " +
                                std::to_string(o_.start_timeout.count()) + " ms (channel " +
                                std::to_string(o_.channel) + ")");
@@ -305,8 +308,8 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
 
 std::deque<KmsKeySource::Reply> KmsKeySource::take_replies() {
   std::deque<Reply> got;
-  std::lock_guard<std::mutex> lock(mu_);
-  got.swap(replies_);
+  std::lock_guard<std::mutex> lock(inbox_->mu);
+  got.swap(inbox_->replies);
   return got;
 }
 
@@ -402,11 +405,7 @@ void KmsKeySource::on_push(kp::Message m) {
   r.remaining_ms = m.remaining_ms;
   r.keys = m.keys;
   r.reply = std::move(m);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    replies_.push_back(Reply{kPush, std::move(r), {}});
-  }
-  cv_.notify_all();
+  inbox_->post(Reply{kPush, std::move(r), {}});
 }
 
 // A client lost the channel (eviction): its next key is dropped here too,
@@ -464,11 +463,7 @@ void KmsKeySource::checkpoint_answered(const kp::Result& r, const EpochUsage& u)
     mine.error = kp::ErrorCode::ChannelDenied;
     mine.message = "usage of channel " + std::to_string(o_.channel) + " refused by the key server";
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    replies_.push_back(Reply{kUsage, std::move(mine), u});
-  }
-  cv_.notify_all();
+  inbox_->post(Reply{kUsage, std::move(mine), u});
 }
 
 void KmsKeySource::report_usage(const EpochUsage& u) {

@@ -188,9 +188,19 @@ class KmsKeySource : public KeySource {
   std::mt19937_64 rng_{std::random_device{}()};
   int64_t p2_offset_ = 0;
   std::shared_ptr<kp::Client> client_;
-  std::mutex mu_;
-  std::condition_variable cv_;  // a reply arrived (finish_start waits on it)
-  std::deque<Reply> replies_;   // filled on the client io thread, drained by poll()
+  // Where answers land, from the client's io thread. The client's callbacks
+  // hold the inbox, never the source: the channels of a process share one
+  // client, which outlives all but the last of their sources (that one joins
+  // its io thread, which first fails every request still queued), so an
+  // answer may come for a source already destroyed, e.g. when a failed start
+  // unwinds with other channels' requests in flight.
+  struct Inbox {
+    std::mutex mu;
+    std::condition_variable cv;  // a reply arrived (finish_start waits on it)
+    std::deque<Reply> replies;   // drained by poll()
+    void post(Reply r);
+  };
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
   bool refused_ = false;
   MonoClock::time_point start_answered_{};
 
