@@ -178,10 +178,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Leadership seen;  // who leads, as the database last said (standby)
   MonoClock::time_point seen_at{};
   uint64_t takeovers = 0, stepdowns = 0, lead_errors = 0;
+  uint64_t late_renewals = 0;  // renewed on a write's way because the timer ran late
   milliseconds lease() const { return milliseconds(cfg.failover_ms * 2 / 3); }
   milliseconds lead_period() const { return milliseconds(std::max<int64_t>(cfg.failover_ms / 6, 1)); }
   std::string advertised_address() const;
   bool lease_valid(MonoClock::time_point now) const;
+  bool ensure_lease();
   void lead_tick();
   void take_lead(uint64_t e, MonoClock::time_point asked);
   void step_down(const std::string& why);

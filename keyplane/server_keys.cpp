@@ -124,7 +124,7 @@ const MemKey& Server::Impl::make_key(Chan& c, MonoClock::time_point expires) {
 // kms-origin on the master: keep a current key, and make the next one when
 // the current key's remaining time reaches P1.
 void Server::Impl::schedule(Chan& c) {
-  if (!master() || !active || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping) return;
+  if (!master() || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping || !ensure_lease()) return;
   MonoClock::time_point when;
   try {
     for (;;) {

@@ -33,9 +33,7 @@ bool Server::Impl::require_any_master(const std::shared_ptr<Conn>& c, const Mess
 
 bool Server::Impl::require_master(const std::shared_ptr<Conn>& c, const Message& m) {
   if (!require_any_master(c, m)) return false;
-  if (lease_valid(MonoClock::now())) return true;
-  // The lease timer may not have run yet: nothing is written past the lease.
-  if (active) step_down("the lease ran out without a renewal");
+  if (ensure_lease()) return true;
   reply_not_active(c, m);
   return false;
 }

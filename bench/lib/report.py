@@ -328,7 +328,10 @@ def extras_text():
                      f"{g(k + 'req_per_s'):.0f} key requests/s, latency p50 {g(k + 'p50_us') / 1e3:.1f} ms, "
                      f"p99 {g(k + 'p99_us') / 1e3:.1f} ms, errors {g(k + 'errors'):.0f}; rekey storm (all ask for the "
                      f"next key at once): {g(k + 'storm_ok'):.0f}/{g(k + 'connected'):.0f} hold it after "
-                     f"{g(k + 'storm_s') * 1e3:.0f} ms (p99 {g(k + 'storm_p99_ms'):.0f} ms)")
+                     f"{g(k + 'storm_s') * 1e3:.0f} ms (p99 {g(k + 'storm_p99_ms'):.0f} ms)"
+                     + (f"; spread over {g(k + 'spread_ms'):.0f} ms as receivers' --p2-spread-ms does: "
+                        f"{g(k + 'spread_ok'):.0f} hold it, p99 {g(k + 'spread_p99_ms'):.0f} ms"
+                        if g(k + "spread_ms") else ""))
     return "\n".join(t)
 
 

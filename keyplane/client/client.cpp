@@ -412,7 +412,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       delayed.emplace(now + std::chrono::milliseconds(*m.retry_after_ms), std::move(p));
       return;
     }
-    if (m.type == MsgType::Error && m.error == ErrorCode::NotActive && hosts.size() > 1) {
+    // With one server that names another master as active, retrying there
+    // cannot help: the caller learns it at once. Without a name (a takeover
+    // under way, or a lone master between losing and retaking its lease)
+    // the request waits for the lead to settle, bounded by its timeout.
+    if (m.type == MsgType::Error && m.error == ErrorCode::NotActive && (hosts.size() > 1 || m.active.empty())) {
       // A standby master: go to the active one it names, else on round the
       // list. A subscription is not re-sent: on_connect subscribes anew.
       const bool resend = p.msg.type != MsgType::ReplSubscribe;

@@ -27,8 +27,10 @@
 //    share one database and another leads) goes to the active master the
 //    reply names, when it is in the list as the master advertises itself,
 //    else round the list; after as many not_active replies in a row as
-//    there are servers (a takeover under way) it pauses backoff_min. The request's
-//    timeout still bounds it all.
+//    there are servers (a takeover under way) it pauses backoff_min. With one
+//    server, a not_active naming another master is the result at once; one
+//    naming none (no master leads at the moment) is retried after
+//    backoff_min. The request's timeout still bounds it all.
 //  * Connection failures move to the next server in the list; after a whole
 //    round fails, the client waits (backoff_min doubling up to backoff_max).
 //  * A busy reply (the server sheds load) holds the request for the
