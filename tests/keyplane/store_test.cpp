@@ -165,6 +165,28 @@ TEST_P(StoreContract, RequestEventsCountOnceEvenWithAll64BitIds) {
   EXPECT_EQ(b[1].requests, 1u);
 }
 
+// The batch form books exactly what one event at a time would: repeats
+// within the batch and across batches once, identities with the characters
+// an array literal quotes kept whole.
+TEST_P(StoreContract, RequestEventBatchesCountLikeOneAtATime) {
+  auto s = t().open();
+  const std::string odd = "a \"quoted\", {braced} \\ name";
+  const uint64_t high = 0xfedcba9876543210ull;
+  std::vector<std::pair<std::string, uint64_t>> batch = {
+      {"alice", 1}, {"alice", 2}, {"alice", 1}, {odd, high}, {"bob", high}, {odd, 7}};
+  EXPECT_EQ(s->add_request_events(batch, kT0), 1u) << "alice's id 1 twice in one batch";
+  EXPECT_EQ(s->add_request_events({{"alice", 2}, {"alice", 3}, {odd, 7}}, kT0 + 10), 2u) << "re-sends";
+  EXPECT_EQ(s->add_request_events({}, kT0), 0u);
+  EXPECT_FALSE(s->add_request_event("alice", 3, 1, kT0)) << "the single form sees the batch's ids";
+  s->add_holders({{odd, 1, 256}, {"alice", 1, 256}, {odd, 1, 256}});
+  s->add_usage("tx", 1, 1, 256, 500, 5, kT0);
+  auto b = s->billing();
+  ASSERT_EQ(b.size(), 3u) << str(b);
+  EXPECT_EQ(str(b[0]), "a \"quoted\", {braced} \\ name r2 b500 p5 e1 lr0 lb0 lp0");
+  EXPECT_EQ(str(b[1]), "alice r3 b500 p5 e1 lr0 lb0 lp0");
+  EXPECT_EQ(str(b[2]), "bob r1 b0 p0 e0 lr0 lb0 lp0");
+}
+
 TEST_P(StoreContract, UsageReportsCountOncePerSenderEvent) {
   auto s = t().open();
   EXPECT_TRUE(s->add_usage("tx", 42, 1, 256, 1000, 10, kT0));
