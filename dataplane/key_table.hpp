@@ -303,6 +303,7 @@ class KeyPublisher {
   // The next channel index; tag: what packets name the channel by (see KeyTable).
   KeyControl& add_channel(uint32_t channel, uint32_t tag, SlotParams params);
   KeyControl& at(std::size_t index) { return *chans_[index]; }
+  const KeyControl& at(std::size_t index) const { return *chans_[index]; }
   std::size_t size() const { return chans_.size(); }
 
   // Builds a table from every channel's state and publishes it.

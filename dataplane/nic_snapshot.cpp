@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "dataplane/key_table.hpp"
+
 namespace keycast::dp {
 
 bool port_link_up(uint16_t port) {
@@ -37,6 +39,17 @@ NicSnapshot nic_snapshot(uint16_t port) {
   for (const rte_eth_xstat& x : values)
     if (x.id < names.size()) n.xstats.emplace_back(names[x.id].name, x.value);
   return n;
+}
+
+std::string process_health(bool worker_failed, const KeyPublisher& pub, const std::vector<uint32_t>& channel_ids,
+                           const std::vector<uint16_t>& ports) {
+  HealthInput h;
+  h.worker_failed = worker_failed;
+  for (std::size_t ci = 0; ci < channel_ids.size(); ++ci)
+    if (pub.at(ci).current_spi() == 0) h.channels_without_key.push_back(channel_ids[ci]);
+  for (uint16_t p : ports)
+    if (!port_link_up(p)) h.ports_down.push_back(p);
+  return unhealthy_reason(h);
 }
 
 }  // namespace keycast::dp

@@ -3,6 +3,8 @@
 // allocate and may take the PMD's time).
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "dataplane/metrics_render.hpp"
 
@@ -10,5 +12,11 @@ namespace keycast::dp {
 
 NicSnapshot nic_snapshot(uint16_t port);
 bool port_link_up(uint16_t port);
+
+class KeyPublisher;
+// What /healthz answers for a sender or receiver: a failed worker, channels
+// (by id, in publisher order) without a current key, ports whose link is down.
+std::string process_health(bool worker_failed, const KeyPublisher& pub, const std::vector<uint32_t>& channel_ids,
+                           const std::vector<uint16_t>& ports);
 
 }  // namespace keycast::dp

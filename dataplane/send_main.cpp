@@ -410,15 +410,9 @@ int run(int argc, char** argv) {
     for (uint16_t p : ports) nics.push_back(nic_snapshot(p));
     return render_metrics(MetricsRole::Send, f, find_figure(f, "channels")->records, nics, kSoftwareVersion);
   };
-  auto health = [&] {
-    HealthInput h;
-    h.worker_failed = sh.failed.load();
-    for (std::size_t ci = 0; ci < nch; ++ci)
-      if (pub.at(ci).current_spi() == 0) h.channels_without_key.push_back(opt.channels[ci].id);
-    for (uint16_t p : ports)
-      if (!port_link_up(p)) h.ports_down.push_back(p);
-    return unhealthy_reason(h);
-  };
+  std::vector<uint32_t> channel_ids;
+  for (const auto& c : opt.channels) channel_ids.push_back(c.id);
+  auto health = [&] { return process_health(sh.failed.load(), pub, channel_ids, ports); };
 
   uint64_t last_stats = t_start, last_pk = 0, last_wb = 0;
   const uint64_t stats_every = static_cast<uint64_t>(opt.stats_interval * hz);
