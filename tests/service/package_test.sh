@@ -37,7 +37,7 @@ diff "$WORK/install.list" "$WORK/deb.list" > "$WORK/list.diff" || fail "package 
 $(cat "$WORK/list.diff")"
 ma=$(gcc -print-multiarch)
 for f in /usr/bin/keycast-{send,recv,keyd,ctl} \
-         /usr/share/man/man1/keycast-{send,recv,ctl}.1 /usr/share/man/man8/keycast-keyd.8 \
+         /usr/share/man/man1/keycast-{send,recv,ctl}.1.gz /usr/share/man/man8/keycast-keyd.8.gz \
          /usr/lib/systemd/system/keycast-{keyd.service,send@.service,recv@.service} \
          /usr/lib/sysusers.d/keycast.conf /etc/keycast/keyd.conf /etc/keycast/{send,recv}/example.{conf,env} \
          /usr/lib/$ma/pkgconfig/keycast-client.pc /usr/lib/$ma/libkeycast_keyplane_client.a \

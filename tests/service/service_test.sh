@@ -49,8 +49,8 @@ complete_words() {  # complete_words WORD...: what TAB offers after them
 [ "$(complete_words -o json s)" = "status sas" ] || fail "completion: '-o json s' gave '$(complete_words -o json s)'"
 echo "ok: bash completion of keycast-ctl"
 # Man pages: made from --help at build time, so each names every option.
-for page in man1/keycast-send.1 man1/keycast-recv.1 man1/keycast-ctl.1 man8/keycast-keyd.8; do
-  bin=$(basename "${page%.*}")
+for page in man1/keycast-send.1.gz man1/keycast-recv.1.gz man1/keycast-ctl.1.gz man8/keycast-keyd.8.gz; do
+  bin=$(basename "${page%%.*}")
   text=$(LC_ALL=C MANWIDTH=200 man -l "$ROOT$PREFIX/share/man/$page" 2>/dev/null) || fail "man -l $page"
   opts=$("$ROOT$PREFIX/bin/$bin" --help | grep -o -- '^  \(-. \[ \)\?--[a-z0-9-]*' | grep -o -- '--[a-z0-9-]*')
   [ "$(echo "$opts" | wc -l)" -ge 10 ] || fail "$bin --help: options not found: $opts"
