@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -159,6 +160,37 @@ inline std::optional<double> sample_value(const std::string& text, const std::st
   for (std::size_t at = text.find(series + " "); at != std::string::npos; at = text.find(series + " ", at + 1))
     if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + series.size() + 1));
   return std::nullopt;
+}
+
+// One identity's row of the billing ledger (admin billing, CSV).
+struct Ledger {
+  uint64_t requests = 0, bytes = 0, packets = 0, epochs = 0;
+  bool found = false;
+};
+
+inline Ledger ledger_of(Client& admin_client, const std::string& who) {
+  Result r = admin(admin_client, MsgType::AdminBilling, "csv");
+  EXPECT_TRUE(r.ok()) << r.message;
+  std::istringstream in(r.message);
+  std::string line;
+  std::getline(in, line);  // header
+  Ledger b;
+  while (std::getline(in, line)) {
+    std::istringstream l(line);
+    std::string id, f;
+    std::getline(l, id, ',');
+    if (id != who) continue;
+    b.found = true;
+    std::getline(l, f, ',');
+    b.requests = std::stoull(f);
+    std::getline(l, f, ',');
+    b.bytes = std::stoull(f);
+    std::getline(l, f, ',');
+    b.packets = std::stoull(f);
+    std::getline(l, f, ',');
+    b.epochs = std::stoull(f);
+  }
+  return b;
 }
 
 inline const WireKey* slot(const Result& r, Slot s) {

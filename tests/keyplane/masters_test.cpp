@@ -205,3 +205,73 @@ TEST_P(Masters, ARestartedMasterReclaimsItsOwnLease) {
   EXPECT_EQ(status_of(a2->port())["epoch"].get<uint64_t>(), epoch + 2);
   EXPECT_FALSE(is_active(b->port()));
 }
+
+// Billing events carry ids so that a takeover counts each exactly once. An
+// event the old active acknowledged is in the database: re-sent to the new
+// active (its reply lost with the old one), it is recognised and not counted
+// again. An event the old active never acknowledged is counted once by the
+// new one, however often it is re-sent.
+TEST_P(Masters, BillingEventsCountOnceAcrossATakeover) {
+  auto a = start(master_config());
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  auto b = start(master_config());
+  ASSERT_TRUE(wait_until([&] { return status_of(b->port()).value("active_address", Json()) == addr(a->port()); }));
+  const uint16_t a_port = a->port();
+  Client sender(client_options("sender", {a_port, b->port()}));
+  Result g = sender.call(generate(1));
+  ASSERT_TRUE(g.ok()) << g.message;
+  const uint32_t spi = slot(g, Slot::Current)->spi;
+
+  Message req;
+  req.type = MsgType::KeyRequest;
+  req.channel = 1;
+  req.which = Which::Current;
+  req.event_id = 0x7a4e00000001ull;
+  Message use;
+  use.type = MsgType::UsageReport;
+  use.channel = 1;
+  use.spi = spi;
+  use.bytes = 1000;
+  use.packets = 10;
+  use.event_id = 0x7a4e00000002ull;
+  {  // both acknowledged by a
+    Client client(client_options("client", {a_port}));
+    Result r = client.call(req);
+    ASSERT_TRUE(r.ok()) << r.message;
+    ASSERT_EQ(r.keys.size(), 1u);
+    EXPECT_EQ(r.keys[0].spi, spi);
+    Result u = sender.call(use);
+    ASSERT_TRUE(u.ok()) << u.message;
+    EXPECT_EQ(u.server, addr(a_port));
+  }
+
+  a.reset();
+  ASSERT_TRUE(wait_until([&] { return is_active(b->port()); }));
+  Client client(client_options("client", {a_port, b->port()}));
+  // The acknowledged events again, as a peer whose replies were lost re-sends them.
+  Result r1 = client.call(req);
+  ASSERT_TRUE(r1.ok()) << r1.message;
+  EXPECT_EQ(r1.server, addr(b->port()));
+  ASSERT_EQ(r1.keys.size(), 1u);
+  EXPECT_EQ(r1.keys[0].spi, spi);  // the key is served again, only not billed again
+  Result u1 = sender.call(use);
+  ASSERT_TRUE(u1.ok()) << u1.message;
+  EXPECT_EQ(u1.server, addr(b->port()));
+  // Events a never saw: each counted once however often it is re-sent.
+  req.event_id = 0x7a4e00000003ull;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(client.call(req).ok());
+  use.bytes = 1500;  // a usage report is a delta: 2,500 in all under the epoch
+  use.packets = 15;
+  use.event_id = 0x7a4e00000004ull;
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(sender.call(use).ok());
+
+  Client ad(client_options("admin", {b->port()}));
+  const Ledger l = ledger_of(ad, "client");
+  ASSERT_TRUE(l.found);
+  EXPECT_EQ(l.requests, 2u);  // the acknowledged one and the new one
+  EXPECT_EQ(l.bytes, 2500u);
+  EXPECT_EQ(l.packets, 25u);
+  EXPECT_EQ(l.epochs, 1u);
+  // b recognised the re-sent acknowledged request and two re-sends of the new one.
+  EXPECT_EQ(status_of(b->port())["billing_duplicate_requests"].get<uint64_t>(), 3u);
+}

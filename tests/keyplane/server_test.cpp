@@ -24,36 +24,6 @@ namespace ssl = boost::asio::ssl;
 
 namespace {
 
-struct Billing {
-  uint64_t requests = 0, bytes = 0, packets = 0, epochs = 0;
-  bool found = false;
-};
-
-Billing billing_of(Client& admin_client, const std::string& who) {
-  Result r = admin(admin_client, MsgType::AdminBilling, "csv");
-  EXPECT_TRUE(r.ok()) << r.message;
-  std::istringstream in(r.message);
-  std::string line;
-  std::getline(in, line);  // header
-  Billing b;
-  while (std::getline(in, line)) {
-    std::istringstream l(line);
-    std::string id, f;
-    std::getline(l, id, ',');
-    if (id != who) continue;
-    b.found = true;
-    std::getline(l, f, ',');
-    b.requests = std::stoull(f);
-    std::getline(l, f, ',');
-    b.bytes = std::stoull(f);
-    std::getline(l, f, ',');
-    b.packets = std::stoull(f);
-    std::getline(l, f, ',');
-    b.epochs = std::stoull(f);
-  }
-  return b;
-}
-
 // notAfter of the first certificate in a PEM file, Unix seconds (computed
 // apart from keyd's own reading: ASN1_TIME_diff from the epoch).
 double not_after(const std::string& pem) {
@@ -445,8 +415,8 @@ TEST_P(KeyServer, UsageBillingExactAndRestartKeepsEverything) {
   ASSERT_TRUE(dup.ok());
   EXPECT_NE(dup.message.find("duplicate"), std::string::npos);
 
-  Billing b1 = billing_of(*ad, "client");
-  Billing b2 = billing_of(*ad, "client2");
+  Ledger b1 = ledger_of(*ad, "client");
+  Ledger b2 = ledger_of(*ad, "client2");
   ASSERT_TRUE(b1.found && b2.found);
   EXPECT_EQ(b1.requests, 7u);
   EXPECT_EQ(b1.bytes, 1500u);
@@ -480,7 +450,7 @@ TEST_P(KeyServer, UsageBillingExactAndRestartKeepsEverything) {
   EXPECT_EQ(again.keys[0].spi, spi1);
   EXPECT_TRUE(again.keys[0].material == k1.keys[0].material);
   EXPECT_LE(again.keys[0].remaining_ms, k1.keys[0].remaining_ms);
-  Billing after = billing_of(*adb, "client");
+  Ledger after = ledger_of(*adb, "client");
   EXPECT_EQ(after.requests, 8u);  // 7 + the fetch just made
   EXPECT_EQ(after.bytes, 1500u);
   // SPI high-water mark survives: a forced rotation makes a fresh, higher SPI.
