@@ -68,10 +68,12 @@ void Server::Impl::lead_tick() {
       // previous process's, which is gone (we hold its address).
       const bool reclaim = !reclaim_tried;
       reclaim_tried = true;
-      if (auto e = store->try_lead(advertised, advertised, lease().count(), reclaim))
+      if (auto e = store->try_lead(advertised, advertised, lease().count(), reclaim)) {
         take_lead(*e, asked);
-      else
-        seen = store->leadership(), seen_at = asked;
+      } else {
+        seen = store->leadership();
+        seen_at = asked;
+      }
     }
   } catch (const std::exception& e) {
     ++lead_errors;
