@@ -2,13 +2,14 @@
 # keycast performance bench: one command, one worker lcore, one table.
 #
 # usage: sudo bench/run.sh [--quick] [--seconds S] [--sizes "64 256 512 1024 1400"]
-#                          [--no-secgw] [--no-keyd] [--no-extras] [--no-channels] [--no-update]
+#                          [--no-secgw] [--no-keyd] [--no-storm] [--no-extras] [--no-channels] [--no-update]
 #
 #   --seconds   measured seconds per keycast-send run (default 2; one run per round)
 #   --quick     1-second runs, 2 rounds, 150,000-frame captures, secgw in one mode, short
 #               key-server runs (about 4.5 minutes; the full run takes about 9)
 #   --no-secgw  skip DPDK ipsec-secgw (bench/secgw/run.sh); keycast/secgw columns stay empty
-#   --no-keyd   skip the key-server bench (bench_keyd)
+#   --no-keyd   skip the key-server bench (bench_keyd), its failover runs and largest storm
+#   --no-storm  skip the largest rekey storm (up to 100,000 clients; at most 8 minutes, 3 with --quick)
 #   --no-extras skip 2-worker scaling and key swap under load
 #   --no-channels skip bench/channels.sh (1 / 64 / 1,024 channels against a one-channel build)
 #   --no-update do not rewrite bench/RESULTS.md
@@ -50,6 +51,7 @@ SIZES="64 256 512 1024 1400"
 QUICK=0
 SECGW=1
 KEYD=1
+STORM=1
 EXTRAS=1
 CHANNELS=1
 UPDATE=1
@@ -62,6 +64,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1; SECS=1; shift ;;
         --no-secgw) SECGW=0; shift ;;
         --no-keyd) KEYD=0; shift ;;
+        --no-storm) STORM=0; shift ;;
         --no-extras) EXTRAS=0; shift ;;
         --no-channels) CHANNELS=0; shift ;;
         --no-update) UPDATE=0; shift ;;
@@ -330,6 +333,18 @@ if [ $KEYD = 1 ]; then
             --json "$RAW/failover-$be.json" >>"$RAW/failover.log" 2>&1 \
             || { tail -20 "$RAW/failover.log" >&2; echo "bench: failover ($be) failed; continuing" >&2; }
     done
+fi
+
+# ------------------------------------------------------------------ largest rekey storm
+# As many kept-alive mTLS clients as this machine holds (aim 100,000), then the
+# rekey storm at once and spread; bench_keyd says how far it got and why it stopped.
+if [ $KEYD = 1 ] && [ $STORM = 1 ]; then
+    SB=300; [ $QUICK = 1 ] && SB=45
+    log "key server: largest rekey storm: bench_keyd --max-clients 100000 --setup-budget-s $SB"
+    # budget + the storms, a last stage's stragglers (15 s handshake timeout) and tearing the fleet down
+    timeout $((SB + 180)) "$KEYDB" --max-clients 100000 --setup-budget-s "$SB" --json "$RAW/keyd-storm.json" \
+        >"$RAW/keyd-storm.log" 2>&1 \
+        || { tail -20 "$RAW/keyd-storm.log" >&2; echo "bench: largest storm failed; continuing" >&2; }
 fi
 
 # ------------------------------------------------------------------ channels

@@ -66,6 +66,7 @@ void Server::Impl::open_acceptor(tcp::acceptor& a, const tcp::endpoint& ep, cons
 }
 
 void Server::Impl::begin_serving() {
+  set_conn_limit();
   accept();
   if (metrics_acceptor.is_open()) metrics_accept();
   log("listening on " + cfg.listen + " (" + std::to_string(port()) + "), " +
@@ -106,6 +107,8 @@ void Server::Impl::do_stop() {
   boost::system::error_code ec;
   acceptor.close(ec);
   metrics_acceptor.close(ec);
+  accept_retry.cancel();
+  metrics_accept_retry.cancel();
   maint.cancel();
   for (auto& [id, c] : chans)
     if (c.timer) c.timer->cancel();

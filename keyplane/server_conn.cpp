@@ -1,5 +1,9 @@
 // The key server: one peer's TLS connection (handshake, framing, timers,
 // write queue) and accepting them.
+#include <sys/resource.h>
+
+#include <filesystem>
+
 #include "keyplane/server_impl.hpp"
 
 namespace keycast::kp {
@@ -168,11 +172,55 @@ void Server::Impl::apply_acl(PeerInfo& p) {
   }
 }
 
+void Server::Impl::set_conn_limit() {
+  conn_limit = cfg.max_connections;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  // Every connection is a descriptor: use all the hard limit grants (the soft
+  // one is often 1024 whatever the hard one says).
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit up = rl;
+    up.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+  }
+  if (rl.rlim_cur == RLIM_INFINITY) return;
+  long open = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec)) ++open;
+  if (ec) return;
+  const long room = std::max(0L, long(rl.rlim_cur) - open - kReservedFds);
+  if (std::size_t(room) >= conn_limit) return;
+  conn_limit = std::size_t(room);
+  log(LogLevel::Warning, "--max-connections " + std::to_string(cfg.max_connections) + " exceeds what the open-file limit " +
+                          std::to_string(rl.rlim_cur) + " allows: connections beyond " + std::to_string(conn_limit) +
+                          " are refused (raise LimitNOFILE / ulimit -n)");
+}
+
+bool Server::Impl::accept_later(const boost::system::error_code& ec, asio::steady_timer& t, void (Impl::*again)()) {
+  namespace errc = boost::system::errc;
+  if (ec != asio::error::no_descriptors && ec != errc::too_many_files_open_in_system &&
+      ec != asio::error::no_buffer_space && ec != asio::error::no_memory)
+    return false;
+  ++accept_errors;
+  if (!accept_starved) {
+    accept_starved = true;
+    log(LogLevel::Warning, "accept: " + ec.message() + " with " + std::to_string(conns.size()) +
+                            " connection(s) open; retrying every " + std::to_string(kAcceptRetryMs) + " ms");
+  }
+  t.expires_after(milliseconds(kAcceptRetryMs));
+  t.async_wait([this, again](boost::system::error_code e) {
+    if (!e && !stopping) (this->*again)();
+  });
+  return true;
+}
+
 void Server::Impl::accept() {
   acceptor.async_accept([this](boost::system::error_code ec, tcp::socket sock) {
     if (stopping) return;
+    if (ec && accept_later(ec, accept_retry, &Impl::accept)) return;
     if (!ec) {
-      if (conns.size() >= cfg.max_connections) {
+      accept_starved = false;
+      if (conns.size() >= conn_limit) {
         boost::system::error_code ig;
         sock.close(ig);
         ++peers_dropped;

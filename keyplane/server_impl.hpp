@@ -81,6 +81,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::io_context io;
   tcp::acceptor acceptor{io};
   tcp::acceptor metrics_acceptor{io};
+  // Accepting again after the process ran out of descriptors waits this long:
+  // the failed accept leaves the connection queued, so retrying at once spins.
+  asio::steady_timer accept_retry{io}, metrics_accept_retry{io};
+  static constexpr int64_t kAcceptRetryMs = 100;
+  // Descriptors kept free of peers for the store, logs, replication, metrics
+  // and reloads: connections beyond the descriptor limit less these are refused.
+  static constexpr long kReservedFds = 32;
+  std::size_t conn_limit = 0;  // --max-connections, or fewer when descriptors allow fewer
+  uint64_t accept_errors = 0;
+  bool accept_starved = false;  // logged once per spell without descriptors
   asio::steady_timer maint{io};
   asio::steady_timer commit_timer{io};
   std::unique_ptr<Store> store;
@@ -243,6 +253,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   void apply_acl(PeerInfo& p);
   void accept();
+  void set_conn_limit();
+  // After a failed accept: when it was for want of descriptors or memory, in a while.
+  bool accept_later(const boost::system::error_code& ec, asio::steady_timer& t, void (Impl::*again)());
 
   // ---------------------------------------------------------------- requests
   void reply_error(const std::shared_ptr<Conn>& c, const Message& req, ErrorCode code,

@@ -67,8 +67,10 @@ std::string Server::Impl::metrics_text() {
     << "keycast_handshakes_total{result=\"ok\"} " << handshakes_ok << "\n"
     << "keycast_handshakes_total{result=\"failed\"} " << handshakes_failed << "\n"
     << "# HELP keycast_peers_dropped_total Peers disconnected for misbehaving (bad frames, timeouts, "
-       "write queue over its limit).\n"
+       "write queue over its limit) or refused over the connection limit.\n"
     << "# TYPE keycast_peers_dropped_total counter\nkeycast_peers_dropped_total " << peers_dropped << "\n"
+    << "# HELP keycast_accept_errors_total Accepts that failed for want of descriptors or memory (retried).\n"
+    << "# TYPE keycast_accept_errors_total counter\nkeycast_accept_errors_total " << accept_errors << "\n"
     << "# HELP keycast_bad_frames_total Frames refused by the codec.\n"
     << "# TYPE keycast_bad_frames_total counter\nkeycast_bad_frames_total " << frames_bad << "\n"
     << "# HELP keycast_keys_made_total Keys this server made (kms-origin).\n"
@@ -162,6 +164,7 @@ struct MetricsConn {
 void Server::Impl::metrics_accept() {
   metrics_acceptor.async_accept([this](boost::system::error_code ec, tcp::socket sock) {
     if (stopping) return;
+    if (ec && accept_later(ec, metrics_accept_retry, &Impl::metrics_accept)) return;
     if (!ec) {
       auto m = std::make_shared<MetricsConn>(io);
       m->sock = std::move(sock);

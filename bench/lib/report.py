@@ -243,10 +243,11 @@ if sr and ss:
     extras["key_swap_receiver"]["sent"] = ss["packets_sent"]
     extras["key_swap_receiver"]["sender_key_switches"] = ss["key_switches"]
 keyd = load("keyd.json")
+keyd_storm = load("keyd-storm.json")
 failover = [f for f in (load("failover-sqlite.json"), load("failover-postgres.json")) if f]
 
 result = {"machine": machine, "command": CMD, "mhz": MHZ, "sender": rows["sender"],
-          "receiver": rows["receiver"], "extras": extras, "keyd": keyd, "failover": failover,
+          "receiver": rows["receiver"], "extras": extras, "keyd": keyd, "keyd_storm": keyd_storm, "failover": failover,
           "floor_all": [{"bench": k[0], "suite": k[1], "size": k[2], "cycles": v,
                          "mops": MHZ / v} for k, v in sorted(floor.items())]}
 with open(os.path.join(OUT, "results.json"), "w") as fo:
@@ -332,6 +333,19 @@ def extras_text():
                      + (f"; spread over {g(k + 'spread_ms'):.0f} ms as receivers' --p2-spread-ms does: "
                         f"{g(k + 'spread_ok'):.0f} hold it, p99 {g(k + 'spread_p99_ms'):.0f} ms"
                         if g(k + "spread_ms") else ""))
+    if keyd_storm:
+        g = keyd_storm.get
+        t.append(f"- key server, largest rekey storm (aim {g('target', 0):,.0f} kept-alive mTLS clients, set-up "
+                 f"budget {g('budget_s', 0):.0f} s): {g('stop', '?')}; {g('reached', 0):,.0f} connected in "
+                 f"{g('setup_s', 0):.1f} s = {g('handshakes_per_s', 0):.0f} handshakes/s (keyd's process "
+                 f"{g('server_cpu_pct', 0):.0f} % of a vCPU, clients {g('client_cpu_pct', 0):.0f} %); RSS per "
+                 f"connection {g('server_kb_per_conn', 0):.1f} KB in keyd, {g('client_kb_per_conn', 0):.1f} KB in "
+                 f"the clients; descriptors RLIMIT_NOFILE {g('nofile_soft', 0):.0f} (hard "
+                 f"{g('nofile_hard', 0):.0f}); storm at once: {g('storm_ok', 0):.0f}/{g('reached', 0):.0f} hold "
+                 f"the next key after {g('storm_s', 0) * 1e3:.0f} ms (p50 {g('storm_p50_ms', 0):.0f} ms, p99 "
+                 f"{g('storm_p99_ms', 0):.0f} ms); spread over {g('spread_ms', 0):.0f} ms: "
+                 f"{g('spread_ok', 0):.0f}/{g('reached', 0):.0f} hold it, p50 {g('spread_p50_ms', 0):.1f} ms, "
+                 f"p99 {g('spread_p99_ms', 0):.1f} ms")
     return "\n".join(t)
 
 

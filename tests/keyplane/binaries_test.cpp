@@ -1,6 +1,9 @@
 // keycast-keyd and keycast-ctl as processes: config file, option errors,
 // the ctl commands, clean stop on SIGTERM.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,7 +15,9 @@
 #include <cstdio>
 
 #include <algorithm>
+#include <iterator>
 #include <regex>
+#include <sstream>
 
 #include "keyplane/json.hpp"
 #include "kp_test_util.hpp"
@@ -48,16 +53,23 @@ struct Proc {
   }
 };
 
-// Starts argv with stdout on a pipe; stderr goes to the test's stderr.
-void spawn(Proc& p, std::vector<std::string> args) {
+// Starts argv with stdout on a pipe; stderr goes to the test's stderr, or with
+// stdout when stderr_too. With nofile, the process gets that open-file limit
+// (soft and hard).
+void spawn(Proc& p, std::vector<std::string> args, rlim_t nofile = 0, bool stderr_too = false) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     dup2(fds[1], 1);
+    if (stderr_too) dup2(fds[1], 2);
     close(fds[0]);
     close(fds[1]);
+    if (nofile) {
+      rlimit rl{nofile, nofile};
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+    }
     std::vector<char*> av;
     for (auto& a : args) av.push_back(a.data());
     av.push_back(nullptr);
@@ -393,10 +405,12 @@ namespace {
 struct KeydProc {
   Proc p;
   uint16_t port = 0;
+  bool log_to_out = false;  // keyd's log (stderr) on the pipe too, in `before` up to the port line
+  std::string before;
 };
 
 void start_keyd(KeydProc& k, const TempDir& d, const std::string& name, const std::string& role,
-                uint16_t master_port) {
+                uint16_t master_port, std::vector<std::string> extra = {}, rlim_t nofile = 0) {
   std::string mk = d / (name + ".mk");
   if (!std::filesystem::exists(mk)) {
     std::ofstream f(mk);
@@ -413,8 +427,13 @@ void start_keyd(KeydProc& k, const TempDir& d, const std::string& name, const st
     args.push_back("--master");
     args.push_back(addr(master_port));
   }
-  spawn(k.p, args);
-  std::string line = read_line(k.p.out, 20000);
+  args.insert(args.end(), extra.begin(), extra.end());
+  spawn(k.p, args, nofile, k.log_to_out);
+  std::string line;
+  for (int i = 0; i < 20 && (line = read_line(k.p.out, 20000)).find("listening on port ") == std::string::npos &&
+                  !line.empty();
+       ++i)
+    k.before += line + "\n";
   auto pos = line.find("listening on port ");
   ASSERT_NE(pos, std::string::npos) << line;
   k.port = uint16_t(std::stoi(line.substr(pos + 18)));
@@ -584,4 +603,95 @@ TEST(Binaries, StandbyMasterTakesOverFromAKilledActive) {
   EXPECT_EQ(after.keys[0].spi, before.keys[0].spi);
   EXPECT_TRUE(after.keys[0].material == before.keys[0].material);
   EXPECT_EQ(b.stop(), 0);
+}
+
+namespace {
+
+// CPU seconds a process has used (utime + stime from /proc/PID/stat).
+double cpu_seconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::istringstream rest(all.substr(all.rfind(')') + 2));
+  std::string field;
+  unsigned long long ut = 0, st = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) ut = std::stoull(field);
+    if (i == 15) st = std::stoull(field);
+  }
+  return double(ut + st) / sysconf(_SC_CLK_TCK);
+}
+
+int tcp_connect(uint16_t port) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (s >= 0 && connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return s;
+  if (s >= 0) close(s);
+  return -1;
+}
+
+}  // namespace
+
+// keyd with few descriptors and a --max-connections above what they allow:
+// it says so at start, refuses the connections beyond at once (rather than
+// leaving them queued while its accept loop spins on EMFILE), and serves
+// again once connections close.
+TEST(Binaries, KeydAtItsOpenFileLimitRefusesThenServesAgain) {
+  TempDir d;
+  KeydProc k;
+  k.log_to_out = true;  // a few lines at info level: the pipe never fills
+  // A long handshake timeout: the idle sockets below hold their slots for the whole test.
+  start_keyd(k, d, "master", "master", 0, {"--max-connections", "1000", "--handshake-timeout-ms", "60000"}, 96);
+  // Said at start (keyd begins serving just after its port line).
+  std::string said = k.before;
+  for (int i = 0; i < 10 && said.find("listening on 127.0.0.1") == std::string::npos; ++i)
+    said += read_line(k.p.out, 5000) + "\n";
+  EXPECT_NE(said.find("--max-connections 1000 exceeds what the open-file limit 96 allows"), std::string::npos)
+      << said;
+  std::vector<int> socks;
+  for (int i = 0; i < 150; ++i) {
+    int s = tcp_connect(k.port);
+    ASSERT_GE(s, 0) << "connect " << i;
+    socks.push_back(s);
+  }
+  // The ones over the limit are closed by keyd: EOF (or a reset) soon.
+  int refused = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  std::vector<bool> gone(socks.size());
+  while (std::chrono::steady_clock::now() < until && refused < int(socks.size())) {
+    for (std::size_t i = 0; i < socks.size(); ++i) {
+      if (gone[i]) continue;
+      pollfd pf{socks[i], POLLIN, 0};
+      char c;
+      if (poll(&pf, 1, 0) == 1 && recv(socks[i], &c, 1, MSG_DONTWAIT) <= 0) {
+        gone[i] = true;
+        ++refused;
+      }
+    }
+    usleep(20000);
+  }
+  EXPECT_GT(refused, 0) << "keyd left every connection over its limit queued";
+  EXPECT_LT(refused, int(socks.size())) << "keyd held no connection at all";
+  // Saturated, it idles: no accept loop spinning on EMFILE.
+  const double cpu0 = cpu_seconds(k.p.pid);
+  usleep(1000000);
+  EXPECT_LT(cpu_seconds(k.p.pid) - cpu0, 0.3) << "keyd busy while at its descriptor limit";
+  // More connections while full: refused too, not queued.
+  int extra = tcp_connect(k.port);
+  ASSERT_GE(extra, 0);
+  pollfd pf{extra, POLLIN, 0};
+  EXPECT_EQ(poll(&pf, 1, 3000), 1) << "a connection over the limit was left hanging";
+  close(extra);
+  for (int s : socks) close(s);
+  // The slots come back: a real client gets its key.
+  ClientOptions o = client_options("client", {k.port});
+  o.request_timeout = std::chrono::milliseconds(3000);
+  Result r;
+  EXPECT_TRUE(wait_until([&] {
+    Client c(o);
+    r = fetch(c, 1, Which::Current);
+    return r.ok();
+  }, 10000)) << r.message;
 }
