@@ -80,6 +80,7 @@ uint64_t PgStore::put_key(const StoredKey& k) {
     db_.run(
         "INSERT INTO keys(channel, spi, seq, suite, wrapped, expires_wall_ms, lifetime_ms, gen, epoch) "
         "VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT(channel, spi) DO UPDATE SET seq = excluded.seq, "
+        "suite = excluded.suite, wrapped = excluded.wrapped, "
         "expires_wall_ms = excluded.expires_wall_ms, lifetime_ms = excluded.lifetime_ms",
         p);
     commit();

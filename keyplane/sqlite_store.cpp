@@ -241,6 +241,7 @@ uint64_t SqliteStore::put_key(const StoredKey& k) {
     sqlite3_stmt* s = prep(
         "INSERT INTO keys(channel,spi,seq,suite,wrapped,expires_wall_ms,lifetime_ms,gen,epoch) "
         "VALUES(?,?,?,?,?,?,?,?,?) ON CONFLICT(channel,spi) DO UPDATE SET seq=excluded.seq, "
+        "suite=excluded.suite, wrapped=excluded.wrapped, "
         "expires_wall_ms=excluded.expires_wall_ms, lifetime_ms=excluded.lifetime_ms");
     Reset r{s};
     sqlite3_bind_int64(s, 1, k.channel);

@@ -130,7 +130,13 @@ class Store {
   virtual StoredKey mint_key(const StoredKey& k) = 0;
 
   // Keys. put_key inserts or updates (same channel+spi) and returns the seq used:
-  // seq 0 means "assign the next master sequence number".
+  // seq 0 means "assign the next master sequence number". An update replaces
+  // the material too: the row always holds the key the caller now serves. A
+  // master's upload whose commit landed though its COMMIT reported a failure
+  // (the database lost mid-reply) left a row under an SPI the master then
+  // hands out again with the sender's next key: kept, the old material would
+  // be what the next master loads under an SPI the sender uses for another.
+  // That row's key was never handed out (its reply was an error).
   virtual uint64_t put_key(const StoredKey& k) = 0;
   virtual std::vector<StoredKey> load_keys() = 0;
   virtual uint64_t max_seq() = 0;

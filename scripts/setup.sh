@@ -13,7 +13,7 @@ PKGS=(
   libpq-dev postgresql
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcap-dev
-  tshark python3-scapy python3 iproute2 tcpdump procps
+  tshark python3-scapy python3 python3-cryptography iproute2 tcpdump procps
   clang libclang-rt-14-dev
   gnuplot-nox
   libsystemd-dev nlohmann-json3-dev prometheus

@@ -44,7 +44,10 @@ PKI=$WORK/pki
 
 # A private PostgreSQL 15 cluster for the scenario (pg_up), stopped by
 # cleanup: initdb and the server run as the postgres user, data and socket
-# under $WORK, a free port on 127.0.0.1; sets PG_URI.
+# under $WORK, a free port on 127.0.0.1; sets PG_URI and PG_PORT.
+# PG_SYNC_COMMIT=on: a commit is acknowledged only once its WAL is written,
+# for scenarios that crash the server (pg_stop immediate): with the default
+# off, a crash may lose commits that keyd was already told had landed.
 PGBIN=/usr/lib/postgresql/15/bin
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 pg_up() {
@@ -53,13 +56,25 @@ pg_up() {
   as_postgres "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --no-locale \
     > "$WORK/initdb.log" 2>&1 || { echo "FAIL: initdb"; cat "$WORK/initdb.log"; exit 1; }
   PG_DATA=$dir/data
-  local port
-  port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  as_postgres "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" start \
-    > /dev/null || { echo "FAIL: postgres did not start"; cat "$dir/server.log"; exit 1; }
-  PG_URI=postgresql://postgres@127.0.0.1:$port/postgres
+  PG_PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  PG_OPTS="-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c fsync=off"
+  PG_OPTS+=" -c synchronous_commit=${PG_SYNC_COMMIT:-off}"
+  pg_start
+  PG_URI=postgresql://postgres@127.0.0.1:$PG_PORT/postgres
 }
+# pg_start: (re)starts the cluster pg_up made, on the same port; returns
+# once it accepts connections.
+pg_start() {
+  as_postgres "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$WORK/pg/server.log" -w -t 60 -o "$PG_OPTS" start \
+    > /dev/null || { echo "FAIL: postgres did not start"; tail -n 20 "$WORK/pg/server.log"; exit 1; }
+}
+# pg_stop [MODE]: stops it (pg_ctl -m MODE: fast, or immediate for a crash).
+pg_stop() {
+  as_postgres "$PGBIN/pg_ctl" -D "$PG_DATA" -m "${1:-fast}" -w -t 60 stop > /dev/null \
+    || { echo "FAIL: postgres did not stop"; exit 1; }
+}
+# psql_q SQL: one query's rows, fields separated by '|'.
+psql_q() { "$PGBIN/psql" "$PG_URI" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
 
 # start_keyd NAME ROLE [args...]: starts keyd on an ephemeral port; sets
 # PORT_<NAME>. Channel policies are the caller's. KEYD_DB, KEYD_MK and

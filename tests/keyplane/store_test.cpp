@@ -69,6 +69,26 @@ TEST_P(StoreContract, KeysPutLoadAssignSeqAndUpdateSameChannelSpi) {
   EXPECT_TRUE(same_material(ks[3].material, big.material));
 }
 
+// The row holds what the caller serves from then on: a master that put a key
+// whose commit it saw fail (though it landed) assigns the same SPI again,
+// with the sender's next key.
+TEST_P(StoreContract, PutKeyOnAnExistingSpiReplacesTheMaterial) {
+  auto s = t().open();
+  s->put_key(key(1, 256, 0x11));
+  StoredKey other = key(1, 256, 0x22);
+  other.expires_wall_ms = kT0 + 4242;
+  s->put_key(other);
+  auto ks = s->load_keys();
+  ASSERT_EQ(ks.size(), 1u);
+  EXPECT_TRUE(same_material(ks[0].material, other.material));
+  EXPECT_EQ(ks[0].expires_wall_ms, kT0 + 4242);
+  // A fresh store on the same database (the next master) reads the same.
+  s.reset();
+  auto again = t().open()->load_keys();
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_TRUE(same_material(again[0].material, other.material));
+}
+
 TEST_P(StoreContract, SpiHighWaterMarkOnlyRisesAndCountsStoredKeys) {
   auto s = t().open();
   s->set_spi_hwm(1, 300);
