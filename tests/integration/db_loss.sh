@@ -1,8 +1,9 @@
 #!/bin/bash
 # The masters' PostgreSQL database crashes (pg_ctl stop -m immediate) under
 # load and comes back 5 s later on the same port. Two masters m1 (active)
-# and m2 (standby), --failover-ms F = 1200 (lease 800 ms, renewed and polled
-# every 200 ms); a slave listing both; a kms-origin channel (sender s1) and a
+# and m2 (standby), --failover-ms F = 3000, the default (lease 2,000 ms,
+# renewed and polled every 500 ms: a master stalled for less than its lease
+# keeps it); a slave listing both; a kms-origin channel (sender s1) and a
 # sender-origin channel (sender s2); r1 (client: both channels) asks the
 # slave, then the masters; r2 (client2: channel 2) the masters only.
 #
@@ -37,7 +38,7 @@
 source "$(dirname "$0")/lib.sh"
 DOWN_MS=${1:-5000}
 RATE=${2:-2000}
-L=12000; P1=10000; P2=2000; F=1200
+L=12000; P1=10000; P2=2000; F=3000
 POL="lifetime=$L,p1=$P1,p2=$P2,grace=1000"
 # Long enough for each sender to switch to a key made after the restart:
 # the crash comes about 2L - P1 = 14 s after channel 1's first key, the
