@@ -30,8 +30,12 @@ PgStore::PgStore(const std::string& uri, const std::string& master_key_file)
   });
   pg_migrate(db_);
   check_master_key();
+  reload_closed_until();
+}
+
+void PgStore::reload_closed_until() {
   PgResult r = db_.run("SELECT MAX(end_ms) FROM periods");
-  if (!r.null(0, 0)) closed_until_ = r.i64(0, 0);
+  closed_until_ = r.null(0, 0) ? INT64_MIN : r.i64(0, 0);
 }
 
 // The first keyd on a fresh database writes the check value; one that

@@ -20,6 +20,7 @@ void Server::Impl::init() {
     throw std::runtime_error("--role " + std::string(role_name(cfg.role)) + ": database " +
                              shown_db(cfg.db) + " belongs to a " + *r);
   store->set_meta("role", std::string(role_name(cfg.role)));
+  worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
   if (auto id = store->meta("instance_id")) {
     instance_id = *id;
   } else {
@@ -91,7 +92,12 @@ Chan& Server::Impl::chan_for(uint32_t id) {
 
 void Server::Impl::do_stop() {
   if (stopping) return;
-  commit_billing();
+  // Everything accepted is committed and answered before the lead goes.
+  try {
+    drain_billing();
+  } catch (const std::exception& e) {
+    log(LogLevel::Error, std::string("billing commit at stop: ") + e.what());
+  }
   if (active) {
     // A clean stop hands the lead over now instead of after the lease.
     try {
@@ -115,6 +121,7 @@ void Server::Impl::do_stop() {
   std::vector<Conn*> all(conns.begin(), conns.end());
   for (auto* c : all) c->close("server stopping");
   upstream.reset();
+  worker->stop();
   io.stop();
 }
 

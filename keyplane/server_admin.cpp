@@ -80,10 +80,13 @@ void Server::Impl::on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
         r.text = render_invoices(store->invoices(), f);
       } else {
         // Everything accepted before the close is in the ledger first.
-        commit_billing();
+        drain_billing();
         std::vector<Invoice> inv;
         try {
           inv = store->close_period(*m.until_ms, wall_now_ms(), c->peer.identity, cfg.tariffs);
+          // The store worker books the next events: after the close (late
+          // ones flagged), before any billing commit posted from now on.
+          worker->run([](Store& s) { s.reload_closed_until(); });
         } catch (const std::invalid_argument& e) {
           return reply_error(c, m, ErrorCode::BadRequest,
                              std::string(e.what()) + " (closed until " +
@@ -217,9 +220,9 @@ std::string Server::Impl::status_json() {
 // its role and remaining time. On the master (which books the usage
 // reports) each key also carries the traffic reported under it and how
 // many client identities received it; those need the store, so the
-// billing batch in flight is committed first.
+// billing accepted so far is committed first (the loop waits for it).
 std::string Server::Impl::channels_json(MonoClock::time_point now) {
-  if (master()) commit_billing();
+  if (master()) drain_billing();
   Json out = Json::array();
   for (auto& [id, ch] : chans) {
     View v = view(ch, now);

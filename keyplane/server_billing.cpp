@@ -5,6 +5,10 @@ namespace keycast::kp {
 
 // Billing events are made durable in one transaction per batch (group
 // commit); the replies they belong to are released only after the commit.
+// The transaction runs on the store worker (its own connection and thread):
+// a commit waiting on the disk or the network holds back only the replies
+// of its own batch, never the event loop. One commit is in flight at a
+// time; what arrives meanwhile forms the next batch.
 // A request with an event id counts once however often it is re-sent (its
 // reply lost to a crash or a cut): the master keeps the ids it has counted,
 // a slave forwards the id with the event so the master decides.
@@ -21,7 +25,7 @@ void Server::Impl::bill_and_reply(const std::shared_ptr<Conn>& c, Message r, std
 void Server::Impl::schedule_commit(bool lazy) {
   if (pb.scheduled && pb.lazy && !lazy) {
     pb.lazy = false;
-    commit_timer.cancel();  // its handler commits now
+    commit_timer.cancel();  // its handler commits now (or after the commit in flight)
     return;
   }
   if (!pb.scheduled && lazy) {
@@ -31,11 +35,17 @@ void Server::Impl::schedule_commit(bool lazy) {
     return;
   }
   if (!pb.scheduled) {
+    pb.scheduled = true;
+    if (billing_inflight) {
+      // The commit in flight is this batch's window: it goes as soon as
+      // that one is done.
+      commit_again = true;
+      return;
+    }
     // Commit after the event loop has had a moment to read more requests,
     // so one fsync covers a whole burst (e.g. a rekey storm).
     // Adaptive: a lone request (the last batch had one reply) commits at
     // once; under load the batch window applies.
-    pb.scheduled = true;
     if (last_batch > 1 && cfg.group_commit_us > 0) {
       commit_timer.expires_after(std::chrono::microseconds(cfg.group_commit_us));
       commit_timer.async_wait([this](boost::system::error_code) { commit_billing(); });
@@ -46,57 +56,104 @@ void Server::Impl::schedule_commit(bool lazy) {
 }
 
 void Server::Impl::commit_billing() {
+  if (billing_inflight) {
+    commit_again = true;
+    return;
+  }
   PendingBill b = std::move(pb);
   pb = PendingBill{};
   last_batch = b.replies.size();
   if (b.replies.empty() && b.requests.empty() && b.request_events.empty()) return;
-  bool ok = true, fenced = false;
-  const int64_t at = wall_now_ms();
-  uint64_t counted = 0, unchanged = 0;
-  std::map<std::size_t, uint64_t> unchanged_in;  // by reply
+  auto job = std::make_shared<BillingJob>();
+  job->master = master();
+  job->at = wall_now_ms();
+  job->requests = std::move(b.requests);
+  job->request_events = std::move(b.request_events);
+  job->holders.assign(b.holders.begin(), b.holders.end());
+  job->checkpoints = std::move(b.checkpoints);
+  auto bc = std::make_shared<BillingCommit>();
+  bc->job = job;
+  bc->replies = std::move(b.replies);
+  billing_inflight = bc;
+  // The job holds only its batch: no connection, no loop state.
+  worker->post([job](Store& s) { job->run(s); },
+               [this, bc](std::exception_ptr err) {
+                 if (err && bc->job->outcome != BillingJob::Outcome::Fenced) {
+                   bc->job->outcome = BillingJob::Outcome::Failed;
+                   try {
+                     std::rethrow_exception(err);
+                   } catch (const std::exception& e) {
+                     bc->job->error = e.what();
+                   } catch (...) {
+                     bc->job->error = "unknown error";
+                   }
+                 }
+                 finish_billing(bc);
+               });
+}
+
+// On the store worker: one transaction for the whole batch.
+void Server::Impl::BillingJob::run(Store& s) {
   try {
-    store->begin();
-    for (auto& [id, n] : b.requests) {
-      if (master())
-        store->add_requests(id, n, at);
+    s.begin();
+    for (auto& [id, n] : requests) {
+      if (master)
+        s.add_requests(id, n, at);
       else
-        store->outbox_add(id, n, 0, 0, 0, at);
+        s.outbox_add(id, n, 0, 0, 0, at);
     }
-    if (master()) {
+    if (master) {
       // One statement each on PostgreSQL, however many events the batch holds.
-      duplicate_requests += store->add_request_events(b.request_events, at);
-      store->add_holders({b.holders.begin(), b.holders.end()});
+      duplicates = s.add_request_events(request_events, at);
+      s.add_holders(holders);
     } else {
-      for (auto& [id, ev] : b.request_events) store->outbox_add(id, 1, 0, 0, ev, at);
-      for (auto& [id, ch, spi] : b.holders) store->outbox_add(id, 0, ch, spi, 0, at);
+      for (auto& [id, ev] : request_events) s.outbox_add(id, 1, 0, 0, ev, at);
+      for (auto& [id, ch, spi] : holders) s.outbox_add(id, 0, ch, spi, 0, at);
     }
-    for (auto& cp : b.checkpoints) {
-      if (store->add_checkpoint(cp.sender, cp.instance, cp.channel, cp.spi, cp.bytes, cp.packets, at)) {
+    for (auto& cp : checkpoints) {
+      if (s.add_checkpoint(cp.sender, cp.instance, cp.channel, cp.spi, cp.bytes, cp.packets, at)) {
         ++counted;
       } else {
         ++unchanged;
         ++unchanged_in[cp.reply];
       }
     }
-    store->commit();
-    checkpoints_counted += counted;
-    checkpoints_unchanged += unchanged;
-    for (auto& [i, n] : unchanged_in)
-      b.replies[i].second.text = (n > 1 ? std::to_string(n) + " epochs " : std::string()) +
-                                 "unchanged: at or below the high-water mark";
+    s.commit();
+    outcome = Outcome::Committed;
   } catch (const Fenced& e) {
+    outcome = Outcome::Fenced;
+    error = e.what();
+    s.rollback();
+  } catch (const std::exception& e) {
+    outcome = Outcome::Failed;
+    error = e.what();
+    s.rollback();
+  }
+}
+
+// On the loop, once the worker is done with bc's job.
+void Server::Impl::finish_billing(const std::shared_ptr<BillingCommit>& bc) {
+  if (bc->finished) return;
+  bc->finished = true;
+  if (billing_inflight == bc) billing_inflight.reset();
+  BillingJob& j = *bc->job;
+  const bool ok = j.outcome == BillingJob::Outcome::Committed;
+  const bool fenced = j.outcome == BillingJob::Outcome::Fenced;
+  if (ok) {
+    duplicate_requests += j.duplicates;
+    checkpoints_counted += j.counted;
+    checkpoints_unchanged += j.unchanged;
+    for (auto& [i, n] : j.unchanged_in)
+      bc->replies[i].second.text = (n > 1 ? std::to_string(n) + " epochs " : std::string()) +
+                                   "unchanged: at or below the high-water mark";
+  } else if (fenced) {
     // Another master leads now: none of this batch was booked here, and its
     // requests are re-sent there.
-    store->rollback();
-    ok = false;
-    fenced = true;
-    step_down(e.what());
-  } catch (const std::exception& e) {
-    store->rollback();
-    log(LogLevel::Error, std::string("billing commit failed: ") + e.what());
-    ok = false;
+    step_down(j.error);
+  } else {
+    log(LogLevel::Error, "billing commit failed: " + j.error);
   }
-  for (auto& [w, r] : b.replies) {
+  for (auto& [w, r] : bc->replies) {
     auto c = w.lock();
     if (!c) continue;
     if (ok)
@@ -105,6 +162,24 @@ void Server::Impl::commit_billing() {
       reply_not_active(c, r);
     else
       reply_error(c, r, ErrorCode::Internal, "billing store unavailable");
+  }
+  if (commit_again) {
+    commit_again = false;
+    commit_billing();
+  }
+}
+
+void Server::Impl::drain_billing() {
+  for (;;) {
+    if (!billing_inflight) {
+      commit_billing();
+      if (!billing_inflight) return;
+    }
+    auto bc = billing_inflight;
+    // Every job queued before this one has run, bc's among them; its
+    // posted completion then finds it finished.
+    worker->run([](Store&) {});
+    finish_billing(bc);
   }
 }
 

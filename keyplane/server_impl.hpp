@@ -37,6 +37,7 @@
 #include "keyplane/json.hpp"
 #include "keyplane/load_shed.hpp"
 #include "keyplane/store.hpp"
+#include "keyplane/store_worker.hpp"
 #include "keyplane/wall_time.hpp"
 
 namespace keycast::kp {
@@ -94,6 +95,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   asio::steady_timer maint{io};
   asio::steady_timer commit_timer{io};
   std::unique_ptr<Store> store;
+  // A second connection to --db on a thread of its own: the billing group
+  // commit (keyplane/server_billing.cpp). Declared after io and store, so
+  // its thread is joined before either goes.
+  std::unique_ptr<StoreWorker> worker;
   std::map<uint32_t, Chan> chans;
   std::set<Conn*> conns;
   std::unique_ptr<LoadShedder> shed;  // --max-key-requests-per-s
@@ -122,6 +127,31 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     bool scheduled = false, lazy = false;
   } pb;
   std::size_t last_batch = 0;
+  // What the store worker writes of one batch, and what it found. The loop
+  // reads the outcome only once the worker is done with it.
+  struct BillingJob {
+    bool master = true;
+    int64_t at = 0;
+    std::map<std::string, uint64_t> requests;
+    std::vector<std::pair<std::string, uint64_t>> request_events;
+    std::vector<std::tuple<std::string, uint32_t, uint32_t>> holders;
+    std::vector<PendingBill::Checkpoint> checkpoints;
+    enum class Outcome { NotRun, Committed, Fenced, Failed } outcome = Outcome::NotRun;
+    std::string error;
+    uint64_t duplicates = 0, counted = 0, unchanged = 0;
+    std::map<std::size_t, uint64_t> unchanged_in;  // by reply
+    void run(Store& s);  // on the worker
+  };
+  // The one billing commit on the worker (none: nullptr) and the replies it
+  // holds back. finished: its outcome was handled (by its completion or by
+  // drain_billing, whichever came first).
+  struct BillingCommit {
+    std::shared_ptr<BillingJob> job;
+    std::vector<std::pair<std::weak_ptr<Conn>, Message>> replies;
+    bool finished = false;
+  };
+  std::shared_ptr<BillingCommit> billing_inflight;
+  bool commit_again = false;  // a commit was asked for while one was in flight
   // Re-sent billed requests recognised by event id (not billed again).
   uint64_t duplicate_requests = 0;
   // Request event ids are kept a day: far beyond any client's re-send horizon.
@@ -288,7 +318,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // at once.
   static constexpr std::chrono::milliseconds kLazyCommit{20};
   void schedule_commit(bool lazy = false);
+  // Hands the pending batch to the store worker (unless a commit is in
+  // flight: then it follows that one); its replies go when it committed.
   void commit_billing();
+  void finish_billing(const std::shared_ptr<BillingCommit>& bc);
+  // Blocks the loop until everything accepted so far is committed and its
+  // replies are sent: before a period closes, a per-key usage read, a stop.
+  void drain_billing();
 
   // ---------------------------------------------------------------- admin
   void on_admin(const std::shared_ptr<Conn>& c, const Message& m);

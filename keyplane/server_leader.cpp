@@ -98,6 +98,15 @@ void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
   try {
     // The fence first: nothing below writes under an epoch not yet ours.
     store->fence(e);
+    // The store worker's connection too, through its queue, so every
+    // billing commit posted from now on runs fenced at e. Waited for: a
+    // worker that cannot fence must not book under this lead. Both read the
+    // closed billing periods again: the previous active may have closed one.
+    worker->run([e](Store& s) {
+      s.fence(e);
+      s.reload_closed_until();
+    });
+    store->reload_closed_until();
     // The previous active may have made keys, moved SPI marks and changed
     // entitlements since this process read the store.
     load_state();
@@ -127,10 +136,11 @@ void Server::Impl::step_down(const std::string& why) {
   for (auto& [id, c] : chans)
     if (c.timer) c.timer->cancel();
   log(LogLevel::Warning, "standby: " + why + " (was epoch " + std::to_string(epoch) + ")");
-  // What was accepted is committed while the fence still admits it; once
-  // another master leads the database refuses it and its replies are never
-  // sent, so the clients re-send it to the new active (event ids keep it
-  // counted once).
+  // What was accepted is committed (by the store worker, after any commit
+  // in flight) while the fence still admits it; once another master leads
+  // the database refuses it. Either way its replies are never sent (every
+  // session ends below), so the clients re-send it to the new active (event
+  // ids keep it counted once).
   commit_billing();
   // Peers must find the new active: every session ends (clients re-send
   // their unanswered requests elsewhere, slaves subscribe again there).

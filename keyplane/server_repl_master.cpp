@@ -56,40 +56,73 @@ void Server::Impl::on_subscribe(const std::shared_ptr<Conn>& c, const Message& m
       std::to_string(todo.size()) + " key(s)");
 }
 
+// A slave's outbox rows: booked by the store worker, in the transaction
+// order of the billing commits, so the two never hold the ledger's rows
+// against each other; the ack (after which the slave deletes the rows)
+// goes only once they are committed.
 void Server::Impl::on_forward(const std::shared_ptr<Conn>& c, const Message& m) {
   if (!require(c, m, {Role::Slave}) || !require_master(c, m)) return;
-  std::string key = c->peer.identity + "/" + m.text;
-  auto bills = m.bills;
-  std::sort(bills.begin(), bills.end(), [](auto& a, auto& b) { return a.seq < b.seq; });
-  store->begin();
-  uint64_t last;
-  const int64_t now_ms = wall_now_ms();
-  try {
-    last = store->forward_applied(key);
-    for (auto& e : bills) {
-      if (e.seq <= last) continue;  // counted before: exactly once
-      // The event's own time, measured on the slave as an age: a request
-      // made before a close and forwarded after it is booked late.
-      const int64_t at = now_ms - e.age_ms;
-      if (e.requests && e.event_id) {
-        if (!store->add_request_event(e.identity, e.event_id, e.requests, at)) ++duplicate_requests;
-      } else if (e.requests) {
-        store->add_requests(e.identity, e.requests, at);
-      }
-      if (e.spi) store->add_holder(e.identity, e.channel, e.spi);
-      last = e.seq;
-    }
-    store->set_forward_applied(key, last);
-    store->commit();
-  } catch (...) {
-    store->rollback();
-    throw;
-  }
-  Message r;
-  r.type = MsgType::Ack;
-  r.req_id = m.req_id;
-  r.seq = last;
-  c->send(r);
+  struct Forward {
+    std::string key;
+    std::vector<BillEntry> bills;
+    int64_t now_ms = 0;
+    uint64_t last = 0, duplicates = 0;
+  };
+  auto f = std::make_shared<Forward>();
+  f->key = c->peer.identity + "/" + m.text;
+  f->bills = m.bills;
+  std::sort(f->bills.begin(), f->bills.end(), [](auto& a, auto& b) { return a.seq < b.seq; });
+  f->now_ms = wall_now_ms();
+  Message req = m;
+  req.bills.clear();
+  std::weak_ptr<Conn> wc = c;
+  worker->post(
+      [f](Store& s) {
+        s.begin();
+        try {
+          f->last = s.forward_applied(f->key);
+          for (auto& e : f->bills) {
+            if (e.seq <= f->last) continue;  // counted before: exactly once
+            // The event's own time, measured on the slave as an age: a request
+            // made before a close and forwarded after it is booked late.
+            const int64_t at = f->now_ms - e.age_ms;
+            if (e.requests && e.event_id) {
+              if (!s.add_request_event(e.identity, e.event_id, e.requests, at)) ++f->duplicates;
+            } else if (e.requests) {
+              s.add_requests(e.identity, e.requests, at);
+            }
+            if (e.spi) s.add_holder(e.identity, e.channel, e.spi);
+            f->last = e.seq;
+          }
+          s.set_forward_applied(f->key, f->last);
+          s.commit();
+        } catch (...) {
+          s.rollback();
+          throw;
+        }
+      },
+      [this, f, wc, req](std::exception_ptr err) {
+        auto c = wc.lock();
+        if (err) {
+          try {
+            std::rethrow_exception(err);
+          } catch (const Fenced& e) {
+            step_down(e.what());
+            if (c) reply_not_active(c, req);
+          } catch (const std::exception& e) {
+            log(LogLevel::Error, std::string("billing forward from a slave: ") + e.what());
+            if (c) reply_error(c, req, ErrorCode::Internal, "internal error");
+          }
+          return;
+        }
+        duplicate_requests += f->duplicates;
+        if (!c) return;
+        Message r;
+        r.type = MsgType::Ack;
+        r.req_id = req.req_id;
+        r.seq = f->last;
+        c->send(r);
+      });
 }
 
 }  // namespace keycast::kp

@@ -159,10 +159,15 @@ void SqliteStore::migrate() {
       throw;
     }
   }
+  reload_closed_until();
+}
+
+void SqliteStore::reload_closed_until() {
   sqlite3_stmt* s = prep("SELECT MAX(end_ms) FROM periods");
   Reset r{s};
-  if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
-    closed_until_ = sqlite3_column_int64(s, 0);
+  const int rc = sqlite3_step(s);
+  if (rc != SQLITE_ROW) fail(sqlite3_errmsg(db_));
+  closed_until_ = sqlite3_column_type(s, 0) == SQLITE_NULL ? INT64_MIN : sqlite3_column_int64(s, 0);
 }
 
 SqliteStore::~SqliteStore() {

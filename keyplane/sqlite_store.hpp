@@ -55,6 +55,7 @@ class SqliteStore final : public Store {
   KeyUsage key_usage(uint32_t channel, uint32_t spi) override;
 
   int64_t closed_until_ms() const override { return closed_until_; }
+  void reload_closed_until() override;
   std::vector<Invoice> close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
                                     const Tariffs& tariffs) override;
   std::vector<Invoice> invoices() override;

@@ -182,8 +182,12 @@ class Store {
   // All traffic ever booked under (channel, spi), late or not, and its holders.
   virtual KeyUsage key_usage(uint32_t channel, uint32_t spi) = 0;
 
-  // Billing periods. The end of the last closed period (INT64_MIN: none).
+  // Billing periods. The end of the last closed period (INT64_MIN: none),
+  // as this store last read or wrote it: read at open, kept by close_period.
   virtual int64_t closed_until_ms() const = 0;
+  // Reads it again from the database: another store (another connection
+  // of this process, or another master) may have closed a period since.
+  virtual void reload_closed_until() = 0;
   // Closes [closed_until_ms() or the first event, end_ms): writes the period
   // and one invoice per client with events in it, in one transaction.
   // Throws std::invalid_argument when end_ms is not after the last closed

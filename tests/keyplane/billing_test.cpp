@@ -3,7 +3,9 @@
 // immutable invoices, late events booked in the open period and flagged.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <future>
+#include <optional>
 #include <regex>
 
 #include "keyplane/billing_render.hpp"
@@ -110,12 +112,14 @@ class Billing : public ServerBackends {
  protected:
   std::unique_ptr<Server> master;
   std::vector<ChannelPolicy> chans = {policy(1, KeyOrigin::Kms)};
+  std::function<void(ServerConfig&)> tweak;  // before start_master()
   void start_master() {
     ServerConfig c = config(Role::Master, "master");
     for (auto& p : chans) c.channels[p.id] = p;
     c.tariffs.per_request_micros = *parse_micros("0.01");
     c.tariffs.per_gib_micros = *parse_micros("0.5");
     c.group_commit_us = 0;
+    if (tweak) tweak(c);
     master = std::make_unique<Server>(c);
     master->start();
   }
@@ -152,7 +156,107 @@ Message checkpoint(uint64_t instance, uint32_t spi, uint64_t bytes, uint64_t pac
 
 KP_BOTH_BACKENDS(Billing);
 
+// Another database session holding what a billing commit writes: the
+// billing tables (PostgreSQL) or the database's write lock (SQLite), until
+// release() or its end.
+class BillingLock {
+ public:
+  explicit BillingLock(const TestDb& d) : backend_(d.backend) {
+    if (backend_ == Backend::Sqlite) {
+      sqlite3_open(d.db.c_str(), &lite_);
+      sqlite3_busy_timeout(lite_, 5000);
+      char* err = nullptr;
+      if (sqlite3_exec(lite_, "BEGIN EXCLUSIVE", nullptr, nullptr, &err) != SQLITE_OK) {
+        const std::string e = err ? err : "error";
+        sqlite3_free(err);
+        release();
+        throw std::runtime_error("BEGIN EXCLUSIVE: " + e);
+      }
+      return;
+    }
+    pg_ = PQconnectdb(d.db.c_str());
+    for (const char* sql : {"BEGIN", "LOCK TABLE request_events, request_log, holders, outbox, usage_hw, usage_log "
+                                     "IN ACCESS EXCLUSIVE MODE"}) {
+      PGresult* r = PQexec(pg_, sql);
+      const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+      PQclear(r);
+      if (!ok) {
+        const std::string e = PQerrorMessage(pg_);
+        release();
+        throw std::runtime_error(std::string(sql) + ": " + e);
+      }
+    }
+  }
+  ~BillingLock() { release(); }
+  void release() {
+    if (lite_) {
+      sqlite3_exec(lite_, "ROLLBACK", nullptr, nullptr, nullptr);
+      sqlite3_close(lite_);
+      lite_ = nullptr;
+    }
+    if (pg_) {
+      PQclear(PQexec(pg_, "ROLLBACK"));
+      PQfinish(pg_);
+      pg_ = nullptr;
+    }
+  }
+
+ private:
+  Backend backend_;
+  sqlite3* lite_ = nullptr;
+  PGconn* pg_ = nullptr;
+};
+
 }  // namespace
+
+// A billing commit waiting on the database (a slow fsync, a lock, a slow
+// network) holds back only its own batch's replies: the event loop goes on
+// answering everyone else meanwhile, and the held reply follows the commit,
+// the request counted once.
+TEST_P(Billing, CommitWaitingOnTheDatabaseHoldsOnlyItsOwnReplies) {
+  // No lease renewal (a write on the loop) falls in the few seconds the lock is held.
+  tweak = [](ServerConfig& c) { c.failover_ms = 600000; };
+  start_master();
+  ClientOptions o = client_options("client", {master->port()});
+  o.request_timeout = std::chrono::seconds(30);
+  Client cl(o);
+  auto ad = client("admin");
+  Result first = fetch(cl, 1, Which::Current);  // mints the key: nothing below writes on the loop
+  ASSERT_TRUE(first.ok()) << first.message;
+
+  std::optional<BillingLock> lock;
+  try {
+    lock.emplace(db("master"));
+  } catch (const std::exception& e) {
+    FAIL() << e.what();
+  }
+  std::promise<Result> held;
+  auto held_reply = held.get_future();
+  Message m;
+  m.type = MsgType::KeyRequest;
+  m.channel = 1;
+  m.which = Which::Current;
+  cl.request(std::move(m), [&held](Result r) { held.set_value(std::move(r)); });
+  // (a) Not answered before its commit. (SQLite gives up on the lock after
+  // 5 s: everything up to the release below stays well inside that.)
+  EXPECT_EQ(held_reply.wait_for(std::chrono::milliseconds(800)), std::future_status::timeout)
+      << "a billed key request was answered while its commit could not be written";
+  // (b) Meanwhile another peer is answered at once.
+  auto status = std::async(std::launch::async, [&ad] { return admin(*ad, MsgType::AdminStatus); });
+  const bool prompt = status.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
+  EXPECT_TRUE(prompt) << "status not answered within 2 s while a billing commit waited on the database";
+  EXPECT_EQ(held_reply.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout)
+      << "a billed key request was answered while its commit could not be written";
+  lock->release();
+  Result st = status.get();
+  EXPECT_TRUE(st.ok()) << st.message;
+  // (c) The held reply follows the commit; the ledger has both requests once.
+  ASSERT_EQ(held_reply.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  Result r = held_reply.get();
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(r.keys.at(0).spi, first.keys.at(0).spi);
+  EXPECT_EQ(row_of(billing(*ad, {}, {}).message, "client").requests, 2u);
+}
 
 // A checkpoint carries totals: only what exceeds the (sender, instance,
 // channel, SPI) high-water mark is billed, whether the figure is re-sent,
