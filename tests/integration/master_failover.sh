@@ -74,13 +74,12 @@ done
 mctl "127.0.0.1:$PORT_m2" billing --format json > "$WORK/billing.json"
 mctl "127.0.0.1:$PORT_m2" -o json status > "$WORK/m2.json"
 
-$PY - "$WORK" "$PACKETS" "$RATE" <<'PYEOF'
+PYTHONPATH="$ROOT/tests/integration" $PY - "$WORK" "$PACKETS" "$RATE" <<'PYEOF'
 import json, sys
 work, n, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-fails = []
-def need(cond, what):
-    if not cond:
-        fails.append(what)
+from two_channel_checks import Checks
+chk = Checks()
+need = chk.need
 load = lambda t: json.load(open(f"{work}/{t}.json"))
 s1, s2, r1, r2, m2 = (load(t) for t in ("s1", "s2", "r1", "r2", "m2"))
 bill = {r["identity"]: r for r in json.load(open(f"{work}/billing.json"))["clients"]}
@@ -96,35 +95,8 @@ for tag, s in (("s1", s1), ("s2", s2)):
     need(s["usage_acked"] == s["usage_reports"], f"{tag}: usage reports not all acknowledged")
     spis = s["spi_list"]
     need(spis == sorted(set(spis)), f"{tag}: SPIs not unique and increasing: {spis}")
-for tag, r in (("r1", r1), ("r2", r2)):
-    print(f"{tag}: packets_ok={r['packets_ok']} lost={r['lost']} duplicated={r['duplicated']} "
-          f"corrupted={r['corrupted']} auth_fail={r['auth_fail']} unknown_spi={r['unknown_spi']} "
-          f"kms_requests={r['kms_requests']} kms_ok={r['kms_ok']} kms_errors={r['kms_errors']}")
-    for k in ("lost", "duplicated", "corrupted", "auth_fail", "replay", "malformed"):
-        need(r[k] == 0, f"{tag}: {k} = {r[k]}")
-start_allowance = rate // 10
-for tag, r, chans in (("r1", r1, ((1, s1), (2, s2))), ("r2", r2, ((2, s2),))):
-    by_ch = {c["channel"]: c for c in r.get("channels", [])}
-    for ch, s in chans:
-        c = by_ch.get(ch, {})
-        need(c.get("lost") == 0, f"{tag} channel {ch}: lost {c.get('lost')}")
-        need(c.get("packets_ok", 0) >= n - start_allowance,
-             f"{tag} channel {ch}: packets_ok {c.get('packets_ok')} < {n} - {start_allowance}")
-        # The first key of a channel may be the one whose packets were
-        # dropped at start-up; every later one must be the sender's.
-        got, want = c.get("spi_list", []), s["spi_list"]
-        need(got == want or got == want[1:], f"{tag} channel {ch}: SPIs {got} != sender's {want}")
+chk.receivers(n, rate, r1, r2, s1, s2)
 need(m2["active"] and m2["epoch"] == 2, f"m2: active {m2['active']} epoch {m2['epoch']}")
-for who, r, sent in (("client", r1, s1["bytes_sent"] + s2["bytes_sent"]), ("client2", r2, s2["bytes_sent"])):
-    b = bill.get(who)
-    need(b is not None, f"{who}: no billing row")
-    if b:
-        print(f"{who}: billed requests {b['requests']} (receiver acknowledged {r['kms_ok']}), "
-              f"bytes {b['bytes']} (sent under its epochs {sent})")
-        need(b["requests"] == r["kms_ok"], f"{who}: billed {b['requests']} requests != {r['kms_ok']} acknowledged")
-        need(b["bytes"] == sent, f"{who}: billed {b['bytes']} B != {sent} B sent")
-if fails:
-    print("FAIL:\n  " + "\n  ".join(fails))
-    sys.exit(1)
-print("PASS")
+chk.ledger(bill, r1, r2, s1, s2)
+sys.exit(chk.verdict())
 PYEOF
