@@ -39,7 +39,7 @@ OTHER_PROGRAMS = {
     "--no-pci": "DPDK EAL", "--vdev": "DPDK EAL", "--log-level": "DPDK EAL",
     "--build": "cmake", "--install": "cmake", "--now": "systemctl",
     "--setup": "dpdk-hugepages.py", "--status": "dpdk-hugepages.py",
-    "--seconds": "bench_keyd", "--gtest": "GoogleTest (--gtest_filter)",
+    "--seconds": "bench_keyd", "--clients": "bench_keyd", "--max-clients": "bench_keyd", "--gtest": "GoogleTest (--gtest_filter)",
     "--cflags": "pkg-config", "--libs": "pkg-config", "--list-sas": "swanctl", "--syslog": "DPDK EAL",
 }
 
