@@ -161,7 +161,7 @@ void Server::Impl::finish_billing(const std::shared_ptr<BillingCommit>& bc) {
     else if (fenced)
       reply_not_active(c, r);
     else
-      reply_error(c, r, ErrorCode::Internal, "billing store unavailable");
+      reply_busy(c, r, kStoreRetryMs, "billing store unavailable");
   }
   if (commit_again) {
     commit_again = false;

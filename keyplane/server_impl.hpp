@@ -104,6 +104,12 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::unique_ptr<LoadShedder> shed;  // --max-key-requests-per-s
   // A refused client comes back within this, however long the storm.
   static constexpr int64_t kMaxBusyWaitMs = 30000;
+  // A billing commit that failed (the database lost, or a statement refused)
+  // is answered busy with this retry-after: the peer re-sends the same event
+  // ids, so a commit that landed though its COMMIT reported a failure is not
+  // counted twice, and one that did not land is counted when it is re-sent.
+  // Long enough for the store's reconnection on its next call.
+  static constexpr int64_t kStoreRetryMs = 500;
   std::vector<std::weak_ptr<Conn>> subscribers;
   std::thread th;
   std::once_flag stop_once;
@@ -301,6 +307,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // standby's copy is not kept up to date).
   bool require_serving(const std::shared_ptr<Conn>& c, const Message& m);
   void reply_not_active(const std::shared_ptr<Conn>& c, const Message& m);
+  // busy (error 13) with a retry-after the client library waits out before it
+  // re-sends the same request.
+  void reply_busy(const std::shared_ptr<Conn>& c, const Message& req, int64_t retry_after_ms, const std::string& why);
   Chan* channel_for(const std::shared_ptr<Conn>& c, const Message& m);
   void handle(const std::shared_ptr<Conn>& c, Message m);
   void on_key_request(const std::shared_ptr<Conn>& c, const Message& m);

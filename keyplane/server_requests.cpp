@@ -16,6 +16,14 @@ void Server::Impl::reply_error(const std::shared_ptr<Conn>& c, const Message& re
   c->send(e);
 }
 
+void Server::Impl::reply_busy(const std::shared_ptr<Conn>& c, const Message& req, int64_t retry_after_ms,
+                              const std::string& why) {
+  ++err_by_code[std::string(error_name(ErrorCode::Busy))];
+  Message e = make_error(req.req_id, ErrorCode::Busy, why + ": ask again in " + std::to_string(retry_after_ms) + " ms");
+  e.retry_after_ms = retry_after_ms;
+  c->send(e);
+}
+
 bool Server::Impl::require(const std::shared_ptr<Conn>& c, const Message& m, std::initializer_list<Role> roles) {
   for (Role r : roles)
     if (c->peer.role == r) return true;
@@ -130,10 +138,7 @@ void Server::Impl::on_key_request(const std::shared_ptr<Conn>& c, const Message&
   if (shed)
     if (const int64_t wait = shed->admit(MonoClock::now(), kMaxBusyWaitMs)) {
       // Cheaper than the request itself: no key lookup, nothing billed.
-      ++err_by_code[std::string(error_name(ErrorCode::Busy))];
-      Message e = make_error(m.req_id, ErrorCode::Busy, "busy: ask again in " + std::to_string(wait) + " ms");
-      e.retry_after_ms = wait;
-      return c->send(e);
+      return reply_busy(c, m, wait, "busy");
     }
   Chan* ch = channel_for(c, m);
   if (!ch) return;

@@ -258,6 +258,58 @@ TEST_P(Billing, CommitWaitingOnTheDatabaseHoldsOnlyItsOwnReplies) {
   EXPECT_EQ(row_of(billing(*ad, {}, {}).message, "client").requests, 2u);
 }
 
+// A billing commit that fails (the database lost mid-commit, a statement
+// refused) is answered busy with a retry-after, not with an error: the
+// client library re-sends the same request with the same event id, so it is
+// counted once when the store takes it again (and never twice, had the
+// failed commit landed after all).
+TEST_P(Billing, AFailedCommitAnswersBusyAndTheResentRequestCountsOnce) {
+  tweak = [](ServerConfig& c) {
+    c.failover_ms = 600000;
+    c.metrics = "127.0.0.1:0";
+  };
+  start_master();
+  ClientOptions o = client_options("client", {master->port()});
+  o.request_timeout = std::chrono::seconds(30);
+  Client cl(o);
+  auto ad = client("admin");
+  ASSERT_TRUE(fetch(cl, 1, Which::Current).ok());  // mints the key: only billing writes below
+  TestDb& d = db("master");
+  const bool lite = d.backend == Backend::Sqlite;
+  const std::string refuse =
+      lite ? "CREATE TRIGGER kc_test_refuse BEFORE INSERT ON request_events "
+             "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+           : "CREATE FUNCTION kc_test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; "
+             "CREATE TRIGGER kc_test_refuse BEFORE INSERT ON request_events "
+             "FOR EACH STATEMENT EXECUTE FUNCTION kc_test_refuse()";
+  const std::string accept = lite ? "DROP TRIGGER kc_test_refuse"
+                                  : "DROP TRIGGER kc_test_refuse ON request_events; DROP FUNCTION kc_test_refuse()";
+  ASSERT_EQ(d.raw_exec(refuse), "");
+  auto busy_now = [&] {
+    return sample_value(http_get(master->metrics_port(), "/metrics"), "keycast_errors_total{code=\"busy\"}")
+        .value_or(0);
+  };
+  std::promise<Result> p;
+  auto reply = p.get_future();
+  Message m;
+  m.type = MsgType::KeyRequest;
+  m.channel = 1;
+  m.which = Which::Current;
+  cl.request(std::move(m), [&p](Result r) { p.set_value(std::move(r)); });
+  // Refused, answered busy, held by the client and re-sent, refused again...
+  ASSERT_TRUE(wait_until([&] { return busy_now() >= 2; })) << "no busy answer to a failed commit";
+  EXPECT_EQ(reply.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout)
+      << "the caller saw the refusal instead of the client holding the request";
+  ASSERT_EQ(d.raw_exec(accept), "");
+  // ... until the store takes it: the caller gets the key, billed once.
+  ASSERT_EQ(reply.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  Result r = reply.get();
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(row_of(billing(*ad, {}, {}).message, "client").requests, 2u);
+  EXPECT_GE(cl.busy_waits(), 2u);
+}
+
 // A checkpoint carries totals: only what exceeds the (sender, instance,
 // channel, SPI) high-water mark is billed, whether the figure is re-sent,
 // overtaken, or replayed after a master restart.
