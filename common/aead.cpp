@@ -1,5 +1,6 @@
 #include "common/aead.hpp"
 
+#include <cstddef>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -55,7 +56,30 @@ AeadKey::AeadKey(const KeyMaterial& m) : suite_(m.suite) {
 
 AeadKey::~AeadKey() { secure_zero(this, sizeof *this); }
 
-Aead::Aead() : mgr_(new_mgr(&arch_)) {}
+Aead::Aead() : mgr_(new_mgr(&arch_)) {
+  // Where this manager's code path keeps the hash-key powers, read off a schedule it makes
+  // (of a fixed, public key) rather than inferred from the CPU flags it dispatches on: the
+  // descending table ends with the first power; the SSE/AVX code's second table follows the
+  // first. Bytes a path does not use stay zero.
+  static_assert(offsetof(gcm_key_data, ghash_keys) == kHkeyStart &&
+                    sizeof gcm_key_data::ghash_keys.vaes_avx512.shifted_hkey == kHkeyEnd - kHkeyStart,
+                "IPsec-MB's gcm_key_data layout changed");
+  alignas(64) gcm_key_data probe{};
+  const uint8_t key[16] = {0x6b, 0x65, 0x79, 0x63, 0x61, 0x73, 0x74};
+  IMB_AES128_GCM_PRE(mgr_, key, &probe);
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(&probe);
+  auto used = [b](uint32_t at) {
+    uint8_t any = 0;
+    for (uint32_t i = 0; i < 16; ++i) any |= b[at + i];
+    return any != 0;
+  };
+  if (used(kHkeyEnd - 16)) {
+    hkey_descending_ = true;
+    hkey_powers_ = 48;
+  } else if (used(kHkeyStart + 8 * 16)) {
+    hkey_span_ = 16 * 16;
+  }
+}
 Aead::~Aead() { free_mb_mgr(mgr_); }
 
 const char* Aead::arch_name() const noexcept {

@@ -51,10 +51,6 @@ void prefetch_frame(const rte_mbuf* m) {
     rte_prefetch0(l);
 }
 
-// The GCM schedule's lines IPsec-MB's AVX2 code reads: the expanded keys (11 or 15 round keys,
-// up to 240 bytes) and the 8 hash-key powers after them (128 bytes).
-constexpr std::size_t kSchedHotBytes = 240 + 128;
-
 // (tag, SPI) of a frame, read where an untagged ESP frame without IPv4 options has them (what
 // senders send), before the frame is parsed: only to fetch its key's lines ahead of its turn, so
 // a frame of any other form costs a wasted prefetch, never a wrong result.
@@ -65,17 +61,6 @@ constexpr uint64_t kNoKey = ~uint64_t(0);
   const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
   const uint32_t tag = check_group ? esp::detail::get32(f + esp::kEthLen + 16) : any_tag;
   return uint64_t(tag) << 32 | esp::detail::get32(f + esp::kEthLen + esp::kIpv4Len);
-}
-
-// Every line of a key slot the receiver reads per packet: its first line (identity, channel
-// index, the windows' address), the schedule, the salt and suite (after the schedule), and this
-// queue's window. The window's address is read from the first line, so this is called a packet
-// after that line was requested, when it has arrived.
-void prefetch_slot(const KeySlot* s, uint16_t q) {
-  const char* k = reinterpret_cast<const char*>(s->key.sched());
-  for (std::size_t o = 0; o < kSchedHotBytes; o += RTE_CACHE_LINE_SIZE) rte_prefetch0(k + o);
-  rte_prefetch0(s->key.salt());
-  rte_prefetch0(&s->replay[q]);
 }
 
 void to_plain(rte_mbuf* m, const esp::Parsed& p, const esp::Opened& o) {
@@ -212,21 +197,49 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   for (uint16_t i = 0; i < n && i < 2 * kAhead; ++i) prefetch_header(pkts[i]);
   for (uint16_t i = 0; i < n && i < kAhead; ++i) prefetch_frame(pkts[i]);
   // With many channels interleaved every packet may need another key whose lines (index entry,
-  // slot, schedule, window) have left the cache; read in turn they are a chain of dependent
-  // misses. They are fetched ahead instead, in stages over frames already fetched: the index
-  // entry two packets ahead, the slot's first line one packet ahead, the rest of the slot (whose
-  // window address that line holds) when its packet's turn comes, before the checks.
+  // slot, schedule, window, the channel's counters) have left the cache; read in turn they are
+  // a chain of dependent misses. They are fetched ahead in stages, each from what the stage
+  // before brought in: the index entry three packets ahead (its place from the frame, fetched
+  // a packet earlier); the slot's first line and the key's schedule two ahead (the slot's
+  // address is in the entry, the schedule lies in the slot); this queue's window and the
+  // channel's counters one ahead (their addresses are in the slot's first line). A run of
+  // packets under one key (a burst of one channel's) fetches once.
+  // One channel's few keys stay cached: only a receiver of several channels looks ahead.
   auto ahead = [&](uint16_t j) -> const rte_mbuf* {
     return j < n ? pkts[j] : (j - n < nnext ? next[j - n] : nullptr);
   };
-  KeySlot* slot_ahead = nullptr;  // slot of packet i + 1, first line requested
-  // Keys of packets i + 1 (peeked a packet earlier) and i + 2; and the keys last fetched ahead:
-  // a run of packets under one key (one channel, or a burst of one channel's) fetches its lines
-  // once, not per packet.
-  // One channel's few keys stay cached: only a receiver of several channels looks ahead.
   const KeyTable* const look = t && t->channels.size() > 1 ? t : nullptr;
-  uint64_t key1 = look ? peek_key(ahead(1), check_group, any_tag) : kNoKey;
-  uint64_t index_key = kNoKey, slot_key = kNoKey;
+  constexpr unsigned kRing = 4;  // packets i .. i + 3, by j % kRing
+  uint64_t keys[kRing] = {kNoKey, kNoKey, kNoKey, kNoKey};
+  KeySlot* slots[kRing] = {};
+  auto fetch_index = [&](uint16_t j) {
+    const uint64_t k = peek_key(ahead(j), check_group, any_tag);
+    if (k != kNoKey && k != keys[(j + kRing - 1) % kRing]) look->prefetch(uint32_t(k >> 32), uint32_t(k));
+    keys[j % kRing] = k;
+  };
+  auto fetch_slot = [&](uint16_t j) {
+    const uint64_t k = keys[j % kRing];
+    KeySlot* s = nullptr;
+    if (j > 0 && k == keys[(j - 1) % kRing]) {
+      s = slots[(j - 1) % kRing];
+    } else if (k != kNoKey && (s = look->find(uint32_t(k >> 32), uint32_t(k)))) {
+      rte_prefetch0(s);
+      aead_.prefetch(s->key, ahead(j)->data_len);
+    }
+    slots[j % kRing] = s;
+  };
+  auto fetch_window = [&](uint16_t j) {
+    const KeySlot* s = slots[j % kRing];
+    if (s && (j == 0 || s != slots[(j - 1) % kRing])) {
+      rte_prefetch0(&s->replay[q_]);
+      rte_prefetch0(&st_.chan[s->chan_index]);
+    }
+  };
+  if (look) {
+    for (uint16_t j = 0; j < kRing - 1; ++j) fetch_index(j);
+    for (uint16_t j = 0; j < kRing - 2; ++j) fetch_slot(j);
+    fetch_window(0);
+  }
   for (uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = pkts[i];
     if (i + 2 * kAhead < n) prefetch_header(pkts[i + 2 * kAhead]);
@@ -236,23 +249,14 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
       prefetch_frame(next[i + kAhead - n]);
     // The slot found ahead for this packet (or nullptr) and the key it was found under: the
     // lookup below takes it instead of searching the index again.
-    KeySlot* const here = slot_ahead;
-    const uint64_t here_key = slot_key;
+    KeySlot* here = nullptr;
+    uint64_t here_key = kNoKey;
     if (look) {
-      if (slot_ahead) {
-        prefetch_slot(slot_ahead, q_);
-        rte_prefetch0(&st_.chan[slot_ahead->chan_index]);  // the channel's counters
-        slot_ahead = nullptr;
-      }
-      if (key1 != kNoKey && key1 != slot_key) {
-        slot_key = key1;
-        if ((slot_ahead = look->find(uint32_t(key1 >> 32), uint32_t(key1)))) rte_prefetch0(slot_ahead);
-      }
-      key1 = peek_key(ahead(static_cast<uint16_t>(i + 2)), check_group, any_tag);
-      if (key1 != kNoKey && key1 != index_key) {
-        index_key = key1;
-        look->prefetch(uint32_t(key1 >> 32), uint32_t(key1));
-      }
+      here = slots[i % kRing];
+      here_key = keys[i % kRing];
+      fetch_index(static_cast<uint16_t>(i + 3));
+      fetch_slot(static_cast<uint16_t>(i + 2));
+      fetch_window(static_cast<uint16_t>(i + 1));
     }
     Drop d;
     if (!rte_pktmbuf_is_contiguous(m) && rte_pktmbuf_linearize(m) != 0) {
