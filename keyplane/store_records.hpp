@@ -20,7 +20,7 @@ struct StoredKey {
   int64_t lifetime_ms = 0;
   // The key's place in its channel's chain (1 the first key, then +1 for
   // each next key) for keys a master minted; 0 for keys from before
-  // generations were kept. One key per (channel, gen): see Store::mint_key.
+  // generations were kept. One key per (channel, gen): see KeyStore::mint_key.
   uint64_t gen = 0;
 };
 
