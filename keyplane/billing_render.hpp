@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "keyplane/config.hpp"
-#include "keyplane/store.hpp"
+#include "keyplane/store_records.hpp"
 #include "keyplane/text_format.hpp"
 
 namespace keycast::kp {

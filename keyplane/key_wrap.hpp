@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "keyplane/store.hpp"
+#include "keyplane/store_records.hpp"
 
 namespace keycast::kp {
 

@@ -1,17 +1,23 @@
 // The PostgreSQL store (--db postgresql://USER@HOST:PORT/DB?...): the same
 // tables and semantics as the SQLite store, in a database that outlives any
 // one key-server machine. Keys are wrapped under the master key before they
-// are sent to the server.
+// are sent to the server. Each concern lives in its own file
+// (keyplane/pg_lease.cpp, pg_keys.cpp, pg_ledger.cpp, pg_replication.cpp),
+// all on the one connection.
 //
 // One connection, used from keyd's io thread. A lost connection makes the
 // call that meets it throw (and, inside a transaction, every call until
 // rollback()); the next call reconnects (pg_conn.hpp), and the new session
-// is fenced again (fence()) before it sends anything.
+// is fenced again (PgLease::fence) before it sends anything.
 #pragma once
 #include <string>
 
 #include "keyplane/key_wrap.hpp"
 #include "keyplane/pg_conn.hpp"
+#include "keyplane/pg_keys.hpp"
+#include "keyplane/pg_lease.hpp"
+#include "keyplane/pg_ledger.hpp"
+#include "keyplane/pg_replication.hpp"
 #include "keyplane/store.hpp"
 
 namespace keycast::kp {
@@ -27,67 +33,21 @@ class PgStore final : public Store {
   void commit() override;
   void rollback() override;
 
-  std::optional<uint64_t> try_lead(const std::string& holder, const std::string& address,
-                                   int64_t ttl_ms, bool reclaim) override;
-  bool renew_lead(uint64_t epoch, int64_t ttl_ms) override;
-  void release_lead(uint64_t epoch) override;
-  Leadership leadership() override;
-  void fence(uint64_t epoch) override;
-  StoredKey mint_key(const StoredKey& k) override;
-
-  uint64_t put_key(const StoredKey& k) override;
-  std::vector<StoredKey> load_keys() override;
-  uint64_t max_seq() override;
-  std::map<uint32_t, uint32_t> load_spi_hwm() override;
-  void set_spi_hwm(uint32_t channel, uint32_t hwm) override;
-
-  std::optional<std::string> meta(const std::string& k) override;
-  void set_meta(const std::string& k, const std::string& v) override;
-
-  void add_requests(const std::string& identity, uint64_t n, int64_t at_ms) override;
-  bool add_request_event(const std::string& identity, uint64_t event_id, uint64_t n, int64_t at_ms) override;
-  void prune_request_events(int64_t max_age_s) override;
-  void add_holder(const std::string& identity, uint32_t channel, uint32_t spi) override;
-  uint64_t add_request_events(const std::vector<std::pair<std::string, uint64_t>>& events, int64_t at_ms) override;
-  void add_holders(const std::vector<std::tuple<std::string, uint32_t, uint32_t>>& holders) override;
-  bool add_usage(const std::string& sender, uint64_t event_id, uint32_t channel, uint32_t spi,
-                 uint64_t bytes, uint64_t packets, int64_t at_ms) override;
-  bool add_checkpoint(const std::string& sender, uint64_t instance, uint32_t channel, uint32_t spi,
-                      uint64_t bytes, uint64_t packets, int64_t at_ms) override;
-  void prune_checkpoints(int64_t max_age_ms, int64_t now_ms) override;
-  std::vector<BillingRow> billing(int64_t since_ms, int64_t until_ms) override;
-
-  KeyUsage key_usage(uint32_t channel, uint32_t spi) override;
-
-  int64_t closed_until_ms() const override { return closed_until_; }
-  void reload_closed_until() override;
-  std::vector<Invoice> close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
-                                    const Tariffs& tariffs) override;
-  std::vector<Invoice> invoices() override;
-  std::vector<std::pair<std::string, Entitlement>> load_entitlements() override;
-  void put_entitlement(const std::string& identity, const Entitlement& e) override;
-
-  uint64_t forward_applied(const std::string& slave) override;
-  void set_forward_applied(const std::string& slave, uint64_t seq) override;
-
-  void outbox_add(const std::string& identity, uint64_t requests, uint32_t channel, uint32_t spi,
-                  uint64_t event_id, int64_t at_ms) override;
-  std::vector<BillEntry> outbox_peek(std::size_t limit, int64_t now_ms) override;
-  void outbox_delete_upto(uint64_t seq) override;
-  uint64_t outbox_size() override;
+  LeaseStore& lease() override { return lease_; }
+  KeyStore& keys() override { return keys_; }
+  LedgerStore& ledger() override { return ledger_; }
+  ReplicationStore& replication() override { return replication_; }
 
  private:
   void check_master_key();
-  void apply_fence(uint64_t epoch);
-  StoredKey key_row(const PgResult& r, int i) const;
-  int64_t book_at(int64_t at_ms, bool& late) const;
-  void book_usage(uint32_t channel, uint32_t spi, uint64_t bytes, uint64_t packets, int64_t at_ms);
 
   KeyWrapper wrapper_;
   PgConn db_;
   int tx_depth_ = 0;
-  uint64_t fence_epoch_ = 0;
-  int64_t closed_until_ = INT64_MIN;
+  PgLease lease_{db_};
+  PgKeys keys_{db_, *this, wrapper_, lease_};
+  PgLedger ledger_{db_, *this};
+  PgReplication replication_{db_};
 };
 
 }  // namespace keycast::kp

@@ -16,18 +16,18 @@ void Server::Impl::init() {
   tls_expiry = cert_expiry(ctx->native_handle());
   if (!cfg.audit_log.empty()) audit = std::make_unique<AuditLog>(cfg.audit_log);
   store = open_store(cfg.db, cfg.master_key_file);
-  if (auto r = store->meta("role"); r && *r != std::string(role_name(cfg.role)))
+  if (auto r = store->keys().meta("role"); r && *r != std::string(role_name(cfg.role)))
     throw std::runtime_error("--role " + std::string(role_name(cfg.role)) + ": database " +
                              shown_db(cfg.db) + " belongs to a " + *r);
-  store->set_meta("role", std::string(role_name(cfg.role)));
+  store->keys().set_meta("role", std::string(role_name(cfg.role)));
   worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
-  if (auto id = store->meta("instance_id")) {
+  if (auto id = store->keys().meta("instance_id")) {
     instance_id = *id;
   } else {
     uint8_t r[8];
     RAND_bytes(r, sizeof r);
     instance_id = hex_encode(r, sizeof r);
-    store->set_meta("instance_id", instance_id);
+    store->keys().set_meta("instance_id", instance_id);
   }
   if (cfg.max_key_requests_per_s) shed = std::make_unique<LoadShedder>(cfg.max_key_requests_per_s);
   for (auto& [id, pol] : cfg.channels) {
@@ -101,7 +101,7 @@ void Server::Impl::do_stop() {
   if (active) {
     // A clean stop hands the lead over now instead of after the lease.
     try {
-      store->release_lead(epoch);
+      store->lease().release_lead(epoch);
       log("released the lead (epoch " + std::to_string(epoch) + ")");
     } catch (const std::exception& e) {
       log(LogLevel::Warning, std::string("could not release the lead: ") + e.what());

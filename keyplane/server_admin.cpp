@@ -75,23 +75,24 @@ void Server::Impl::on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
         return reply_error(c, m, ErrorCode::BadRequest, "format must be table, json or csv");
       if (m.type == MsgType::AdminBilling) {
         const int64_t since = m.since_ms.value_or(INT64_MIN), until = m.until_ms.value_or(kAllTime);
-        r.text = render_billing(store->billing(since, until), cfg.tariffs, since, until, f);
+        r.text = render_billing(store->ledger().billing(since, until), cfg.tariffs, since, until, f);
       } else if (m.type == MsgType::AdminInvoices) {
-        r.text = render_invoices(store->invoices(), f);
+        r.text = render_invoices(store->ledger().invoices(), f);
       } else {
         // Everything accepted before the close is in the ledger first.
         drain_billing();
         std::vector<Invoice> inv;
         try {
-          inv = store->close_period(*m.until_ms, wall_now_ms(), c->peer.identity, cfg.tariffs);
+          inv = store->ledger().close_period(*m.until_ms, wall_now_ms(), c->peer.identity, cfg.tariffs);
           // The store worker books the next events: after the close (late
           // ones flagged), before any billing commit posted from now on.
-          worker->run([](Store& s) { s.reload_closed_until(); });
+          worker->run([](Store& s) { s.ledger().reload_closed_until(); });
         } catch (const std::invalid_argument& e) {
           return reply_error(c, m, ErrorCode::BadRequest,
                              std::string(e.what()) + " (closed until " +
-                                 (store->closed_until_ms() == INT64_MIN ? std::string("never")
-                                                                         : format_rfc3339(store->closed_until_ms())) +
+                                 (store->ledger().closed_until_ms() == INT64_MIN
+                                      ? std::string("never")
+                                      : format_rfc3339(store->ledger().closed_until_ms())) +
                                  ")");
         }
         log("billing period closed at " + format_rfc3339(*m.until_ms) + " by " + c->peer.identity + ": " +
@@ -208,10 +209,11 @@ std::string Server::Impl::status_json() {
     o["usage_checkpoints"] = checkpoints_counted;
     o["usage_checkpoints_unchanged"] = checkpoints_unchanged;
     o["billing_closed_until"] =
-        store->closed_until_ms() == INT64_MIN ? Json(nullptr) : Json(format_rfc3339(store->closed_until_ms()));
+        store->ledger().closed_until_ms() == INT64_MIN ? Json(nullptr)
+                                                       : Json(format_rfc3339(store->ledger().closed_until_ms()));
   } else {
     o["master_connected"] = upstream && upstream->connected();
-    o["billing_outbox"] = store->outbox_size();
+    o["billing_outbox"] = store->replication().outbox_size();
   }
   return json_dump(o);
 }
@@ -252,7 +254,7 @@ std::string Server::Impl::channels_json(MonoClock::time_point now) {
                 {"remaining_ms", ms_between(now, k->expires)},
                 {"lifetime_ms", k->lifetime_ms}};
       if (master()) {
-        const KeyUsage u = store->key_usage(id, k->spi);
+        const KeyUsage u = store->ledger().key_usage(id, k->spi);
         e["bytes"] = u.bytes;
         e["packets"] = u.packets;
         e["holders"] = u.holders;

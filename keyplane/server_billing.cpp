@@ -98,20 +98,20 @@ void Server::Impl::BillingJob::run(Store& s) {
     s.begin();
     for (auto& [id, n] : requests) {
       if (master)
-        s.add_requests(id, n, at);
+        s.ledger().add_requests(id, n, at);
       else
-        s.outbox_add(id, n, 0, 0, 0, at);
+        s.replication().outbox_add(id, n, 0, 0, 0, at);
     }
     if (master) {
       // One statement each on PostgreSQL, however many events the batch holds.
-      duplicates = s.add_request_events(request_events, at);
-      s.add_holders(holders);
+      duplicates = s.ledger().add_request_events(request_events, at);
+      s.ledger().add_holders(holders);
     } else {
-      for (auto& [id, ev] : request_events) s.outbox_add(id, 1, 0, 0, ev, at);
-      for (auto& [id, ch, spi] : holders) s.outbox_add(id, 0, ch, spi, 0, at);
+      for (auto& [id, ev] : request_events) s.replication().outbox_add(id, 1, 0, 0, ev, at);
+      for (auto& [id, ch, spi] : holders) s.replication().outbox_add(id, 0, ch, spi, 0, at);
     }
     for (auto& cp : checkpoints) {
-      if (s.add_checkpoint(cp.sender, cp.instance, cp.channel, cp.spi, cp.bytes, cp.packets, at)) {
+      if (s.ledger().add_checkpoint(cp.sender, cp.instance, cp.channel, cp.spi, cp.bytes, cp.packets, at)) {
         ++counted;
       } else {
         ++unchanged;

@@ -21,8 +21,8 @@ void Server::Impl::change_entitlement(const std::shared_ptr<Conn>& c, const Mess
   e.seq = ents.seq() + 1;
   try {
     store->begin();
-    store->put_entitlement(m.text, e);
-    store->set_meta("entitlement_seq", std::to_string(e.seq));
+    store->replication().put_entitlement(m.text, e);
+    store->keys().set_meta("entitlement_seq", std::to_string(e.seq));
     store->commit();
   } catch (const std::exception& ex) {
     store->rollback();

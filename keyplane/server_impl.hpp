@@ -62,7 +62,7 @@ struct MemKey {
 struct Chan {
   ChannelPolicy pol;
   bool configured = false;
-  uint64_t gen = 0;  // the highest key generation made for the channel (see Store::mint_key)
+  uint64_t gen = 0;  // the highest key generation made for the channel (see KeyStore::mint_key)
   std::map<uint32_t, MemKey> keys;                       // by SPI
   std::multimap<MonoClock::time_point, uint32_t> by_exp;  // expiry index
   uint32_t hwm = 255;  // SPIs 1..255 are reserved (RFC 4303); first key gets 256

@@ -66,8 +66,8 @@ const MemKey& Server::Impl::add_key(Chan& c, uint32_t spi, const KeyMaterial& m,
   sk.lifetime_ms = lifetime_ms;
   store->begin();
   try {
-    sk.seq = store->put_key(sk);
-    store->set_spi_hwm(c.pol.id, std::max(c.hwm, spi));
+    sk.seq = store->keys().put_key(sk);
+    store->keys().set_spi_hwm(c.pol.id, std::max(c.hwm, spi));
     store->commit();
   } catch (...) {
     store->rollback();
@@ -99,7 +99,7 @@ const MemKey& Server::Impl::make_key(Chan& c, MonoClock::time_point expires) {
   want.expires_wall_ms = wnow + ms_between(now, expires);
   want.lifetime_ms = c.pol.lifetime_ms;
   want.gen = c.gen + 1;
-  const StoredKey got = store->mint_key(want);
+  const StoredKey got = store->keys().mint_key(want);
   c.gen = std::max(c.gen, got.gen);
   c.hwm = std::max(c.hwm, got.spi);
   repl_seq = std::max<uint64_t>(repl_seq, got.seq);

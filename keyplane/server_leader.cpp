@@ -11,7 +11,7 @@
 // bound runs out first and an active that cannot reach the database stops
 // writing before any standby may start. That is the liveness side; safety
 // does not rest on it: every write of the store carries the fencing epoch
-// (Store::fence), and the database refuses the writes of a superseded one.
+// (LeaseStore::fence), and the database refuses the writes of a superseded one.
 #include "keyplane/server_impl.hpp"
 
 namespace keycast::kp {
@@ -41,7 +41,7 @@ bool Server::Impl::ensure_lease() {
   const auto asked = MonoClock::now();
   if (asked < lease_until) return true;
   try {
-    if (store->renew_lead(epoch, lease().count())) {
+    if (store->lease().renew_lead(epoch, lease().count())) {
       lease_until = asked + lease();
       ++late_renewals;
       return true;
@@ -59,7 +59,7 @@ void Server::Impl::lead_tick() {
   const auto asked = MonoClock::now();
   try {
     if (active) {
-      if (store->renew_lead(epoch, lease().count()))
+      if (store->lease().renew_lead(epoch, lease().count()))
         lease_until = asked + lease();
       else
         step_down("another master took the lead");
@@ -68,10 +68,10 @@ void Server::Impl::lead_tick() {
       // previous process's, which is gone (we hold its address).
       const bool reclaim = !reclaim_tried;
       reclaim_tried = true;
-      if (auto e = store->try_lead(advertised, advertised, lease().count(), reclaim)) {
+      if (auto e = store->lease().try_lead(advertised, advertised, lease().count(), reclaim)) {
         take_lead(*e, asked);
       } else {
-        seen = store->leadership();
+        seen = store->lease().leadership();
         seen_at = asked;
       }
     }
@@ -97,16 +97,16 @@ void Server::Impl::lead_tick() {
 void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
   try {
     // The fence first: nothing below writes under an epoch not yet ours.
-    store->fence(e);
+    store->lease().fence(e);
     // The store worker's connection too, through its queue, so every
     // billing commit posted from now on runs fenced at e. Waited for: a
     // worker that cannot fence must not book under this lead. Both read the
     // closed billing periods again: the previous active may have closed one.
     worker->run([e](Store& s) {
-      s.fence(e);
-      s.reload_closed_until();
+      s.lease().fence(e);
+      s.ledger().reload_closed_until();
     });
-    store->reload_closed_until();
+    store->ledger().reload_closed_until();
     // The previous active may have made keys, moved SPI marks and changed
     // entitlements since this process read the store.
     load_state();
@@ -114,7 +114,7 @@ void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
     // Not leading after all: hand the lease back rather than sit on it
     // without serving until it runs out.
     try {
-      store->release_lead(e);
+      store->lease().release_lead(e);
     } catch (...) {
     }
     throw;
@@ -150,7 +150,7 @@ void Server::Impl::step_down(const std::string& why) {
   seen = Leadership{};
   try {
     seen_at = MonoClock::now();
-    seen = store->leadership();
+    seen = store->lease().leadership();
   } catch (const std::exception&) {
     // The database is what we lost: nobody is named until it answers.
   }
@@ -164,13 +164,13 @@ void Server::Impl::load_state() {
     c.by_exp.clear();
   }
   Entitlements fresh;
-  for (auto& [id, e] : store->load_entitlements()) fresh.set(id, std::move(e));
+  for (auto& [id, e] : store->replication().load_entitlements()) fresh.set(id, std::move(e));
   fresh.set_seq(ents.seq());
   ents = std::move(fresh);
   // Recompute monotonic deadlines from the stored wall-clock deadline.
   auto now = MonoClock::now();
   int64_t wnow = wall_now_ms();
-  for (auto& sk : store->load_keys()) {
+  for (auto& sk : store->keys().load_keys()) {
     Chan& c = chan_for(sk.channel);
     c.gen = std::max(c.gen, sk.gen);
     repl_seq = std::max<uint64_t>(repl_seq, sk.seq);
@@ -183,7 +183,7 @@ void Server::Impl::load_state() {
     k.lifetime_ms = sk.lifetime_ms;
     insert_mem(c, std::move(k));
   }
-  for (auto& [ch, hwm] : store->load_spi_hwm()) {
+  for (auto& [ch, hwm] : store->keys().load_spi_hwm()) {
     Chan& c = chan_for(ch);
     c.hwm = std::max(c.hwm, hwm);
   }

@@ -128,7 +128,7 @@ std::string Server::Impl::metrics_text() {
       o << "keycast_replication_slave_entitlement_lag{slave=\"" << prom_label(id) << "\"} " << v.second << "\n";
     o << "# HELP keycast_billing_requests_total Billed key data requests by client.\n"
          "# TYPE keycast_billing_requests_total counter\n";
-    auto rows = store->billing();
+    auto rows = store->ledger().billing();
     for (auto& b : rows)
       o << "keycast_billing_requests_total{client=\"" << prom_label(b.identity) << "\"} " << b.requests << "\n";
     o << "# HELP keycast_billing_bytes_total Decipherable bytes billed by client.\n"
@@ -137,7 +137,7 @@ std::string Server::Impl::metrics_text() {
       o << "keycast_billing_bytes_total{client=\"" << prom_label(b.identity) << "\"} " << b.bytes << "\n";
   } else {
     o << "# HELP keycast_billing_outbox Billing events waiting to be forwarded to the master.\n"
-      << "# TYPE keycast_billing_outbox gauge\nkeycast_billing_outbox " << store->outbox_size() << "\n"
+      << "# TYPE keycast_billing_outbox gauge\nkeycast_billing_outbox " << store->replication().outbox_size() << "\n"
       << "# HELP keycast_master_connected 1 while the replication link to the master is up.\n"
       << "# TYPE keycast_master_connected gauge\nkeycast_master_connected "
       << (upstream && upstream->connected() ? 1 : 0) << "\n"

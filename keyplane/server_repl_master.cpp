@@ -80,21 +80,21 @@ void Server::Impl::on_forward(const std::shared_ptr<Conn>& c, const Message& m) 
       [f](Store& s) {
         s.begin();
         try {
-          f->last = s.forward_applied(f->key);
+          f->last = s.replication().forward_applied(f->key);
           for (auto& e : f->bills) {
             if (e.seq <= f->last) continue;  // counted before: exactly once
             // The event's own time, measured on the slave as an age: a request
             // made before a close and forwarded after it is booked late.
             const int64_t at = f->now_ms - e.age_ms;
             if (e.requests && e.event_id) {
-              if (!s.add_request_event(e.identity, e.event_id, e.requests, at)) ++f->duplicates;
+              if (!s.ledger().add_request_event(e.identity, e.event_id, e.requests, at)) ++f->duplicates;
             } else if (e.requests) {
-              s.add_requests(e.identity, e.requests, at);
+              s.ledger().add_requests(e.identity, e.requests, at);
             }
-            if (e.spi) s.add_holder(e.identity, e.channel, e.spi);
+            if (e.spi) s.ledger().add_holder(e.identity, e.channel, e.spi);
             f->last = e.seq;
           }
-          s.set_forward_applied(f->key, f->last);
+          s.replication().set_forward_applied(f->key, f->last);
           s.commit();
         } catch (...) {
           s.rollback();

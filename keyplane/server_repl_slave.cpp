@@ -69,7 +69,7 @@ void Server::Impl::apply_entitlement(const Message& m) {
   e.channels.insert(m.channel_list.begin(), m.channel_list.end());
   e.seq = *m.seq;
   try {
-    store->put_entitlement(m.text, e);
+    store->replication().put_entitlement(m.text, e);
   } catch (const std::exception& ex) {
     // Not confirmed: the master's admin learns this slave is behind.
     log(LogLevel::Error, std::string("cannot store replicated entitlement: ") + ex.what());
@@ -85,7 +85,7 @@ void Server::Impl::apply_entitlement(const Message& m) {
 
 void Server::Impl::forward_billing() {
   if (master() || !upstream || forward_inflight || !upstream->connected()) return;
-  auto entries = store->outbox_peek(1000, wall_now_ms());
+  auto entries = store->replication().outbox_peek(1000, wall_now_ms());
   if (entries.empty()) return;
   uint64_t last = entries.back().seq;
   Message m;
@@ -103,7 +103,7 @@ void Server::Impl::forward_billing() {
       self->forward_inflight = false;
       if (ok) {
         try {
-          self->store->outbox_delete_upto(last);
+          self->store->replication().outbox_delete_upto(last);
         } catch (const std::exception& e) {
           self->log(LogLevel::Error, std::string("outbox: ") + e.what());
         }
@@ -123,8 +123,8 @@ void Server::Impl::maintenance() {
   if (master() && active && now - last_event_prune > std::chrono::minutes(10)) {
     last_event_prune = now;
     try {
-      store->prune_request_events(kRequestEventRetentionS);
-      store->prune_checkpoints(kCheckpointRetentionMs, wall_now_ms());
+      store->ledger().prune_request_events(kRequestEventRetentionS);
+      store->ledger().prune_checkpoints(kCheckpointRetentionMs, wall_now_ms());
     } catch (const std::exception& e) {
       log(LogLevel::Warning, std::string("pruning request event ids failed: ") + e.what());
     }

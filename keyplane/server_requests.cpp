@@ -271,7 +271,7 @@ void Server::Impl::on_usage(const std::shared_ptr<Conn>& c, const Message& m) {
   store->begin();
   bool fresh;
   try {
-    fresh = store->add_usage(c->peer.identity, *m.event_id, ch->pol.id, *m.spi, *m.bytes, *m.packets,
+    fresh = store->ledger().add_usage(c->peer.identity, *m.event_id, ch->pol.id, *m.spi, *m.bytes, *m.packets,
                              wall_now_ms());
     store->commit();
   } catch (...) {

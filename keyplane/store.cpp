@@ -11,14 +11,15 @@ std::unique_ptr<Store> open_store(const std::string& db, const std::string& mast
   return std::make_unique<SqliteStore>(db, master_key_file);
 }
 
-uint64_t Store::add_request_events(const std::vector<std::pair<std::string, uint64_t>>& events, int64_t at_ms) {
+// The one-at-a-time batches of a backend that has nothing better.
+uint64_t LedgerStore::add_request_events(const std::vector<std::pair<std::string, uint64_t>>& events, int64_t at_ms) {
   uint64_t dup = 0;
   for (const auto& [id, ev] : events)
     if (!add_request_event(id, ev, 1, at_ms)) ++dup;
   return dup;
 }
 
-void Store::add_holders(const std::vector<std::tuple<std::string, uint32_t, uint32_t>>& holders) {
+void LedgerStore::add_holders(const std::vector<std::tuple<std::string, uint32_t, uint32_t>>& holders) {
   for (const auto& [id, ch, spi] : holders) add_holder(id, ch, spi);
 }
 

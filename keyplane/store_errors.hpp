@@ -5,7 +5,7 @@
 namespace keycast::kp {
 
 // The database refused a write because another key server has taken the
-// lead since this one was fenced (Store::fence): this one must stop acting
+// lead since this one was fenced (LeaseStore::fence): this one must stop acting
 // as the active master at once.
 struct Fenced : std::runtime_error {
   using std::runtime_error::runtime_error;

@@ -135,9 +135,9 @@ TEST_P(Masters, AMasterWhoseLeaseWasTakenWritesNothing) {
   TestDb& d = db("masters");
   ASSERT_EQ(d.raw_exec("UPDATE leader SET expires_ms = 0"), "");
   auto thief = d.open();
-  auto e = thief->try_lead("thief", "10.9.9.9:7400", 600000);
+  auto e = thief->lease().try_lead("thief", "10.9.9.9:7400", 600000);
   ASSERT_TRUE(e.has_value());
-  thief->fence(*e);
+  thief->lease().fence(*e);
 
   // a still believes it leads: the usage report reaches the store and is refused there.
   Message u;
@@ -149,7 +149,7 @@ TEST_P(Masters, AMasterWhoseLeaseWasTakenWritesNothing) {
   u.event_id = 77;
   Result ur = sender.call(u);
   EXPECT_EQ(ur.error, ErrorCode::NotActive) << ur.message;
-  EXPECT_EQ(thief->key_usage(1, spi).bytes, 0u) << "a fenced master booked usage";
+  EXPECT_EQ(thief->ledger().key_usage(1, spi).bytes, 0u) << "a fenced master booked usage";
   // From now on a knows: it names the new leader and mints nothing.
   ASSERT_TRUE(wait_until([&] { return status_of(a->port()).value("active", true) == false; }));
   Client again(client_options("sender", {a->port()}));
@@ -174,13 +174,13 @@ TEST_P(Masters, AnActiveStandsDownOnItsOwnWhenItsLeaseIsTaken) {
   std::optional<uint64_t> e;
   ASSERT_TRUE(wait_until([&] {
     EXPECT_EQ(d.raw_exec("UPDATE leader SET expires_ms = 0"), "");
-    e = thief->try_lead("thief", "10.9.9.9:7400", 600000);
+    e = thief->lease().try_lead("thief", "10.9.9.9:7400", 600000);
     return e.has_value();
   }));
   ASSERT_TRUE(wait_until([&] { return status_of(a->port()).value("active_address", Json()) == "10.9.9.9:7400"; }));
   EXPECT_FALSE(status_of(a->port())["active"].get<bool>());
   // The thief goes away cleanly: a takes the lead back by itself.
-  thief->release_lead(*e);
+  thief->lease().release_lead(*e);
   ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
   EXPECT_EQ(status_of(a->port())["epoch"].get<uint64_t>(), *e + 1);
 }
@@ -197,7 +197,7 @@ TEST_P(Masters, ARestartedMasterReclaimsItsOwnLease) {
   a.reset();  // a clean stop releases the lease: put it back as a crash leaves it
   TestDb& d = db("masters");
   auto raw = d.open();
-  auto e = raw->try_lead("a.example:7400", "a.example:7400", 600000);
+  auto e = raw->lease().try_lead("a.example:7400", "a.example:7400", 600000);
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(*e, epoch + 1);
 

@@ -93,15 +93,15 @@ class StoreReconnect : public ::testing::Test {
 
 TEST_F(StoreReconnect, CallsFailFastWhileTheServerIsDownAndReconnectOnceItIsBack) {
   auto s = open();
-  const uint64_t seq1 = s->put_key(key(3, 300, 0x11));
-  ASSERT_TRUE(s->add_request_event("client", 42, 1, kT0));
+  const uint64_t seq1 = s->keys().put_key(key(3, 300, 0x11));
+  ASSERT_TRUE(s->ledger().add_request_event("client", 42, 1, kT0));
 
   pg_->stop();
   double worst = 0;
   for (int round = 0; round < 3; ++round) {  // every call tries once, and fails at once
-    worst = std::max(worst, expect_db_error([&] { s->put_key(key(3, 301, 0x22)); }, "put_key"));
-    worst = std::max(worst, expect_db_error([&] { s->load_keys(); }, "load_keys"));
-    worst = std::max(worst, expect_db_error([&] { s->add_request_event("client", 43, 1, kT0); },
+    worst = std::max(worst, expect_db_error([&] { s->keys().put_key(key(3, 301, 0x22)); }, "put_key"));
+    worst = std::max(worst, expect_db_error([&] { s->keys().load_keys(); }, "load_keys"));
+    worst = std::max(worst, expect_db_error([&] { s->ledger().add_request_event("client", 43, 1, kT0); },
                                             "add_request_event"));
     worst = std::max(worst, expect_db_error([&] { s->begin(); }, "begin"));
     s->rollback();  // harmless with nothing open
@@ -110,22 +110,23 @@ TEST_F(StoreReconnect, CallsFailFastWhileTheServerIsDownAndReconnectOnceItIsBack
 
   pg_->start();
   const auto t0 = Clock::now();
-  auto keys = s->load_keys();  // reconnects
+  auto keys = s->keys().load_keys();  // reconnects
   std::cout << "[ figures  ] first call after the restart (reconnect included): " << ms_since(t0) << " ms\n";
   ASSERT_EQ(keys.size(), 1u);
   EXPECT_EQ(keys[0].seq, seq1);
   EXPECT_TRUE(same_material(keys[0].material, key(3, 300, 0x11).material));
-  EXPECT_FALSE(s->add_request_event("client", 42, 1, kT0)) << "the event counted before the loss is still there";
-  EXPECT_TRUE(s->add_request_event("client", 43, 1, kT0));
-  EXPECT_EQ(s->put_key(key(3, 301, 0x22)), seq1 + 1);  // statements prepared again on the new session
-  auto rows = s->billing();
+  EXPECT_FALSE(s->ledger().add_request_event("client", 42, 1, kT0))
+      << "the event counted before the loss is still there";
+  EXPECT_TRUE(s->ledger().add_request_event("client", 43, 1, kT0));
+  EXPECT_EQ(s->keys().put_key(key(3, 301, 0x22)), seq1 + 1);  // statements prepared again on the new session
+  auto rows = s->ledger().billing();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].requests, 2u);
   // A transaction on the new session commits as usual.
   s->begin();
-  s->add_requests("client", 5, kT0);
+  s->ledger().add_requests("client", 5, kT0);
   s->commit();
-  EXPECT_EQ(open()->billing()[0].requests, 7u);
+  EXPECT_EQ(open()->ledger().billing()[0].requests, 7u);
 }
 
 // A connection the server closed while the store sat idle (a restart
@@ -133,17 +134,17 @@ TEST_F(StoreReconnect, CallsFailFastWhileTheServerIsDownAndReconnectOnceItIsBack
 // fails, whether the server stopped cleanly or crashed.
 TEST_F(StoreReconnect, AnIdleConnectionLostToARestartIsReplacedWithoutAnError) {
   auto s = open();
-  s->put_key(key(4, 400, 0x41));
+  s->keys().put_key(key(4, 400, 0x41));
   for (const char* mode : {"fast", "immediate"}) {
     SCOPED_TRACE(mode);
     pg_->stop(mode);
     pg_->start();
     const auto t0 = Clock::now();
-    EXPECT_NO_THROW(EXPECT_EQ(s->load_keys().size(), 1u));
+    EXPECT_NO_THROW(EXPECT_EQ(s->keys().load_keys().size(), 1u));
     std::cout << "[ figures  ] first call after a " << mode << " restart, while idle: " << ms_since(t0) << " ms\n";
-    EXPECT_NO_THROW(s->add_requests("client", 1, kT0));
+    EXPECT_NO_THROW(s->ledger().add_requests("client", 1, kT0));
   }
-  EXPECT_EQ(s->billing()[0].requests, 2u);
+  EXPECT_EQ(s->ledger().billing()[0].requests, 2u);
 }
 
 // The database dies with a transaction open: its statements are all lost,
@@ -151,48 +152,48 @@ TEST_F(StoreReconnect, AnIdleConnectionLostToARestartIsReplacedWithoutAnError) {
 // and counts its transactions from zero again.
 TEST_F(StoreReconnect, ATransactionCutByTheLossLeavesNothingBehind) {
   auto s = open();
-  s->put_key(key(5, 500, 0x51));
+  s->keys().put_key(key(5, 500, 0x51));
 
   // Lost before COMMIT: commit() throws, nothing of the transaction is kept.
   s->begin();
-  s->put_key(key(5, 501, 0x52));
-  s->add_requests("cut", 3, kT0);
+  s->keys().put_key(key(5, 501, 0x52));
+  s->ledger().add_requests("cut", 3, kT0);
   pg_->stop("immediate");
   expect_db_error([&] { s->commit(); }, "commit");
   s->rollback();
   pg_->start();
-  auto keys = s->load_keys();
+  auto keys = s->keys().load_keys();
   ASSERT_EQ(keys.size(), 1u);
   EXPECT_EQ(keys[0].spi, 500u);
-  EXPECT_TRUE(s->billing().empty());
+  EXPECT_TRUE(s->ledger().billing().empty());
 
   // Lost between two statements of a transaction, the server back before
   // the next one: no call reconnects inside the transaction (the rest
   // would run outside it, committed piecemeal); they throw until rollback().
   s->begin();
-  s->add_requests("cut", 1, kT0);
+  s->ledger().add_requests("cut", 1, kT0);
   pg_->stop("fast");
   pg_->start();
-  expect_db_error([&] { s->add_requests("cut", 2, kT0); }, "add_requests in the lost transaction");
-  expect_db_error([&] { s->add_holder("cut", 5, 500); }, "add_holder in the lost transaction");
+  expect_db_error([&] { s->ledger().add_requests("cut", 2, kT0); }, "add_requests in the lost transaction");
+  expect_db_error([&] { s->ledger().add_holder("cut", 5, 500); }, "add_holder in the lost transaction");
   expect_db_error([&] { s->commit(); }, "commit of the lost transaction");
   s->rollback();
-  EXPECT_TRUE(s->billing().empty());
+  EXPECT_TRUE(s->ledger().billing().empty());
 
   // A key minted while the server is down is not half there either.
   pg_->stop("immediate");
-  expect_db_error([&] { s->mint_key([] { auto k = key(6, 0, 0x61); k.gen = 1; return k; }()); }, "mint_key");
+  expect_db_error([&] { s->keys().mint_key([] { auto k = key(6, 0, 0x61); k.gen = 1; return k; }()); }, "mint_key");
   pg_->start();
-  EXPECT_TRUE(s->load_spi_hwm().count(6) == 0);
+  EXPECT_TRUE(s->keys().load_spi_hwm().count(6) == 0);
 
   // Depth back at zero: this transaction is committed, not nested in a lost one.
   s->begin();
-  s->put_key(key(5, 502, 0x53));
-  s->add_requests("after", 1, kT0);
+  s->keys().put_key(key(5, 502, 0x53));
+  s->ledger().add_requests("after", 1, kT0);
   s->commit();
   auto other = open();
-  EXPECT_EQ(other->load_keys().size(), 2u);
-  auto rows = other->billing();
+  EXPECT_EQ(other->keys().load_keys().size(), 2u);
+  auto rows = other->ledger().billing();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].identity, "after");
 }
@@ -205,46 +206,46 @@ TEST_F(StoreReconnect, ATransactionCutByTheLossLeavesNothingBehind) {
 TEST_F(StoreReconnect, AReconnectedStoreIsFencedAgain) {
   auto a = open();
   auto b = open();
-  auto ea = a->try_lead("a", "a:1", 60000);
+  auto ea = a->lease().try_lead("a", "a:1", 60000);
   ASSERT_TRUE(ea);
-  a->fence(*ea);
-  const StoredKey k1 = a->mint_key([] { auto k = key(7, 0, 0x71); k.gen = 1; return k; }());
+  a->lease().fence(*ea);
+  const StoredKey k1 = a->keys().mint_key([] { auto k = key(7, 0, 0x71); k.gen = 1; return k; }());
 
   pg_->stop("immediate");
   pg_->start();
   // b takes over while a has not touched its (dead) connection.
   expire_lease();
-  auto eb = b->try_lead("b", "b:1", 60000);
+  auto eb = b->lease().try_lead("b", "b:1", 60000);
   ASSERT_TRUE(eb);
   EXPECT_GT(*eb, *ea);
-  EXPECT_THROW(a->put_key(key(7, 900, 0x72)), Fenced);  // a's first statement on its new session
-  EXPECT_THROW(a->add_requests("client", 1, kT0), Fenced);
-  EXPECT_THROW(a->mint_key([] { auto k = key(7, 0, 0x73); k.gen = 2; return k; }()), Fenced);
-  EXPECT_EQ(a->leadership().holder, "b");  // reads are not fenced
+  EXPECT_THROW(a->keys().put_key(key(7, 900, 0x72)), Fenced);  // a's first statement on its new session
+  EXPECT_THROW(a->ledger().add_requests("client", 1, kT0), Fenced);
+  EXPECT_THROW(a->keys().mint_key([] { auto k = key(7, 0, 0x73); k.gen = 2; return k; }()), Fenced);
+  EXPECT_EQ(a->lease().leadership().holder, "b");  // reads are not fenced
 
   // a leads again at a later epoch, loses its connection, writes as the
   // leader on its new session, and is fenced at that epoch once overtaken.
-  b->release_lead(*eb);
-  auto ea2 = a->try_lead("a", "a:1", 60000);
+  b->lease().release_lead(*eb);
+  auto ea2 = a->lease().try_lead("a", "a:1", 60000);
   ASSERT_TRUE(ea2);
-  a->fence(*ea2);
+  a->lease().fence(*ea2);
   pg_->stop("fast");
-  expect_db_error([&] { a->add_requests("client", 1, kT0); }, "add_requests while down");
+  expect_db_error([&] { a->ledger().add_requests("client", 1, kT0); }, "add_requests while down");
   pg_->start();
-  EXPECT_NO_THROW(a->add_requests("client", 1, kT0));  // still the leader, on a new session
+  EXPECT_NO_THROW(a->ledger().add_requests("client", 1, kT0));  // still the leader, on a new session
   expire_lease();
-  auto eb2 = b->try_lead("b", "b:1", 60000);
+  auto eb2 = b->lease().try_lead("b", "b:1", 60000);
   ASSERT_TRUE(eb2);
-  EXPECT_THROW(a->add_requests("client", 1, kT0), Fenced);
-  EXPECT_THROW(a->set_meta("x", "y"), Fenced);
+  EXPECT_THROW(a->ledger().add_requests("client", 1, kT0), Fenced);
+  EXPECT_THROW(a->keys().set_meta("x", "y"), Fenced);
 
-  auto keys = b->load_keys();
+  auto keys = b->keys().load_keys();
   ASSERT_EQ(keys.size(), 1u);
   EXPECT_EQ(keys[0].spi, k1.spi);
-  auto rows = b->billing();
+  auto rows = b->ledger().billing();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].requests, 1u);  // the one write a made as the leader
-  EXPECT_FALSE(b->meta("x"));
+  EXPECT_FALSE(b->keys().meta("x"));
 }
 
 // A server that accepts TCP connections but never answers (a hung host, a

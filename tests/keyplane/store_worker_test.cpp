@@ -43,7 +43,7 @@ TEST_P(StoreWorkerJobs, RunInOrderOffTheLoopAndCompleteOnIt) {
     w.post(
         [&, i](Store& s) {
           if (std::this_thread::get_id() == loop_id) off_loop = false;
-          s.add_requests("client", 1, kT0);
+          s.ledger().add_requests("client", 1, kT0);
           ran.push_back(i);
         },
         [&, i](std::exception_ptr e) {
@@ -62,7 +62,7 @@ TEST_P(StoreWorkerJobs, RunInOrderOffTheLoopAndCompleteOnIt) {
   w.run([](Store&) {});  // orders the read of ran after the worker's writes
   EXPECT_EQ(ran, want);
   // Written through the worker's own connection, seen through another.
-  auto rows = t().open()->billing();
+  auto rows = t().open()->ledger().billing();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].requests, 20u);
 
@@ -89,26 +89,26 @@ TEST_P(StoreWorkerJobs, AFenceThroughTheQueueHoldsForLaterJobs) {
   auto loop_store = t().open();
   auto other = t().open();
   StoreWorker w(t().open(), io);
-  auto e1 = loop_store->try_lead("a", "a:1", 60000);
+  auto e1 = loop_store->lease().try_lead("a", "a:1", 60000);
   ASSERT_TRUE(e1);
-  loop_store->fence(*e1);
-  w.run([e = *e1](Store& s) { s.fence(e); });
+  loop_store->lease().fence(*e1);
+  w.run([e = *e1](Store& s) { s.lease().fence(e); });
   std::size_t done = 0;
   std::exception_ptr first, second;
-  w.post([](Store& s) { s.add_requests("client", 1, kT0); }, [&](std::exception_ptr e) { first = e, ++done; });
+  w.post([](Store& s) { s.ledger().add_requests("client", 1, kT0); }, [&](std::exception_ptr e) { first = e, ++done; });
   run_until(io, done, 1);
   ASSERT_EQ(done, 1u);
   EXPECT_FALSE(first);
 
-  loop_store->release_lead(*e1);
-  auto e2 = other->try_lead("b", "b:1", 60000);
+  loop_store->lease().release_lead(*e1);
+  auto e2 = other->lease().try_lead("b", "b:1", 60000);
   ASSERT_TRUE(e2);
-  other->fence(*e2);
+  other->lease().fence(*e2);
   w.post(
       [](Store& s) {
         s.begin();
         try {
-          s.add_requests("client", 1, kT0);
+          s.ledger().add_requests("client", 1, kT0);
           s.commit();
         } catch (...) {
           s.rollback();
@@ -120,7 +120,7 @@ TEST_P(StoreWorkerJobs, AFenceThroughTheQueueHoldsForLaterJobs) {
   ASSERT_EQ(done, 2u);
   ASSERT_TRUE(second);
   EXPECT_THROW(std::rethrow_exception(second), Fenced);
-  auto rows = other->billing();
+  auto rows = other->ledger().billing();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].requests, 1u);  // the one before the takeover only
 }

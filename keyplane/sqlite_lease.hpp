@@ -1,0 +1,34 @@
+// The SQLite store's lease among masters (keyplane/lease_store.hpp): the
+// leader row, timed by the database's clock, and the fence.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "keyplane/lease_store.hpp"
+
+namespace keycast::kp {
+
+class SqliteConn;
+
+class SqliteLease final : public LeaseStore {
+ public:
+  explicit SqliteLease(SqliteConn& db) : db_(db) {}
+
+  std::optional<uint64_t> try_lead(const std::string& holder, const std::string& address,
+                                   int64_t ttl_ms, bool reclaim) override;
+  bool renew_lead(uint64_t epoch, int64_t ttl_ms) override;
+  void release_lead(uint64_t epoch) override;
+  Leadership leadership() override;
+  void fence(uint64_t epoch) override;
+
+  // The epoch this connection is fenced at (0: none), which every key it
+  // writes records.
+  uint64_t fenced_epoch() const { return fence_epoch_; }
+
+ private:
+  SqliteConn& db_;
+  uint64_t fence_epoch_ = 0;
+};
+
+}  // namespace keycast::kp
