@@ -2,6 +2,29 @@
 # a bridge with TAP devices for the DPDK processes, and cleanup of all of it
 # on exit (even on failure). Sourced by the scenario scripts.
 set -euo pipefail
+
+# Each scenario runs in a session of its own. With sched_autogroup
+# (kernel.sched_autogroup_enabled=1) the scheduler shares CPU time between
+# sessions, and PostgreSQL's processes each open one. Run in the session of
+# a shell that also ran CPU-bound jobs, the scenario's processes (dozens of
+# threads waking every few hundred microseconds) shared those jobs' group,
+# and that group was measured holding both CPUs of a 2-vCPU machine for
+# seconds on end while its virtual runtime barely advanced: PostgreSQL,
+# runnable, got no CPU at all (crash recovery took 14.9 s for 0.00 s of
+# CPU, lease renewals came over 2 s late), and keyd and the receivers,
+# waiting on it, timed out. In a session of its own the invoker's jobs are
+# another group, as a CI runner's would be. The parent stays to pass on a
+# stop (INT, TERM, HUP) and the exit status; env gives the scenario back the
+# INT and QUIT that a background job of a script starts with ignored.
+if [ "$(ps -o sid= -p $$ | tr -d ' ')" != "$$" ]; then
+  setsid -w env --default-signal=INT,QUIT "$BASH" "$0" "$@" &
+  scenario=$!
+  trap 'kill -TERM "$scenario" 2>/dev/null || true' INT TERM HUP
+  rc=0
+  wait "$scenario" || rc=$?
+  while kill -0 "$scenario" 2>/dev/null; do rc=0; wait "$scenario" || rc=$?; done
+  exit "$rc"
+fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BUILD:?BUILD must name the CMake build dir}
 KEYD=$BUILD/keyplane/keycast-keyd
@@ -116,7 +139,6 @@ restart_keyd() {
 
 ctl() { "$CTL" --server "127.0.0.1:$PORT_master" --tls-cert "$PKI/admin.crt" \
   --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "$@"; }
-
 bridge_up() {
   ip link add name "$BR" type bridge
   ip link set "$BR" type bridge mcast_snooping 0
