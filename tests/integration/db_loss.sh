@@ -53,7 +53,6 @@ M="127.0.0.1:$PORT_m1,127.0.0.1:$PORT_m2"
 start_keyd slave slave --master "$M" --channel "1:$POL,origin=kms" --channel "2:$POL,origin=sender"
 bridge_up
 
-mctl() { "$CTL" --server "$1" --tls-cert "$PKI/admin.crt" --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "${@:2}"; }
 # FIELD... of a master's status, space separated (empty when it does not answer).
 mstat() {
   mctl "127.0.0.1:$1" -o json status 2>/dev/null | $PY -c '
@@ -177,10 +176,7 @@ wait_exit "$PID_s1"
 wait_exit "$PID_s2"
 sleep 1.5
 stop "$PID_r1" "$PID_r2"
-for _ in $(seq 1 200); do
-  [ "$(mctl "127.0.0.1:$PORT_slave" -o json status | $PY -c 'import json,sys; print(json.load(sys.stdin)["billing_outbox"])')" = 0 ] && break
-  sleep 0.05
-done
+drain_outbox "$PORT_slave"
 mctl "127.0.0.1:$PORT_new" billing --format json > "$WORK/billing.json"
 mctl "127.0.0.1:$PORT_new" -o json status > "$WORK/new.json"
 mctl "127.0.0.1:$PORT_m1" -o json status > "$WORK/m1.json"

@@ -139,6 +139,25 @@ restart_keyd() {
 
 ctl() { "$CTL" --server "127.0.0.1:$PORT_master" --tls-cert "$PKI/admin.crt" \
   --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "$@"; }
+# mctl HOST:PORT [args...]: keycast-ctl as admin, against any key server.
+mctl() { "$CTL" --server "$1" --tls-cert "$PKI/admin.crt" --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "${@:2}"; }
+
+# drain_outbox PORT: waits until the slave on PORT has handed every billing
+# event it took to the active master (its billing_outbox is 0), for up to
+# 20 s; fails the scenario, with what is left, if it has not by then.
+drain_outbox() {
+  local left="" until=$((SECONDS + 20))
+  while :; do
+    left=$(mctl "127.0.0.1:$1" -o json status 2>/dev/null |
+      $PY -c 'import json,sys; print(json.load(sys.stdin)["billing_outbox"])' 2>/dev/null) || left="(no answer)"
+    [ "$left" = 0 ] && return 0
+    [ "$SECONDS" -lt "$until" ] || break
+    sleep 0.05
+  done
+  echo "FAIL: the slave on port $1 still holds billing events for the master after 20 s: outbox $left"
+  exit 1
+}
+
 bridge_up() {
   ip link add name "$BR" type bridge
   ip link set "$BR" type bridge mcast_snooping 0
