@@ -45,8 +45,12 @@ void Server::Impl::on_subscribe(const std::shared_ptr<Conn>& c, const Message& m
     c->send(repl_frame(ch, ch.keys.at(cs.second), now));
     ++keys_replicated;
   }
+  // One session is one subscriber however often it asks (a slave's client
+  // carries a subscription still unanswered when a session fails over to the
+  // next, then subscribes again on connecting): a second entry would push
+  // every key to it twice, and count it as two slaves.
+  if (!c->subscribed) subscribers.push_back(c);
   c->subscribed = true;
-  subscribers.push_back(c);
   Message r;
   r.type = MsgType::Ack;
   r.req_id = m.req_id;

@@ -2,6 +2,29 @@
 # a bridge with TAP devices for the DPDK processes, and cleanup of all of it
 # on exit (even on failure). Sourced by the scenario scripts.
 set -euo pipefail
+
+# Each scenario runs in a session of its own. With sched_autogroup
+# (kernel.sched_autogroup_enabled=1) the scheduler shares CPU time between
+# sessions, and PostgreSQL's processes each open one. Run in the session of
+# a shell that also ran CPU-bound jobs, the scenario's processes (dozens of
+# threads waking every few hundred microseconds) shared those jobs' group,
+# and that group was measured holding both CPUs of a 2-vCPU machine for
+# seconds on end while its virtual runtime barely advanced: PostgreSQL,
+# runnable, got no CPU at all (crash recovery took 14.9 s for 0.00 s of
+# CPU, lease renewals came over 2 s late), and keyd and the receivers,
+# waiting on it, timed out. In a session of its own the invoker's jobs are
+# another group, as a CI runner's would be. The parent stays to pass on a
+# stop (INT, TERM, HUP) and the exit status; env gives the scenario back the
+# INT and QUIT that a background job of a script starts with ignored.
+if [ "$(ps -o sid= -p $$ | tr -d ' ')" != "$$" ]; then
+  setsid -w env --default-signal=INT,QUIT "$BASH" "$0" "$@" &
+  scenario=$!
+  trap 'kill -TERM "$scenario" 2>/dev/null || true' INT TERM HUP
+  rc=0
+  wait "$scenario" || rc=$?
+  while kill -0 "$scenario" 2>/dev/null; do rc=0; wait "$scenario" || rc=$?; done
+  exit "$rc"
+fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BUILD:?BUILD must name the CMake build dir}
 KEYD=$BUILD/keyplane/keycast-keyd
@@ -116,6 +139,24 @@ restart_keyd() {
 
 ctl() { "$CTL" --server "127.0.0.1:$PORT_master" --tls-cert "$PKI/admin.crt" \
   --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "$@"; }
+# mctl HOST:PORT [args...]: keycast-ctl as admin, against any key server.
+mctl() { "$CTL" --server "$1" --tls-cert "$PKI/admin.crt" --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "${@:2}"; }
+
+# drain_outbox PORT: waits until the slave on PORT has handed every billing
+# event it took to the active master (its billing_outbox is 0), for up to
+# 20 s; fails the scenario, with what is left, if it has not by then.
+drain_outbox() {
+  local left="" until=$((SECONDS + 20))
+  while :; do
+    left=$(mctl "127.0.0.1:$1" -o json status 2>/dev/null |
+      $PY -c 'import json,sys; print(json.load(sys.stdin)["billing_outbox"])' 2>/dev/null) || left="(no answer)"
+    [ "$left" = 0 ] && return 0
+    [ "$SECONDS" -lt "$until" ] || break
+    sleep 0.05
+  done
+  echo "FAIL: the slave on port $1 still holds billing events for the master after 20 s: outbox $left"
+  exit 1
+}
 
 bridge_up() {
   ip link add name "$BR" type bridge

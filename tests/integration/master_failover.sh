@@ -32,7 +32,6 @@ M="127.0.0.1:$PORT_m1,127.0.0.1:$PORT_m2"
 start_keyd slave slave --master "$M" --channel "1:$POL,origin=kms" --channel "2:$POL,origin=sender"
 bridge_up
 
-mctl() { "$CTL" --server "$1" --tls-cert "$PKI/admin.crt" --tls-key "$PKI/admin.key" --tls-ca "$PKI/ca.crt" "${@:2}"; }
 active_of() { mctl "$1" -o json status | $PY -c 'import json,sys; s=json.load(sys.stdin); print(s["active"], s["epoch"])'; }
 [ "$(active_of "127.0.0.1:$PORT_m1")" = "True 1" ] || { echo "FAIL: m1 does not lead: $(active_of "127.0.0.1:$PORT_m1")"; exit 1; }
 
@@ -67,10 +66,7 @@ wait_exit "$PID_s2"
 sleep 1.5
 stop "$PID_r1" "$PID_r2"
 # The slave's forwarded billing events reach the active master.
-for _ in $(seq 1 200); do
-  [ "$(mctl "127.0.0.1:$PORT_slave" -o json status | $PY -c 'import json,sys; print(json.load(sys.stdin)["billing_outbox"])')" = 0 ] && break
-  sleep 0.05
-done
+drain_outbox "$PORT_slave"
 mctl "127.0.0.1:$PORT_m2" billing --format json > "$WORK/billing.json"
 mctl "127.0.0.1:$PORT_m2" -o json status > "$WORK/m2.json"
 

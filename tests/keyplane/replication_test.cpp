@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "store_backends.hpp"
@@ -223,6 +225,62 @@ TEST_P(Replication, ResentKeyRequestBilledOnceAcrossServers) {
 
 // A slave's /healthz and replication lag follow its session with the master;
 // the master reports each subscribed slave.
+// A subscription sent twice on one session (a slave's client re-sends one
+// still unanswered from a failed session, then subscribes on connecting):
+// one subscriber, each key pushed to it once.
+TEST_P(Replication, TwoSubscriptionsOnOneSessionAreOneSubscriber) {
+  auto ad = std::make_unique<Client>(client_options("admin", {master->port()}));
+  auto subscribed = [&](int n) {
+    return wait_until([&] {
+      return admin(*ad, MsgType::AdminStatus).message.find("\"slaves_subscribed\":" + std::to_string(n)) !=
+             std::string::npos;
+    });
+  };
+  ASSERT_TRUE(subscribed(2));  // the fixture's two slaves
+  Client sl(client_options("slave", {master->port()}));
+  std::mutex mu;
+  std::map<uint32_t, int> pushes;  // channel 2's SPI -> frames pushed
+  sl.set_push_handler([&](Message m) {
+    if (m.type != MsgType::ReplKey || m.keys.size() != 1 || m.keys[0].channel != 2) return;
+    std::lock_guard<std::mutex> g(mu);
+    ++pushes[m.keys[0].spi];
+  });
+  sl.set_persistent(true);
+  for (int i = 0; i < 2; ++i) {
+    Message s;
+    s.type = MsgType::ReplSubscribe;
+    s.seq = 0;
+    Result r = sl.call(s);
+    ASSERT_TRUE(r.ok()) << r.message;
+  }
+  EXPECT_EQ(sl.connects(), 1u);
+  EXPECT_TRUE(subscribed(3));
+
+  auto sender = std::make_unique<Client>(client_options("sender", {master->port()}));
+  WireKey up;
+  up.channel = 2;
+  up.material = KeyMaterial::generate(Suite::Aes128Gcm);
+  up.remaining_ms = 50000;
+  Message um;
+  um.type = MsgType::KeyUpload;
+  um.channel = 2;
+  um.keys = {up};
+  Result ur = sender->call(um);
+  ASSERT_TRUE(ur.ok()) << ur.message;
+  const uint32_t spi = ur.keys[0].spi;
+  auto pushed = [&] {
+    std::lock_guard<std::mutex> g(mu);
+    return pushes.count(spi) ? pushes[spi] : 0;
+  };
+  ASSERT_TRUE(wait_until([&] { return pushed() >= 1; }));
+  // A second push was written to this session before the answer to a ping
+  // sent now: once that answer is here, every push of the key is too.
+  Message ping;
+  ping.type = MsgType::Ping;
+  ASSERT_TRUE(sl.call(ping).ok());
+  EXPECT_EQ(pushed(), 1);
+}
+
 TEST_P(Replication, SlaveHealthAndLagFollowTheMasterSession) {
   ServerConfig mc = config(Role::Master, "master2");
   mc.metrics = "127.0.0.1:0";
