@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 
 #include "common/control_msg.hpp"
@@ -166,22 +167,14 @@ void RecvWorker::note_spi(uint32_t ci, uint32_t spi) {
   c.last_spi = spi;
 }
 
-void RecvWorker::flush_run() {
-  if (run_chan_ == GroupIndex::kNone) return;
-  RxChannelStats& c = st_.chan[run_chan_];
-  c.packets_ok.add(run_ok_);
-  c.bytes_ok.add(run_bytes_);
-  run_ok_ = run_bytes_ = 0;
-}
-
 void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbuf* const* next,
                          uint16_t nnext) {
   rte_mbuf* out[kMaxBurst];
   uint16_t nout = 0;
   nfree_ = 0;
   // Read once per burst: the parse and the crypto store through byte pointers, which may alias
-  // anything, so options read in the loop would be reloaded for every packet. Delivered
-  // packets are counted per burst for the same reason (drops, rare, per packet).
+  // anything, so options read in the loop would be reloaded for every packet. The totals
+  // of delivered packets are counted per burst for the same reason (drops, rare, per packet).
   const bool check_group = !sh_.cfg.any_group;
   const RxChannel* const chans = sh_.cfg.channels.data();
   const uint32_t any_tag = chans[0].group_ip;
@@ -205,11 +198,17 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   // channel's counters one ahead (their addresses are in the slot's first line). A run of
   // packets under one key (a burst of one channel's) fetches once.
   // One channel's few keys stay cached: only a receiver of several channels looks ahead.
-  auto ahead = [&](uint16_t j) -> const rte_mbuf* {
-    return j < n ? pkts[j] : (j - n < nnext ? next[j - n] : nullptr);
-  };
   const KeyTable* const look = t && t->channels.size() > 1 ? t : nullptr;
   constexpr unsigned kRing = 4;  // packets i .. i + 3, by j % kRing
+  // This burst and the next in one array, then nullptr: the stages index it without asking
+  // which burst a packet is in.
+  const rte_mbuf* all[2 * kMaxBurst + kRing];
+  if (look) {
+    std::memcpy(all, pkts, n * sizeof *all);
+    std::memcpy(all + n, next, nnext * sizeof *all);
+    for (unsigned j = n + nnext; j < n + nnext + kRing; ++j) all[j] = nullptr;
+  }
+  auto ahead = [&all](uint16_t j) { return all[j]; };
   uint64_t keys[kRing] = {kNoKey, kNoKey, kNoKey, kNoKey};
   KeySlot* slots[kRing] = {};
   auto fetch_index = [&](uint16_t j) {
@@ -352,12 +351,11 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
     }
     ++ok;
     ok_bytes += o.payload_len;
-    if (ci != run_chan_) {
-      flush_run();
-      run_chan_ = ci;
-    }
-    ++run_ok_;
-    run_bytes_ += o.payload_len;
+    // On the channel's line, fetched a packet ahead: a run of one channel's packets would save
+    // little, and keeping one costs a test and a store each packet when channels interleave.
+    RxChannelStats& cs = st_.chan[ci];
+    cs.packets_ok.add();
+    cs.bytes_ok.add(o.payload_len);
     if (!pq.noted) [[unlikely]] {  // once per key and worker, not per change of key
       note_spi(ci, p.spi);
       pq.noted = true;
@@ -392,7 +390,6 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   }
   st_.packets_ok.add(ok);
   st_.bytes_ok.add(ok_bytes);
-  flush_run();
   if (nout && sh_.cfg.deliver_vlan.on) {
     const uint16_t kept = vlan_tag_burst(out, nout, sh_.cfg.deliver_vlan);
     st_.deliver_fail.add(nout - kept);

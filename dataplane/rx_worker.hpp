@@ -121,7 +121,6 @@ class RecvWorker {
   void release(rte_mbuf* m) { free_[nfree_++] = m; }
   void post_unknown(uint32_t chan_index, uint32_t spi);
   void note_spi(uint32_t chan_index, uint32_t spi);
-  void flush_run();
 
   RxShared& sh_;
   unsigned id_;
@@ -132,11 +131,7 @@ class RecvWorker {
   SpiCache cache_;  // last (group, SPI) lookup
   rte_mbuf* free_[kMaxBurst];
   uint16_t nfree_ = 0;
-  // The channel of the last delivered packet and what has been delivered on
-  // it since it was last counted: channels are counted per run of packets,
-  // not per packet (a burst is usually one channel's).
-  uint32_t run_chan_ = GroupIndex::kNone;
-  uint64_t run_ok_ = 0, run_bytes_ = 0;
+  // The last unknown SPI reported (and its channel, when): reported at most every report_every_.
   uint32_t last_unknown_chan_ = GroupIndex::kNone, last_unknown_ = 0;
   uint64_t last_unknown_tsc_ = 0, report_every_ = 0;
   pcap_t* pcap_ = nullptr;
