@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include "keyplane/config.hpp"
-#include "keyplane/money.hpp"
+#include "keyplane/ledger_rules.hpp"
 #include "keyplane/pg_conn.hpp"
 #include "keyplane/store.hpp"
 
@@ -26,12 +26,7 @@ void PgLedger::reload_closed_until() {
   closed_until_ = r.null(0, 0) ? INT64_MIN : r.i64(0, 0);
 }
 
-int64_t PgLedger::book_at(int64_t at_ms, bool& late) const {
-  late = at_ms < closed_until_;
-  if (late) return closed_until_;
-  // The open period's first bucket starts exactly at the last close.
-  return std::max(at_ms - (at_ms % kLedgerBucketMs + kLedgerBucketMs) % kLedgerBucketMs, closed_until_);
-}
+int64_t PgLedger::book_at(int64_t at_ms, bool& late) const { return ledger_bucket(at_ms, closed_until_, late); }
 
 void PgLedger::add_requests(const std::string& identity, uint64_t n, int64_t at_ms) {
   bool late;
@@ -243,10 +238,7 @@ KeyUsage PgLedger::key_usage(uint32_t channel, uint32_t spi) {
 
 std::vector<Invoice> PgLedger::close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
                                            const Tariffs& t) {
-  if (end_ms <= closed_until_)
-    throw std::invalid_argument("the period up to " + std::to_string(closed_until_) +
-                                " ms is already closed; the end must be later");
-  if (end_ms > now_ms) throw std::invalid_argument("the period end is in the future");
+  check_period_end(end_ms, now_ms, closed_until_);
   int64_t start = closed_until_;
   if (start == INT64_MIN) {
     // The first period starts with the first event booked.
@@ -262,17 +254,7 @@ std::vector<Invoice> PgLedger::close_period(int64_t end_ms, int64_t now_ms, cons
     pp.i64(end_ms).i64(start).i64(now_ms).text(closed_by);
     db_.run("INSERT INTO periods(end_ms, start_ms, closed_at_ms, closed_by) VALUES($1, $2, $3, $4)", pp);
     for (auto& row : billing(start, end_ms)) {
-      Invoice inv;
-      inv.start_ms = start;
-      inv.end_ms = end_ms;
-      inv.closed_at_ms = now_ms;
-      inv.closed_by = closed_by;
-      inv.per_request_micros = t.per_request_micros;
-      inv.per_gib_micros = t.per_gib_micros;
-      inv.currency = t.currency;
-      inv.fee_micros = fee_micros(row.requests, row.bytes, t);
-      inv.fee = amount_text(inv.fee_micros, t.currency_decimals);
-      inv.row = std::move(row);
+      Invoice inv = make_invoice(std::move(row), start, end_ms, now_ms, closed_by, t);
       PgParams p;
       p.i64(end_ms).text(inv.row.identity).u64(inv.row.requests).u64(inv.row.bytes).u64(inv.row.packets);
       p.u64(inv.row.epochs).u64(inv.row.late_requests).u64(inv.row.late_bytes).u64(inv.row.late_packets);

@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "keyplane/config.hpp"
-#include "keyplane/money.hpp"
+#include "keyplane/ledger_rules.hpp"
 #include "keyplane/sqlite_conn.hpp"
 #include "keyplane/store.hpp"
 
@@ -21,12 +21,7 @@ void SqliteLedger::reload_closed_until() {
   closed_until_ = sqlite3_column_type(s, 0) == SQLITE_NULL ? INT64_MIN : sqlite3_column_int64(s, 0);
 }
 
-int64_t SqliteLedger::book_at(int64_t at_ms, bool& late) const {
-  late = at_ms < closed_until_;
-  if (late) return closed_until_;
-  // The open period's first bucket starts exactly at the last close.
-  return std::max(at_ms - (at_ms % kLedgerBucketMs + kLedgerBucketMs) % kLedgerBucketMs, closed_until_);
-}
+int64_t SqliteLedger::book_at(int64_t at_ms, bool& late) const { return ledger_bucket(at_ms, closed_until_, late); }
 
 void SqliteLedger::add_requests(const std::string& identity, uint64_t n, int64_t at_ms) {
   bool late;
@@ -206,10 +201,7 @@ KeyUsage SqliteLedger::key_usage(uint32_t channel, uint32_t spi) {
 
 std::vector<Invoice> SqliteLedger::close_period(int64_t end_ms, int64_t now_ms, const std::string& closed_by,
                                          const Tariffs& t) {
-  if (end_ms <= closed_until_)
-    throw std::invalid_argument("the period up to " + std::to_string(closed_until_) +
-                                " ms is already closed; the end must be later");
-  if (end_ms > now_ms) throw std::invalid_argument("the period end is in the future");
+  check_period_end(end_ms, now_ms, closed_until_);
   int64_t start = closed_until_;
   if (start == INT64_MIN) {
     // The first period starts with the first event booked.
@@ -234,17 +226,7 @@ std::vector<Invoice> SqliteLedger::close_period(int64_t end_ms, int64_t now_ms, 
       db_.step(p);
     }
     for (auto& row : billing(start, end_ms)) {
-      Invoice inv;
-      inv.start_ms = start;
-      inv.end_ms = end_ms;
-      inv.closed_at_ms = now_ms;
-      inv.closed_by = closed_by;
-      inv.per_request_micros = t.per_request_micros;
-      inv.per_gib_micros = t.per_gib_micros;
-      inv.currency = t.currency;
-      inv.fee_micros = fee_micros(row.requests, row.bytes, t);
-      inv.fee = amount_text(inv.fee_micros, t.currency_decimals);
-      inv.row = std::move(row);
+      Invoice inv = make_invoice(std::move(row), start, end_ms, now_ms, closed_by, t);
       sqlite3_stmt* s = db_.prep(
           "INSERT INTO invoices(period_end_ms,identity,requests,bytes,packets,epochs,late_requests,"
           "late_bytes,late_packets,per_request_micros,per_gib_micros,currency,fee_micros,fee) "
