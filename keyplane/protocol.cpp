@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-
 namespace keycast::kp {
 
 std::string_view type_name(MsgType t) {
