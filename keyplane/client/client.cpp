@@ -298,6 +298,27 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   void fail(const std::shared_ptr<Conn>& c, std::string why,
             std::chrono::milliseconds pause = std::chrono::milliseconds(0)) {
     if (conn != c) return;
+    // A subscription is bound to its session: the next one subscribes anew
+    // from on_connect. Carried over as well, it would arrive twice, and the
+    // carried ones pile up over every session that fails before they are
+    // answered (a standby refusing what was queued ahead of them), reaching
+    // the next active master as a burst.
+    std::vector<Pending> lost;
+    for (auto it = inflight.begin(); it != inflight.end();) {
+      if (it->second.msg.type == MsgType::ReplSubscribe) {
+        lost.push_back(std::move(it->second));
+        it = inflight.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    end_session(c, why, pause);
+    // After the session is wound up: a callback may submit again.
+    for (auto& p : lost)
+      fail_request(p, ErrorCode::Unavailable, c->server + ": session lost before the subscription was answered");
+  }
+
+  void end_session(const std::shared_ptr<Conn>& c, const std::string& why, std::chrono::milliseconds pause) {
     bool was_ready = state == State::Ready;
     last_error = c->server + ": " + why;
     boost::system::error_code ig;

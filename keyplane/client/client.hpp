@@ -19,7 +19,10 @@
 //  * Requests are queued and sent over one kept-alive connection. If the
 //    connection breaks, in-flight requests are re-sent on the next server
 //    (every request type is safe to repeat: uploads are idempotent, usage
-//    reports carry a unique event id, key requests are reads).
+//    reports carry a unique event id, key requests are reads). A replication
+//    subscription is the exception: it belongs to its session, on_connect
+//    subscribes on the next, and the unanswered one completes with
+//    ErrorCode::Unavailable.
 //  * A master-only request (generate, upload, usage, rotate, billing) that
 //    reaches a slave is retried on the next server, and the client stays there;
 //    senders may also set require_master to skip slaves at connect time.
