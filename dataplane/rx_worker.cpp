@@ -6,7 +6,6 @@
 #include <sys/time.h>
 
 #include <cstdio>
-#include <cstring>
 #include <stdexcept>
 
 #include "common/control_msg.hpp"
@@ -204,8 +203,9 @@ void RecvWorker::process(const KeyTable* t, rte_mbuf** pkts, uint16_t n, rte_mbu
   // which burst a packet is in.
   const rte_mbuf* all[2 * kMaxBurst + kRing];
   if (look) {
-    std::memcpy(all, pkts, n * sizeof *all);
-    std::memcpy(all + n, next, nnext * sizeof *all);
+    // Copied in loops: next is nullptr when there is no next burst, which memcpy may not be given.
+    for (uint16_t j = 0; j < n; ++j) all[j] = pkts[j];
+    for (uint16_t j = 0; j < nnext; ++j) all[n + j] = next[j];
     for (unsigned j = n + nnext; j < n + nnext + kRing; ++j) all[j] = nullptr;
   }
   auto ahead = [&all](uint16_t j) { return all[j]; };
