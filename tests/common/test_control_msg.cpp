@@ -43,7 +43,7 @@ TEST(ControlNotice, RejectsEveryMalformedShape) {
   m[1] = 9;
   EXPECT_EQ(decode_notice(m.data(), m.size(), out), ControlError::BadType);
   m[1] = 1;
-  m[5] = 3;  // next SPI TLV claims 3 bytes
+  m[5] = 3;  // next SPI TLV says its value is 3 bytes long
   EXPECT_NE(decode_notice(m.data(), m.size(), out), ControlError::Ok);
   std::vector<uint8_t> missing = {1, 1, 0, 6, 2, 4, 0, 0, 0, 5};
   EXPECT_EQ(decode_notice(missing.data(), missing.size(), out), ControlError::Missing);
