@@ -100,6 +100,7 @@ KmsTotals ChannelKeySources::kms_totals() const {
     t.usage_acked += k->usage_acked;
     t.late_switches += k->late_switches;
     t.evictions += k->evictions;
+    t.short_notices += k->short_notices;
   }
   return t;
 }

@@ -21,6 +21,8 @@ int64_t ms_until(MonoClock::time_point t, MonoClock::time_point now) {
   return std::chrono::duration_cast<milliseconds>(t - now).count();
 }
 const char* role_name(bool sender) { return sender ? "keycast-send" : "keycast-recv"; }
+// Control polls every half millisecond: a notice this much short of its lead is on time.
+constexpr int64_t kNoticeSlackMs = 5;
 }  // namespace
 
 KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& tls_cert,
@@ -356,10 +358,12 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
     ctl.set_notice(ctl.next_spi(),
                    rte_get_tsc_cycles() + uint64_t(left) * (rte_get_tsc_hz() / 1000));
     notice_set_ = true;
+    if (left + kNoticeSlackMs < o_.notice_lead_ms) ++short_notices;
     changed = true;
   }
   if (left <= 0) {
     if (have_next) {
+      if (o_.sender && o_.notice_lead_ms > 0 && !notice_set_) ++short_notices;  // none at all
       switch_to_next(ctl, now);
       changed = true;
     } else if (o_.sender && !warned_late_) {

@@ -149,6 +149,9 @@ class KmsKeySource : public KeySource {
   // with keys, answered with an error.
   uint64_t fetches = 0, fetch_ok = 0, fetch_errors = 0, event_fetches = 0, usage_reports = 0,
            usage_acked = 0, usage_failed = 0, late_switches = 0, evictions = 0;
+  // Sender: switches announced less than --notice-lead-ms ahead (or not at all) because the
+  // next key came too late: the receivers that rely on notices may meet its SPI unheld.
+  uint64_t short_notices = 0;
 
  private:
   struct Reply {

@@ -425,6 +425,7 @@ int run(int argc, char** argv) {
     figs.push_back(Figure::integer("kms_unanswered", k.unanswered));
     figs.push_back(Figure::integer("late_switches", k.late_switches));
     figs.push_back(Figure::integer("evictions", k.evictions));
+    figs.push_back(Figure::integer("short_notices", k.short_notices));
   }
   std::fprintf(stderr,
                "keycast-send: done: packets_sent=%lu bytes_sent=%lu duration_s=%.3f "

@@ -14,16 +14,16 @@
 #
 # usage: BUILD=build notice.sh [PACKETS] [RATE] [LIFETIME_MS]
 source "$(dirname "$0")/lib.sh"
-PACKETS=${1:-36000}
+PACKETS=${1:-48000}
 RATE=${2:-4000}
-L=${3:-800}
+L=${3:-1200}
 P1=$((L / 2))
 POLICY="lifetime=$L,p1=$P1,p2=$((L / 4)),grace=1000,origin=kms"
 
 start_keyd master master --channel "1:$POLICY" --channel "2:$POLICY"
 bridge_up
 TX="--kms 127.0.0.1:$PORT_master --key-origin kms --rate $RATE --count $PACKETS --p1-ms $P1"
-start_send s1 0 $TX --channel 1 --group 239.7.7.4:6004 --source 10.77.0.4 --notice-lead-ms $((L * 3 / 8))
+start_send s1 0 $TX --channel 1 --group 239.7.7.4:6004 --source 10.77.0.4 --notice-lead-ms $((L / 4))
 start_send s2 1 $TX --channel 2 --group 239.7.7.5:6005 --source 10.77.0.5 --notice-lead-ms 0
 # The receivers join once traffic flows: they fetch the current key at start
 # and, with P2 fetching off, learn every later key only from the stream.
@@ -46,7 +46,7 @@ def need(cond, what):
 for s_tag, r_tag in (("s1", "r1"), ("s2", "r2")):
     s = json.load(open(f"{work}/{s_tag}.json"))
     r = json.load(open(f"{work}/{r_tag}.json"))
-    print(f"{s_tag}: packets_sent={s['packets_sent']} key_switches={s['key_switches']} notices_sent={s['notices_sent']}")
+    print(f"{s_tag}: packets_sent={s['packets_sent']} key_switches={s['key_switches']} notices_sent={s['notices_sent']} short_notices={s['short_notices']}")
     print(f"{r_tag}: packets_ok={r['packets_ok']} lost={r['lost']} unknown_spi={r['unknown_spi']} "
           f"auth_fail={r['auth_fail']} notices={r['notices']} key_switches={r['key_switches']} "
           f"kms_event_fetches={r['kms_event_fetches']} kms_requests={r['kms_requests']}")
@@ -66,6 +66,9 @@ for s_tag, r_tag in (("s1", "r1"), ("s2", "r2")):
          f"{r_tag}: SPIs {r['spi_list']} are not the tail of the sender's {s['spi_list']}")
 s1, r1 = json.load(open(f"{work}/s1.json")), json.load(open(f"{work}/r1.json"))
 need(s1["notices_sent"] >= s1["key_switches"], "s1: fewer notices than switches")
+# A notice is only as early as the sender's own next key (asked for at P1, a quarter of the
+# lifetime before the notice is due): a late one leaves the receiver too little time to fetch.
+need(s1["short_notices"] == 0, f"s1: {s1['short_notices']} switches announced late (the next key came late)")
 need(r1["notices"] >= len(r1["spi_list"]) - 1, "r1: did not receive a notice before every switch")
 need(r1["unknown_spi"] == 0, f"r1 (notice on): unknown_spi = {r1['unknown_spi']}")
 need(r1["lost"] == 0 and r1["packets_ok"] > n // 2, f"r1 (notice on): lost {r1['lost']}")
