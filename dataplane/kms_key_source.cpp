@@ -21,8 +21,6 @@ int64_t ms_until(MonoClock::time_point t, MonoClock::time_point now) {
   return std::chrono::duration_cast<milliseconds>(t - now).count();
 }
 const char* role_name(bool sender) { return sender ? "keycast-send" : "keycast-recv"; }
-// Control polls every half millisecond: a notice this much short of its lead is on time.
-constexpr int64_t kNoticeSlackMs = 5;
 }  // namespace
 
 KmsOptions kms_options(const std::vector<std::string>& kms, const std::string& tls_cert,
@@ -232,6 +230,7 @@ void KmsKeySource::finish_start(KeyControl& ctl, MonoClock::time_point deadline)
 void KmsKeySource::submit_next(KeyControl& ctl, MonoClock::time_point now) {
   if (next_in_flight_ || now < next_retry_) return;
   next_in_flight_ = true;
+  next_asked_ = now;
   next_retry_ = now + milliseconds(std::max<int64_t>(o_.fetch_min_interval_ms, 50));
   ++fetches;
   if (!o_.sender) {
@@ -263,6 +262,7 @@ void KmsKeySource::switch_to_next(KeyControl& ctl, MonoClock::time_point now) {
   draw_p2_offset();
   ctl.clear_notice();
   notice_set_ = false;
+  notice_possible_ = false;
   warned_late_ = false;
   if (o_.sender) {
     if (old) {
@@ -291,7 +291,10 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
     return;
   }
   if (rep.tag == kPush) return apply_push(ctl, r, now);
-  if (rep.tag == kNext) next_in_flight_ = false;
+  if (rep.tag == kNext) {
+    next_in_flight_ = false;
+    next_answered_ = r.received_at;
+  }
   if (!r.ok()) {
     ++fetch_errors;
     if (!o_.sender && refuse_if_denied(r)) return;
@@ -353,17 +356,22 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
   if (!have_next && (o_.sender || o_.p2_ms >= 0) && left <= (o_.sender ? p1() : p2_due()))
     submit_next(ctl, now);
 
-  if (o_.sender && have_next && o_.notice_lead_ms > 0 && !notice_set_ && left <= o_.notice_lead_ms &&
-      left > 0) {
+  // A notice is as early as the next key: one that came late shortens it. Up to a tenth short
+  // is on time (control may run a few polls late); a key first seen with less than its lead
+  // left (at start) could not have been announced in time and is not counted.
+  const int64_t lead = o_.sender ? o_.notice_lead_ms : 0;
+  const int64_t short_below = lead - lead / 10;
+  if (lead > 0 && left > short_below) notice_possible_ = true;
+  if (lead > 0 && have_next && !notice_set_ && left <= lead && left > 0) {
     ctl.set_notice(ctl.next_spi(),
                    rte_get_tsc_cycles() + uint64_t(left) * (rte_get_tsc_hz() / 1000));
     notice_set_ = true;
-    if (left + kNoticeSlackMs < o_.notice_lead_ms) ++short_notices;
+    if (left < short_below && notice_possible_) short_notice(ctl.next_spi(), left);
     changed = true;
   }
   if (left <= 0) {
     if (have_next) {
-      if (o_.sender && o_.notice_lead_ms > 0 && !notice_set_) ++short_notices;  // none at all
+      if (lead > 0 && !notice_set_ && notice_possible_) short_notice(ctl.next_spi(), 0);
       switch_to_next(ctl, now);
       changed = true;
     } else if (o_.sender && !warned_late_) {
@@ -388,6 +396,16 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
     }
   }
   if (changed) ctl.publish();
+}
+
+void KmsKeySource::short_notice(uint32_t next_spi, int64_t lead_ms) {
+  ++short_notices;
+  KC_LOG(WARNING, kms, "keycast-send: channel %u: the switch to SPI %u was announced %lld ms ahead, "
+                       "not %lld: the next key came late (asked %lld ms before the switch, answered "
+                       "%lld ms before)\n",
+         o_.channel, next_spi, static_cast<long long>(lead_ms), static_cast<long long>(o_.notice_lead_ms),
+         static_cast<long long>(ms_until(cur_end_, next_asked_)),
+         static_cast<long long>(ms_until(cur_end_, next_answered_)));
 }
 
 void KmsKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {

@@ -149,8 +149,8 @@ class KmsKeySource : public KeySource {
   // with keys, answered with an error.
   uint64_t fetches = 0, fetch_ok = 0, fetch_errors = 0, event_fetches = 0, usage_reports = 0,
            usage_acked = 0, usage_failed = 0, late_switches = 0, evictions = 0;
-  // Sender: switches announced less than --notice-lead-ms ahead (or not at all) because the
-  // next key came too late: the receivers that rely on notices may meet its SPI unheld.
+  // Sender: switches announced less than nine tenths of --notice-lead-ms ahead (or not at
+  // all) because the next key came late: receivers that rely on notices may meet its SPI unheld.
   uint64_t short_notices = 0;
 
  private:
@@ -178,6 +178,7 @@ class KmsKeySource : public KeySource {
   bool refuse_if_denied(const kp::Result& r);
   std::deque<Reply> take_replies();
   void switch_to_next(KeyControl& ctl, MonoClock::time_point now);
+  void short_notice(uint32_t next_spi, int64_t lead_ms);
   kp::Callback enqueue(int tag, EpochUsage u = {});
   int64_t p1() const;
   int64_t p2() const;
@@ -211,8 +212,12 @@ class KmsKeySource : public KeySource {
   MonoClock::time_point next_end_{};  // next key's end of use
   int64_t lifetime_ms_ = 0;           // learnt from the KMS (kms-origin) or configured
   bool next_in_flight_ = false;
+  // The last next-key request: when it was asked, when its answer reached the client (a late
+  // notice's warning says which of them was late).
+  MonoClock::time_point next_asked_{}, next_answered_{};
   MonoClock::time_point next_retry_{};
   bool notice_set_ = false;
+  bool notice_possible_ = false;  // the current key was held while its notice could still go out in time
   bool warned_late_ = false;
   std::unordered_map<uint32_t, MonoClock::time_point> last_event_fetch_;
   std::map<uint32_t, MonoClock::time_point> ends_;  // end of use of each held key

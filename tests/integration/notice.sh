@@ -14,10 +14,10 @@
 #
 # usage: BUILD=build notice.sh [PACKETS] [RATE] [LIFETIME_MS]
 source "$(dirname "$0")/lib.sh"
-PACKETS=${1:-48000}
+PACKETS=${1:-72000}
 RATE=${2:-4000}
-L=${3:-1200}
-P1=$((L / 2))
+L=${3:-2000}
+P1=$((L * 3 / 4))
 POLICY="lifetime=$L,p1=$P1,p2=$((L / 4)),grace=1000,origin=kms"
 
 start_keyd master master --channel "1:$POLICY" --channel "2:$POLICY"
@@ -66,8 +66,9 @@ for s_tag, r_tag in (("s1", "r1"), ("s2", "r2")):
          f"{r_tag}: SPIs {r['spi_list']} are not the tail of the sender's {s['spi_list']}")
 s1, r1 = json.load(open(f"{work}/s1.json")), json.load(open(f"{work}/r1.json"))
 need(s1["notices_sent"] >= s1["key_switches"], "s1: fewer notices than switches")
-# A notice is only as early as the sender's own next key (asked for at P1, a quarter of the
-# lifetime before the notice is due): a late one leaves the receiver too little time to fetch.
+# A notice is only as early as the sender's own next key, asked for at P1, half a lifetime
+# before the notice is due: that much covers the sender's control thread waiting for a CPU while
+# the receivers start (measured under ASan: sleeps of 0.5 ms that lasted 130-430 ms).
 need(s1["short_notices"] == 0, f"s1: {s1['short_notices']} switches announced late (the next key came late)")
 need(r1["notices"] >= len(r1["spi_list"]) - 1, "r1: did not receive a notice before every switch")
 need(r1["unknown_spi"] == 0, f"r1 (notice on): unknown_spi = {r1['unknown_spi']}")
