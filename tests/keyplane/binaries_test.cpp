@@ -81,6 +81,15 @@ void spawn(Proc& p, std::vector<std::string> args, rlim_t nofile = 0, bool stder
   p.out = fds[0];
 }
 
+// A process's state letter from /proc (R, S, T...), or 0 when it is gone.
+char proc_state(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(f, stat);
+  const auto close = stat.rfind(')');  // the command name may hold spaces and parentheses
+  return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : 0;
+}
+
 std::string read_line(int fd, int timeout_ms) {
   std::string line;
   char c;
@@ -486,8 +495,11 @@ TEST(Binaries, ClientFailsOverFromKilledAndHungSlaves) {
   ASSERT_TRUE(c1.ok()) << c1.message;
   EXPECT_EQ(c1.server, addr(s2.port));
   kill(s2.p.pid, SIGSTOP);
+  // kill() returns once the signal is queued, not once every thread has stopped.
+  ASSERT_TRUE(wait_until([&] { return proc_state(s2.p.pid) == 'T'; })) << "slave 2 did not stop";
   Result c2 = fetch(hc, 1, Which::Current);
-  EXPECT_EQ(c2.error, ErrorCode::Timeout);
+  EXPECT_EQ(c2.error, ErrorCode::Timeout) << "answered by " << c2.server << " (slaves: " << addr(s1.port)
+                                          << " restarted, " << addr(s2.port) << " stopped)";
   Result c3;
   ASSERT_TRUE(wait_until([&] {
     c3 = fetch(hc, 1, Which::Current);
