@@ -21,6 +21,7 @@ void Server::Impl::init() {
                              shown_db(cfg.db) + " belongs to a " + *r);
   store->keys().set_meta("role", std::string(role_name(cfg.role)));
   worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
+  if (master()) lease_worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
   if (auto id = store->keys().meta("instance_id")) {
     instance_id = *id;
   } else {
@@ -74,7 +75,7 @@ void Server::Impl::begin_serving() {
       std::to_string(chans.size()) + " channel(s), key seq " + std::to_string(repl_seq.load()) +
       (master() ? ", advertised as " + advertised : std::string()));
   if (master())
-    lead_tick();  // active at once when no other master leads
+    lead_start();  // active at once when no other master leads
   else
     start_upstream();
   maintenance();
@@ -122,6 +123,7 @@ void Server::Impl::do_stop() {
   for (auto* c : all) c->close("server stopping");
   upstream.reset();
   worker->stop();
+  if (lease_worker) lease_worker->stop();
   io.stop();
 }
 

@@ -204,7 +204,6 @@ std::string Server::Impl::status_json() {
     o["failover_ms"] = cfg.failover_ms;
     o["takeovers"] = takeovers;
     o["stepdowns"] = stepdowns;
-    o["late_renewals"] = late_renewals;
     o["billing_duplicate_requests"] = duplicate_requests;
     o["usage_checkpoints"] = checkpoints_counted;
     o["usage_checkpoints_unchanged"] = checkpoints_unchanged;

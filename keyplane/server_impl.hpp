@@ -99,6 +99,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // commit (keyplane/server_billing.cpp). Declared after io and store, so
   // its thread is joined before either goes.
   std::unique_ptr<StoreWorker> worker;
+  // Masters: a third connection and thread, for the lease alone. Not the
+  // billing worker's: a renewal queued behind a commit waiting on a lock
+  // would let the lease run out under a master the database is merely slow
+  // for, and a renewal must come back within the lease (2F/3) while a
+  // billing commit may wait as long as the database makes it. Declared
+  // after worker: joined first, its completions still find the loop.
+  std::unique_ptr<StoreWorker> lease_worker;
   std::map<uint32_t, Chan> chans;
   std::set<Conn*> conns;
   std::unique_ptr<LoadShedder> shed;  // --max-key-requests-per-s
@@ -224,13 +231,31 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Leadership seen;  // who leads, as the database last said (standby)
   MonoClock::time_point seen_at{};
   uint64_t takeovers = 0, stepdowns = 0, lead_errors = 0;
-  uint64_t late_renewals = 0;  // renewed on a write's way because the timer ran late
+  // One renewal or takeover attempt on the lease worker (what it asked and
+  // what it found: the loop reads them once the worker is done).
+  struct LeadJob {
+    bool renew = false;  // else a takeover attempt
+    uint64_t epoch = 0;
+    std::string holder;
+    int64_t ttl_ms = 0;
+    bool reclaim = false;
+    MonoClock::time_point asked{};
+    bool renewed = false;
+    std::optional<uint64_t> took;
+    std::optional<Leadership> seen;
+    void run(Store& s);  // on the lease worker
+  };
+  bool lead_inflight = false;  // a LeadJob is queued or running
   milliseconds lease() const { return milliseconds(cfg.failover_ms * 2 / 3); }
   milliseconds lead_period() const { return milliseconds(std::max<int64_t>(cfg.failover_ms / 6, 1)); }
   std::string advertised_address() const;
   bool lease_valid(MonoClock::time_point now) const;
   bool ensure_lease();
+  void lead_start();
   void lead_tick();
+  void arm_lead_timer();
+  void lead_attempt();
+  void lead_done(const LeadJob& j, std::exception_ptr err);
   void take_lead(uint64_t e, MonoClock::time_point asked);
   void step_down(const std::string& why);
   void load_state();

@@ -1,6 +1,8 @@
 // The key server, masters sharing one database: which one leads.
 //
-// Every master runs the same loop on its event-loop thread. A standby asks
+// Every master runs the same loop on its event-loop thread; the database
+// calls themselves run on the lease worker (keyplane/store_worker.hpp), so a
+// database that is slow to answer never holds up the loop. A standby asks
 // the store for the lease every failover/6; the active renews it as often.
 // The lease is 2/3 of --failover-ms, so after the active dies its lease runs
 // out at most 2/3 later and a standby notices within another 1/6: the lead
@@ -30,68 +32,129 @@ std::string Server::Impl::advertised_address() const {
 
 bool Server::Impl::lease_valid(MonoClock::time_point now) const { return active && now < lease_until; }
 
-// A write needs a lease that has not run out on our clock. One that has,
-// because the event loop was too busy (a burst of key minting on a slow
-// disk) to run the renewal timer, is renewed here, before the write: if the
-// database still has us as the leader nobody took over and we go on;
-// otherwise we stand down. Stepping down merely because the timer was late
-// would leave a lone master refusing everything for nothing.
+// A write needs a lease that has not run out on our clock. Renewals run on
+// the lease worker, never here: a write cannot wait for the database to
+// answer one. A lease run out means no renewal came back in time (the
+// database slow or gone, or its answer still queued behind a busy loop):
+// stand down, which is always safe; the standby loop leads again as soon
+// as the database lets it.
 bool Server::Impl::ensure_lease() {
   if (!active) return false;
-  const auto asked = MonoClock::now();
-  if (asked < lease_until) return true;
-  try {
-    if (store->lease().renew_lead(epoch, lease().count())) {
-      lease_until = asked + lease();
-      ++late_renewals;
-      return true;
-    }
-    step_down("another master took the lead");
-  } catch (const std::exception& e) {
-    ++lead_errors;
-    step_down(std::string("the lease ran out and cannot be renewed: ") + e.what());
-  }
+  if (MonoClock::now() < lease_until) return true;
+  step_down("the lease ran out before the database renewed it");
   return false;
 }
 
-void Server::Impl::lead_tick() {
-  if (stopping) return;
+// At start, before anyone is served: the loop has nothing else to do, so
+// the first attempt runs here and a lone master leads at once.
+void Server::Impl::lead_start() {
   const auto asked = MonoClock::now();
+  // Once, at start: a lease still held under our own name is our previous
+  // process's, which is gone (we hold its address).
+  reclaim_tried = true;
   try {
-    if (active) {
-      if (store->lease().renew_lead(epoch, lease().count()))
-        lease_until = asked + lease();
-      else
-        step_down("another master took the lead");
+    if (auto e = store->lease().try_lead(advertised, advertised, lease().count(), true)) {
+      take_lead(*e, asked);
     } else {
-      // Once, at start: a lease still held under our own name is our
-      // previous process's, which is gone (we hold its address).
-      const bool reclaim = !reclaim_tried;
-      reclaim_tried = true;
-      if (auto e = store->lease().try_lead(advertised, advertised, lease().count(), reclaim)) {
-        take_lead(*e, asked);
-      } else {
-        seen = store->lease().leadership();
-        seen_at = asked;
-      }
+      seen = store->lease().leadership();
+      seen_at = asked;
     }
   } catch (const std::exception& e) {
     ++lead_errors;
     log(LogLevel::Warning, std::string("leadership: ") + e.what());
   }
-  // A renewal that itself took longer than the lease (the database slow to
-  // answer) leaves our bound run out though the database extended it: one
-  // more renewal decides.
-  if (active && MonoClock::now() >= lease_until) ensure_lease();
-  const auto now = MonoClock::now();
+  arm_lead_timer();
+}
+
+// Every lead_period, and at the lease's end: the lease's own end is
+// enforced here, by the loop's clock, whatever the database is doing; the
+// next renewal or takeover attempt goes to the lease worker unless one is
+// still waiting there (a stalled database gets one attempt, not a queue).
+void Server::Impl::lead_tick() {
+  if (stopping) return;
+  if (active && MonoClock::now() >= lease_until) step_down("the lease ran out before the database renewed it");
+  if (!lead_inflight) lead_attempt();
+  arm_lead_timer();
+}
+
+void Server::Impl::arm_lead_timer() {
   // Never later than the lease's end: an active that cannot renew is
   // stopped by this timer even when nothing else happens.
-  auto next = now + lead_period();
+  auto next = MonoClock::now() + lead_period();
   if (active) next = std::min(next, lease_until);
   lead_timer.expires_at(next);
   lead_timer.async_wait([this](boost::system::error_code ec) {
     if (!ec) lead_tick();
   });
+}
+
+// On the lease worker: one renewal, or one takeover attempt and, failing
+// it, who leads. Touches nothing of the loop's.
+void Server::Impl::LeadJob::run(Store& s) {
+  if (renew) {
+    renewed = s.lease().renew_lead(epoch, ttl_ms);
+    return;
+  }
+  took = s.lease().try_lead(holder, holder, ttl_ms, reclaim);
+  if (!took) seen = s.lease().leadership();
+}
+
+void Server::Impl::lead_attempt() {
+  auto j = std::make_shared<LeadJob>();
+  j->renew = active;
+  j->epoch = epoch;
+  j->holder = advertised;
+  j->ttl_ms = lease().count();
+  j->reclaim = !reclaim_tried;
+  reclaim_tried = true;
+  // Before the job is even queued: the database extends the lease from a
+  // later instant, so the bound counted from here runs out first.
+  j->asked = MonoClock::now();
+  lead_inflight = true;
+  lease_worker->post([j](Store& s) { j->run(s); }, [this, j](std::exception_ptr err) { lead_done(*j, err); });
+}
+
+// On the loop, once the lease worker is done with j.
+void Server::Impl::lead_done(const LeadJob& j, std::exception_ptr err) {
+  lead_inflight = false;
+  if (stopping) return;
+  if (err) {
+    ++lead_errors;
+    try {
+      std::rethrow_exception(err);
+    } catch (const std::exception& e) {
+      log(LogLevel::Warning, std::string("leadership: ") + e.what());
+    } catch (...) {
+      log(LogLevel::Warning, "leadership: unknown error");
+    }
+    return;
+  }
+  if (j.renew) {
+    // Stood down meanwhile (the lease ran out first, a write was fenced):
+    // the answer is about a lead we no longer hold.
+    if (!active || epoch != j.epoch) return;
+    if (!j.renewed) {
+      step_down("another master took the lead");
+      return;
+    }
+    lease_until = std::max(lease_until, j.asked + lease());
+    // A renewal that took longer than the lease leaves our bound run out
+    // though the database extended it.
+    ensure_lease();
+    return;
+  }
+  if (active) return;
+  if (j.took) {
+    try {
+      take_lead(*j.took, j.asked);
+    } catch (const std::exception& e) {
+      ++lead_errors;
+      log(LogLevel::Warning, std::string("leadership: ") + e.what());
+    }
+  } else if (j.seen) {
+    seen = *j.seen;
+    seen_at = j.asked;
+  }
 }
 
 void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
@@ -146,14 +209,29 @@ void Server::Impl::step_down(const std::string& why) {
   // their unanswered requests elsewhere, slaves subscribe again there).
   std::vector<Conn*> all(conns.begin(), conns.end());
   for (auto* c : all) c->close("this master is no longer active");
-  // Who leads now, so the next not_active can name it.
+  // Our lease handed back (a no-op when another master's epoch replaced
+  // ours), after the renewal that may be waiting: a standby need not wait
+  // for the database to time out a lease nobody writes under. Then who
+  // leads now, so the next not_active can name it; nobody is named until
+  // the database answers.
   seen = Leadership{};
-  try {
-    seen_at = MonoClock::now();
-    seen = store->lease().leadership();
-  } catch (const std::exception&) {
-    // The database is what we lost: nobody is named until it answers.
-  }
+  seen_at = MonoClock::now();
+  auto told = std::make_shared<std::optional<Leadership>>();
+  const auto asked = seen_at;
+  lease_worker->post(
+      [e = epoch, told](Store& s) {
+        try {
+          s.lease().release_lead(e);
+        } catch (const std::exception&) {
+          // The database is what we lost: its lease runs out by itself.
+        }
+        *told = s.lease().leadership();
+      },
+      [this, told, asked](std::exception_ptr) {
+        if (active || !*told) return;
+        seen = **told;
+        seen_at = asked;
+      });
 }
 
 // Keys, generations, SPI marks and entitlements as the store holds them.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <optional>
 
 #include "keyplane/json.hpp"
 #include "store_backends.hpp"
@@ -32,6 +33,53 @@ Message generate(uint32_t ch) {
   g.which = Which::Both;
   return g;
 }
+
+// Another database session holding what a lease renewal writes: the leader
+// row (PostgreSQL) or the database's write lock (SQLite, whose readers go
+// on under WAL), until release() or its end.
+class LeaseLock {
+ public:
+  explicit LeaseLock(const TestDb& d) {
+    if (d.backend == Backend::Sqlite) {
+      sqlite3_open(d.db.c_str(), &lite_);
+      sqlite3_busy_timeout(lite_, 5000);
+      if (sqlite3_exec(lite_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+        const std::string e = sqlite3_errmsg(lite_);
+        release();
+        throw std::runtime_error("BEGIN EXCLUSIVE: " + e);
+      }
+      return;
+    }
+    pg_ = PQconnectdb(d.db.c_str());
+    for (const char* sql : {"BEGIN", "SELECT 1 FROM leader WHERE id = 1 FOR UPDATE"}) {
+      PGresult* r = PQexec(pg_, sql);
+      const auto st = PQresultStatus(r);
+      PQclear(r);
+      if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        const std::string e = PQerrorMessage(pg_);
+        release();
+        throw std::runtime_error(std::string(sql) + ": " + e);
+      }
+    }
+  }
+  ~LeaseLock() { release(); }
+  void release() {
+    if (lite_) {
+      sqlite3_exec(lite_, "ROLLBACK", nullptr, nullptr, nullptr);
+      sqlite3_close(lite_);
+      lite_ = nullptr;
+    }
+    if (pg_) {
+      PQclear(PQexec(pg_, "ROLLBACK"));
+      PQfinish(pg_);
+      pg_ = nullptr;
+    }
+  }
+
+ private:
+  sqlite3* lite_ = nullptr;
+  PGconn* pg_ = nullptr;
+};
 
 class Masters : public ServerBackends {
  protected:
@@ -345,4 +393,82 @@ TEST_P(Masters, ASlaveSubscribesOncePerSessionAcrossATakeover) {
   EXPECT_EQ(subs_a, sess_a);
   EXPECT_EQ(sess_b, 1u);
   EXPECT_EQ(subs_b, sess_b);
+}
+
+// A lease renewal waiting on the database (a lock, a stalled server) holds
+// up nothing else: new TLS sessions and status are served meanwhile. Once
+// the wait outlasts the lease the master stands down by its own clock and
+// refuses writes; when the database answers again it leads again.
+TEST_P(Masters, ALeaseRenewalWaitingOnTheDatabaseHoldsUpNothingElse) {
+  using std::chrono::milliseconds;
+  using Clock = std::chrono::steady_clock;
+  auto ms_since = [](Clock::time_point t) {
+    return std::chrono::duration_cast<milliseconds>(Clock::now() - t).count();
+  };
+  // Without the channel of 1 s keys: minting still runs on the loop, and
+  // no key falls due while the lock is held.
+  ServerConfig c = master_config();
+  c.channels.erase(3);
+  auto a = start(std::move(c));
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  Client sender(client_options("sender", {a->port()}));
+  ASSERT_TRUE(sender.call(generate(1)).ok());
+
+  // Declared before the lock: a probe still waiting is joined after the
+  // lock has gone, whatever fails below.
+  std::vector<std::future<Json>> probes;
+  std::optional<LeaseLock> lock;
+  try {
+    lock.emplace(db("masters"));
+  } catch (const std::exception& e) {
+    FAIL() << e.what();
+  }
+  const auto locked = Clock::now();
+  // (a) Each probe is a new TLS session asking for status: answered within
+  // 1 s all along, and standing down follows once the lease (800 ms) ran
+  // out. (SQLite gives up on the lock after 5 s: the lock is held 2.5 s.)
+  int64_t slowest_ms = 0, inactive_after_ms = -1;
+  bool all_prompt = true;
+  while (ms_since(locked) < 2500) {
+    const auto asked = Clock::now();
+    probes.push_back(std::async(std::launch::async, [&a] { return status_of(a->port()); }));
+    if (probes.back().wait_for(milliseconds(1000)) != std::future_status::ready) {
+      all_prompt = false;
+      break;
+    }
+    slowest_ms = std::max<int64_t>(slowest_ms, ms_since(asked));
+    Json s = probes.back().get();
+    probes.pop_back();
+    if (!s.is_object()) {
+      all_prompt = false;
+      break;
+    }
+    if (inactive_after_ms < 0 && !s.value("active", true)) inactive_after_ms = ms_since(locked);
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_TRUE(all_prompt) << "a new session's status not answered within 1 s while a lease renewal waited on the "
+                             "database (slowest answered: "
+                          << slowest_ms << " ms)";
+  EXPECT_GE(inactive_after_ms, 0) << "still active after the renewal waited 2.5 s (lease 800 ms)";
+  // (b) Writes are refused while it cannot renew (nobody named as the
+  // active one: the database has not said; the client gives up on its
+  // only server once its request timeout has passed).
+  if (all_prompt && inactive_after_ms >= 0) {
+    ClientOptions o = client_options("sender", {a->port()});
+    o.request_timeout = std::chrono::seconds(1);
+    Client only_a(o);
+    Result r = only_a.call(generate(1));
+    EXPECT_FALSE(r.ok());
+    EXPECT_NE(r.message.find("not the active master"), std::string::npos) << r.message;
+  }
+  std::cout << "[ figures  ] status over a new TLS session: slowest " << slowest_ms
+            << " ms while the lease row was locked; active=false " << inactive_after_ms
+            << " ms after the lock (lease " << kFailoverMs * 2 / 3 << " ms)\n";
+  lock->release();
+  const auto released = Clock::now();
+  // (c) It leads again once the database answers.
+  ASSERT_TRUE(wait_until([&] { return is_active(a->port()); }));
+  std::cout << "[ figures  ] active again " << ms_since(released) << " ms after the lock was released\n";
+  Result g = sender.call(generate(1));
+  EXPECT_TRUE(g.ok()) << g.message;
 }
