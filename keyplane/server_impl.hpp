@@ -235,6 +235,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // what it found: the loop reads them once the worker is done).
   struct LeadJob {
     bool renew = false;  // else a takeover attempt
+    bool late = false;   // a renewal asked once our lease had run out
+    std::atomic<bool> finished{false};  // its answer is queued for the loop
     uint64_t epoch = 0;
     std::string holder;
     int64_t ttl_ms = 0;
@@ -245,7 +247,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::optional<Leadership> seen;
     void run(Store& s);  // on the lease worker
   };
-  bool lead_inflight = false;  // a LeadJob is queued or running
+  std::shared_ptr<LeadJob> lead_job;  // queued or running on the lease worker
+  bool writes_held = false;  // active, but no write went out since the lease ran out on our clock
   milliseconds lease() const { return milliseconds(cfg.failover_ms * 2 / 3); }
   milliseconds lead_period() const { return milliseconds(std::max<int64_t>(cfg.failover_ms / 6, 1)); }
   std::string advertised_address() const;
@@ -254,7 +257,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void lead_start();
   void lead_tick();
   void arm_lead_timer();
-  void lead_attempt();
+  void lead_attempt(bool late = false);
   void lead_done(const LeadJob& j, std::exception_ptr err);
   void take_lead(uint64_t e, MonoClock::time_point asked);
   void step_down(const std::string& why);

@@ -33,15 +33,17 @@ std::string Server::Impl::advertised_address() const {
 bool Server::Impl::lease_valid(MonoClock::time_point now) const { return active && now < lease_until; }
 
 // A write needs a lease that has not run out on our clock. Renewals run on
-// the lease worker, never here: a write cannot wait for the database to
-// answer one. A lease run out means no renewal came back in time (the
-// database slow or gone, or its answer still queued behind a busy loop):
-// stand down, which is always safe; the standby loop leads again as soon
-// as the database lets it.
+// the lease worker, never here: a write cannot wait for the database. A
+// lease run out on our clock holds every write back until a renewal asked
+// from then on comes back: the loop may merely have been late to ask (busy,
+// or the process paused), and if the database still has us as the leader
+// nobody took over and we go on. lead_tick stands us down if no renewal
+// comes back within a lease.
 bool Server::Impl::ensure_lease() {
   if (!active) return false;
   if (MonoClock::now() < lease_until) return true;
-  step_down("the lease ran out before the database renewed it");
+  writes_held = true;
+  if (!lead_job) lead_attempt(true);
   return false;
 }
 
@@ -66,23 +68,37 @@ void Server::Impl::lead_start() {
   arm_lead_timer();
 }
 
-// Every lead_period, and at the lease's end: the lease's own end is
-// enforced here, by the loop's clock, whatever the database is doing; the
-// next renewal or takeover attempt goes to the lease worker unless one is
-// still waiting there (a stalled database gets one attempt, not a queue).
+// Every lead_period, and at the lease's end: the next renewal or takeover
+// attempt goes to the lease worker unless one is still waiting there (a
+// stalled database gets one attempt, not a queue). An active whose lease
+// ran out with a renewal unanswered for a whole lease stands down here, on
+// the loop's clock, whatever the database is doing. One answered but not
+// yet handled (queued behind this timer) decides by itself.
 void Server::Impl::lead_tick() {
   if (stopping) return;
-  if (active && MonoClock::now() >= lease_until) step_down("the lease ran out before the database renewed it");
-  if (!lead_inflight) lead_attempt();
+  const auto now = MonoClock::now();
+  if (active && now >= lease_until) {
+    writes_held = true;
+    if (lead_job && !lead_job->finished && now >= lead_job->asked + lease())
+      step_down("the database did not answer a lease renewal within the lease");
+  }
+  if (!lead_job) lead_attempt(active && now >= lease_until);
   arm_lead_timer();
 }
 
 void Server::Impl::arm_lead_timer() {
-  // Never later than the lease's end: an active that cannot renew is
-  // stopped by this timer even when nothing else happens.
-  auto next = MonoClock::now() + lead_period();
-  if (active) next = std::min(next, lease_until);
-  lead_timer.expires_at(next);
+  // Never later than the lease's end, or than a lease after the renewal
+  // waiting since it ran out: an active that cannot renew is stopped by
+  // this timer even when nothing else happens.
+  const auto now = MonoClock::now();
+  auto next = now + lead_period();
+  if (active) {
+    if (now < lease_until)
+      next = std::min(next, lease_until);
+    else if (lead_job)
+      next = std::min(next, lead_job->asked + lease());
+  }
+  lead_timer.expires_at(std::max(next, now + milliseconds(1)));
   lead_timer.async_wait([this](boost::system::error_code ec) {
     if (!ec) lead_tick();
   });
@@ -99,9 +115,10 @@ void Server::Impl::LeadJob::run(Store& s) {
   if (!took) seen = s.lease().leadership();
 }
 
-void Server::Impl::lead_attempt() {
+void Server::Impl::lead_attempt(bool late) {
   auto j = std::make_shared<LeadJob>();
   j->renew = active;
+  j->late = late;
   j->epoch = epoch;
   j->holder = advertised;
   j->ttl_ms = lease().count();
@@ -110,23 +127,40 @@ void Server::Impl::lead_attempt() {
   // Before the job is even queued: the database extends the lease from a
   // later instant, so the bound counted from here runs out first.
   j->asked = MonoClock::now();
-  lead_inflight = true;
-  lease_worker->post([j](Store& s) { j->run(s); }, [this, j](std::exception_ptr err) { lead_done(*j, err); });
+  lead_job = j;
+  lease_worker->post(
+      [j](Store& s) {
+        try {
+          j->run(s);
+        } catch (...) {
+          j->finished = true;
+          throw;
+        }
+        j->finished = true;
+      },
+      [this, j](std::exception_ptr err) { lead_done(*j, err); });
 }
 
 // On the loop, once the lease worker is done with j.
 void Server::Impl::lead_done(const LeadJob& j, std::exception_ptr err) {
-  lead_inflight = false;
+  if (lead_job.get() == &j) lead_job.reset();
   if (stopping) return;
   if (err) {
     ++lead_errors;
+    std::string why;
     try {
       std::rethrow_exception(err);
     } catch (const std::exception& e) {
-      log(LogLevel::Warning, std::string("leadership: ") + e.what());
+      why = e.what();
     } catch (...) {
-      log(LogLevel::Warning, "leadership: unknown error");
+      why = "unknown error";
     }
+    // The database refused or was lost: with the lease run out, no later
+    // renewal can be trusted to come in time.
+    if (active && MonoClock::now() >= lease_until)
+      step_down("the lease ran out and cannot be renewed: " + why);
+    else
+      log(LogLevel::Warning, "leadership: " + why);
     return;
   }
   if (j.renew) {
@@ -138,9 +172,22 @@ void Server::Impl::lead_done(const LeadJob& j, std::exception_ptr err) {
       return;
     }
     lease_until = std::max(lease_until, j.asked + lease());
-    // A renewal that took longer than the lease leaves our bound run out
-    // though the database extended it.
-    ensure_lease();
+    if (MonoClock::now() < lease_until) {
+      // Key timers that found the lease run out did not re-arm.
+      if (writes_held) {
+        writes_held = false;
+        for (auto& [id, c] : chans) schedule(c);
+      }
+      return;
+    }
+    // A renewal slower than the lease (or whose answer waited behind a
+    // paused process) leaves our bound run out though the database
+    // extended it: one more renewal, asked now, decides.
+    writes_held = true;
+    if (j.late)
+      step_down("the lease ran out before the database renewed it");
+    else
+      lead_attempt(true);
     return;
   }
   if (active) return;
@@ -185,6 +232,7 @@ void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
   epoch = e;
   lease_until = asked + lease();
   active = true;
+  writes_held = false;
   ++takeovers;
   seen = Leadership{e, advertised, advertised, lease().count()};
   log("active: leading the masters of " + shown_db(cfg.db) + " (epoch " + std::to_string(e) + ", " +
@@ -195,6 +243,7 @@ void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
 void Server::Impl::step_down(const std::string& why) {
   if (!active) return;
   active = false;
+  writes_held = false;
   ++stepdowns;
   for (auto& [id, c] : chans)
     if (c.timer) c.timer->cancel();
