@@ -21,7 +21,10 @@ void Server::Impl::init() {
                              shown_db(cfg.db) + " belongs to a " + *r);
   store->keys().set_meta("role", std::string(role_name(cfg.role)));
   worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
-  if (master()) lease_worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
+  if (master()) {
+    lease_worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
+    key_worker = std::make_unique<StoreWorker>(open_store(cfg.db, cfg.master_key_file), io);
+  }
   if (auto id = store->keys().meta("instance_id")) {
     instance_id = *id;
   } else {
@@ -124,6 +127,7 @@ void Server::Impl::do_stop() {
   upstream.reset();
   worker->stop();
   if (lease_worker) lease_worker->stop();
+  if (key_worker) key_worker->stop();
   io.stop();
 }
 

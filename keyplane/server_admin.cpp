@@ -112,6 +112,7 @@ void Server::Impl::on_admin(const std::shared_ptr<Conn>& c, const Message& m) {
         return reply_error(c, m, ErrorCode::WrongOrigin, "sender-origin channel: the sender rotates");
       rotate(ch, now);
       View v = view(ch, now);
+      if (!v.cur) return reply_error(c, m, ErrorCode::Internal, "cannot make the key now");
       r.type = MsgType::KeyReply;
       r.channel = ch.pol.id;
       r.remaining_ms = ms_between(now, v.cur->expires);
@@ -157,9 +158,11 @@ void Server::Impl::write_audit(const AuditEntry& e) {
 // and the next key is made now; holders learn the new time from their next
 // reply (every reply carries the remaining time).
 void Server::Impl::rotate(Chan& ch, MonoClock::time_point now) {
+  settle_mint(ch);
   View v = view(ch, now);
   if (!v.cur) {
     schedule(ch);
+    settle_mint(ch);  // the admin's answer names the key made
     return;
   }
   auto target = now + milliseconds(ch.pol.p1_ms);
@@ -172,6 +175,7 @@ void Server::Impl::rotate(Chan& ch, MonoClock::time_point now) {
   }
   log("channel " + std::to_string(ch.pol.id) + ": forced rotation");
   schedule(ch);
+  settle_mint(ch);  // the admin's answer names the next key, made now
 }
 
 std::string Server::Impl::status_json() {

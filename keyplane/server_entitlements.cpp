@@ -91,6 +91,7 @@ void Server::Impl::note_sender(const std::shared_ptr<Conn>& c, uint32_t ch) {
 // the fresh key itself. From the switch on nothing is sent under a key
 // the client ever received.
 std::string Server::Impl::evict(Chan& ch, const std::string& why) {
+  settle_mint(ch);
   const auto now = MonoClock::now();
   prune(ch, now);
   View v = view(ch, now);

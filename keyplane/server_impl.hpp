@@ -106,6 +106,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // billing commit may wait as long as the database makes it. Declared
   // after worker: joined first, its completions still find the loop.
   std::unique_ptr<StoreWorker> lease_worker;
+  // Masters: a fourth, for the keys the channels' timers and requests make
+  // (keyplane/server_mint.cpp). A mint waiting on a lock holds up neither
+  // the loop nor a renewal; billing commits do not queue ahead of it.
+  std::unique_ptr<StoreWorker> key_worker;
   std::map<uint32_t, Chan> chans;
   std::set<Conn*> conns;
   std::unique_ptr<LoadShedder> shed;  // --max-key-requests-per-s
@@ -285,6 +289,37 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   const MemKey& make_key(Chan& c, MonoClock::time_point expires);
   void schedule(Chan& c);
+
+  // ---------------------------------------------------------------- minting off the loop
+  // One key being made for a channel on the key worker: what was asked
+  // (under which lead, for which deadline) and what the store answered.
+  struct MintJob {
+    uint32_t channel = 0;
+    uint64_t epoch = 0;
+    StoredKey want;
+    MonoClock::time_point expires{}, asked{};
+    int64_t wall_asked = 0;
+    std::optional<StoredKey> got;
+    std::string error;
+    bool fenced = false;
+    bool done = false;  // handled on the loop (by its completion or by settle_mint)
+    void run(Store& s);  // on the key worker
+  };
+  std::map<uint32_t, std::shared_ptr<MintJob>> mints;  // by channel: the one in flight
+  // Key and generate requests waiting for a channel's mint: handled again once it is in.
+  struct MintWaiter {
+    std::weak_ptr<Conn> conn;
+    Message m;
+  };
+  std::map<uint32_t, std::vector<MintWaiter>> mint_waiters;
+  StoredKey key_wanted(const Chan& c, MonoClock::time_point expires, MonoClock::time_point now, int64_t wnow) const;
+  const MemKey& key_minted(Chan& c, const StoredKey& want, const StoredKey& got, MonoClock::time_point expires,
+                           MonoClock::time_point now, int64_t wnow);
+  void mint(Chan& c, MonoClock::time_point expires);  // unless one is in flight
+  bool minting(const Chan& c) const { return mints.count(c.pol.id) != 0; }
+  void wait_for_mint(const Chan& c, const std::shared_ptr<Conn>& conn, const Message& m);
+  void mint_done(MintJob& j);
+  void settle_mint(Chan& c);
   void prune(Chan& c, MonoClock::time_point now);
 
   // ---------------------------------------------------------------- connections

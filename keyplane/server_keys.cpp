@@ -89,17 +89,30 @@ const MemKey& Server::Impl::add_key(Chan& c, uint32_t spi, const KeyMaterial& m,
 // A new key is the channel's next generation, minted by the store: the
 // database numbers its SPI and keeps one key per generation, so a master
 // that wrongly believes it leads gets the key the leader made (with its
-// deadline) instead of a second one.
+// deadline) instead of a second one. Here on the loop's connection, for the
+// admin's rare writes (eviction); timers and requests mint on the key
+// worker (keyplane/server_mint.cpp).
 const MemKey& Server::Impl::make_key(Chan& c, MonoClock::time_point expires) {
   const auto now = MonoClock::now();
   const int64_t wnow = wall_now_ms();
+  const StoredKey want = key_wanted(c, expires, now, wnow);
+  return key_minted(c, want, store->keys().mint_key(want), expires, now, wnow);
+}
+
+StoredKey Server::Impl::key_wanted(const Chan& c, MonoClock::time_point expires, MonoClock::time_point now,
+                                   int64_t wnow) const {
   StoredKey want;
   want.channel = c.pol.id;
   want.material = KeyMaterial::generate(c.pol.suite);
   want.expires_wall_ms = wnow + ms_between(now, expires);
   want.lifetime_ms = c.pol.lifetime_ms;
   want.gen = c.gen + 1;
-  const StoredKey got = store->keys().mint_key(want);
+  return want;
+}
+
+// now and wnow: when the key was asked for (the stored deadline counts from there).
+const MemKey& Server::Impl::key_minted(Chan& c, const StoredKey& want, const StoredKey& got,
+                                       MonoClock::time_point expires, MonoClock::time_point now, int64_t wnow) {
   c.gen = std::max(c.gen, got.gen);
   c.hwm = std::max(c.hwm, got.spi);
   repl_seq = std::max<uint64_t>(repl_seq, got.seq);
@@ -117,42 +130,26 @@ const MemKey& Server::Impl::make_key(Chan& c, MonoClock::time_point expires) {
   const MemKey& ref = c.keys.at(got.spi);
   if (master()) replicate(c, ref);
   vlog("channel " + std::to_string(c.pol.id) + ": made key spi " + std::to_string(got.spi) + " generation " +
-       std::to_string(got.gen) + " remaining " + std::to_string(ms_between(now, ref.expires)) + " ms");
+       std::to_string(got.gen) + " remaining " + std::to_string(ms_between(MonoClock::now(), ref.expires)) + " ms");
   return ref;
 }
 
 // kms-origin on the master: keep a current key, and make the next one when
-// the current key's remaining time reaches P1.
+// the current key's remaining time reaches P1. A key being made is waited
+// for: its completion runs this again.
 void Server::Impl::schedule(Chan& c) {
-  if (!master() || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping || !ensure_lease()) return;
-  MonoClock::time_point when;
-  try {
-    for (;;) {
-      auto now = MonoClock::now();
-      View v = view(c, now);
-      if (!v.cur) {
-        make_key(c, now + milliseconds(c.pol.lifetime_ms));
-        continue;
-      }
-      if (!v.next) {
-        auto at_p1 = v.cur->expires - milliseconds(c.pol.p1_ms);
-        if (at_p1 <= now) {
-          make_key(c, v.cur->expires + milliseconds(c.pol.lifetime_ms));
-          continue;
-        }
-        when = at_p1;
-      } else {
-        when = v.cur->expires;
-      }
-      break;
-    }
-  } catch (const Fenced& e) {
-    // Another master leads: it makes this channel's keys now.
-    step_down(e.what());
+  if (!master() || c.pol.origin != KeyOrigin::Kms || !c.configured || stopping || minting(c) || !ensure_lease())
     return;
-  } catch (const std::exception& e) {
-    log(LogLevel::Error, "channel " + std::to_string(c.pol.id) + ": cannot make key: " + e.what());
-    when = MonoClock::now() + milliseconds(1000);
+  const auto now = MonoClock::now();
+  View v = view(c, now);
+  MonoClock::time_point when;
+  if (!v.cur) return mint(c, now + milliseconds(c.pol.lifetime_ms));
+  if (!v.next) {
+    const auto at_p1 = v.cur->expires - milliseconds(c.pol.p1_ms);
+    if (at_p1 <= now) return mint(c, v.cur->expires + milliseconds(c.pol.lifetime_ms));
+    when = at_p1;
+  } else {
+    when = v.cur->expires;
   }
   c.timer->expires_at(when + milliseconds(1));
   uint32_t id = c.pol.id;

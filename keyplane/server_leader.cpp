@@ -216,6 +216,8 @@ void Server::Impl::take_lead(uint64_t e, MonoClock::time_point asked) {
       s.lease().fence(e);
       s.ledger().reload_closed_until();
     });
+    // And the key worker's, behind any mint of an earlier lead still there.
+    key_worker->run([e](Store& s) { s.lease().fence(e); });
     store->ledger().reload_closed_until();
     // The previous active may have made keys, moved SPI marks and changed
     // entitlements since this process read the store.

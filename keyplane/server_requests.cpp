@@ -148,7 +148,11 @@ void Server::Impl::on_key_request(const std::shared_ptr<Conn>& c, const Message&
   if (master() && ch->pol.origin == KeyOrigin::Kms &&
       (!v.cur || (!v.next && v.cur->expires - milliseconds(ch->pol.p1_ms) <= now))) {
     schedule(*ch);  // the P1 timer has not run yet (busy loop): make the key now
-    v = view(*ch, now);
+    // What is being made is what this request lacks (a current key; the
+    // next one, past P1, unless only the current one is asked for): it is
+    // answered once the key is in. Keys by SPI are answered from what is held.
+    const bool lacks = !v.cur || (*m.which != Which::Current && *m.which != Which::BySpi);
+    if (minting(*ch) && lacks) return wait_for_mint(*ch, c, m);
   }
   std::optional<int64_t> rem;
   if (v.cur) rem = ms_between(now, v.cur->expires);
@@ -203,13 +207,14 @@ void Server::Impl::on_generate(const std::shared_ptr<Conn>& c, const Message& m)
                        "channel " + std::to_string(ch->pol.id) + " is sender-origin: upload keys");
   auto now = MonoClock::now();
   View v = view(*ch, now);
+  // Made on the key worker; the request is handled again once it is in.
   if (!v.cur) {
-    make_key(*ch, now + milliseconds(ch->pol.lifetime_ms));
-    v = view(*ch, now);
+    mint(*ch, now + milliseconds(ch->pol.lifetime_ms));
+    return wait_for_mint(*ch, c, m);
   }
   if ((*m.which == Which::Next || *m.which == Which::Both) && !v.next) {
-    make_key(*ch, v.cur->expires + milliseconds(ch->pol.lifetime_ms));
-    v = view(*ch, now);
+    mint(*ch, v.cur->expires + milliseconds(ch->pol.lifetime_ms));
+    return wait_for_mint(*ch, c, m);
   }
   Message r;
   r.type = MsgType::KeyReply;
