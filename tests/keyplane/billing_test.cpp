@@ -11,6 +11,7 @@
 #include "keyplane/billing_render.hpp"
 #include "keyplane/money.hpp"
 #include "keyplane/wall_time.hpp"
+#include "db_lock.hpp"
 #include "store_backends.hpp"
 
 using namespace kptest;
@@ -156,55 +157,12 @@ Message checkpoint(uint64_t instance, uint32_t spi, uint64_t bytes, uint64_t pac
 
 KP_BOTH_BACKENDS(Billing);
 
-// Another database session holding what a billing commit writes: the
-// billing tables (PostgreSQL) or the database's write lock (SQLite), until
-// release() or its end.
-class BillingLock {
- public:
-  explicit BillingLock(const TestDb& d) : backend_(d.backend) {
-    if (backend_ == Backend::Sqlite) {
-      sqlite3_open(d.db.c_str(), &lite_);
-      sqlite3_busy_timeout(lite_, 5000);
-      char* err = nullptr;
-      if (sqlite3_exec(lite_, "BEGIN EXCLUSIVE", nullptr, nullptr, &err) != SQLITE_OK) {
-        const std::string e = err ? err : "error";
-        sqlite3_free(err);
-        release();
-        throw std::runtime_error("BEGIN EXCLUSIVE: " + e);
-      }
-      return;
-    }
-    pg_ = PQconnectdb(d.db.c_str());
-    for (const char* sql : {"BEGIN", "LOCK TABLE request_events, request_log, holders, outbox, usage_hw, usage_log "
-                                     "IN ACCESS EXCLUSIVE MODE"}) {
-      PGresult* r = PQexec(pg_, sql);
-      const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-      PQclear(r);
-      if (!ok) {
-        const std::string e = PQerrorMessage(pg_);
-        release();
-        throw std::runtime_error(std::string(sql) + ": " + e);
-      }
-    }
-  }
-  ~BillingLock() { release(); }
-  void release() {
-    if (lite_) {
-      sqlite3_exec(lite_, "ROLLBACK", nullptr, nullptr, nullptr);
-      sqlite3_close(lite_);
-      lite_ = nullptr;
-    }
-    if (pg_) {
-      PQclear(PQexec(pg_, "ROLLBACK"));
-      PQfinish(pg_);
-      pg_ = nullptr;
-    }
-  }
-
- private:
-  Backend backend_;
-  sqlite3* lite_ = nullptr;
-  PGconn* pg_ = nullptr;
+// What a billing commit writes: the billing tables (PostgreSQL) or the
+// database's write lock (SQLite).
+struct BillingLock : DbLock {
+  explicit BillingLock(const TestDb& d)
+      : DbLock(d, "LOCK TABLE request_events, request_log, holders, outbox, usage_hw, usage_log "
+                  "IN ACCESS EXCLUSIVE MODE") {}
 };
 
 }  // namespace
@@ -214,14 +172,15 @@ class BillingLock {
 // answering everyone else meanwhile, and the held reply follows the commit,
 // the request counted once.
 TEST_P(Billing, CommitWaitingOnTheDatabaseHoldsOnlyItsOwnReplies) {
-  // No lease renewal (a write on the loop) falls in the few seconds the lock is held.
+  // No lease renewal falls in the few seconds the lock is held (on SQLite it
+  // would wait on it too, and the master stand down, ending every session).
   tweak = [](ServerConfig& c) { c.failover_ms = 600000; };
   start_master();
   ClientOptions o = client_options("client", {master->port()});
   o.request_timeout = std::chrono::seconds(30);
   Client cl(o);
   auto ad = client("admin");
-  Result first = fetch(cl, 1, Which::Current);  // mints the key: nothing below writes on the loop
+  Result first = fetch(cl, 1, Which::Current);  // mints the key: none is made while the lock is held
   ASSERT_TRUE(first.ok()) << first.message;
 
   std::optional<BillingLock> lock;

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "keyplane/json.hpp"
+#include "db_lock.hpp"
 #include "store_backends.hpp"
 
 using namespace kptest;
@@ -34,51 +35,10 @@ Message generate(uint32_t ch) {
   return g;
 }
 
-// Another database session holding what a lease renewal writes: the leader
-// row (PostgreSQL) or the database's write lock (SQLite, whose readers go
-// on under WAL), until release() or its end.
-class LeaseLock {
- public:
-  explicit LeaseLock(const TestDb& d) {
-    if (d.backend == Backend::Sqlite) {
-      sqlite3_open(d.db.c_str(), &lite_);
-      sqlite3_busy_timeout(lite_, 5000);
-      if (sqlite3_exec(lite_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) {
-        const std::string e = sqlite3_errmsg(lite_);
-        release();
-        throw std::runtime_error("BEGIN EXCLUSIVE: " + e);
-      }
-      return;
-    }
-    pg_ = PQconnectdb(d.db.c_str());
-    for (const char* sql : {"BEGIN", "SELECT 1 FROM leader WHERE id = 1 FOR UPDATE"}) {
-      PGresult* r = PQexec(pg_, sql);
-      const auto st = PQresultStatus(r);
-      PQclear(r);
-      if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        const std::string e = PQerrorMessage(pg_);
-        release();
-        throw std::runtime_error(std::string(sql) + ": " + e);
-      }
-    }
-  }
-  ~LeaseLock() { release(); }
-  void release() {
-    if (lite_) {
-      sqlite3_exec(lite_, "ROLLBACK", nullptr, nullptr, nullptr);
-      sqlite3_close(lite_);
-      lite_ = nullptr;
-    }
-    if (pg_) {
-      PQclear(PQexec(pg_, "ROLLBACK"));
-      PQfinish(pg_);
-      pg_ = nullptr;
-    }
-  }
-
- private:
-  sqlite3* lite_ = nullptr;
-  PGconn* pg_ = nullptr;
+// What a lease renewal writes: the leader row (PostgreSQL) or the database's
+// write lock (SQLite).
+struct LeaseLock : DbLock {
+  explicit LeaseLock(const TestDb& d) : DbLock(d, "SELECT 1 FROM leader WHERE id = 1 FOR UPDATE") {}
 };
 
 class Masters : public ServerBackends {
