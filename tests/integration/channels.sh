@@ -28,10 +28,7 @@ pol=()
 : > "$WORK/all.conf"
 for c in $(seq 1 $N); do
   L=$((900 + 8 * c))
-  # Receivers fetch the next key half a lifetime ahead (P2), after the master made it (P1):
-  # under ASan a control thread was seen to wake 130-430 ms late while the processes started,
-  # which a quarter lifetime (225-353 ms) did not always cover.
-  pol+=(--channel "$c:lifetime=$L,p1=$((L * 3 / 4)),p2=$((L / 2)),grace=1000,origin=kms")
+  pol+=(--channel "$c:lifetime=$L,p1=$((L / 2)),p2=$((L / 4)),grace=1000,origin=kms")
   echo "$c 239.8.0.$c:$((7000 + c))" >> "$WORK/all.conf"
 done
 sed -n '1,40p' "$WORK/all.conf" > "$WORK/r1.conf"
