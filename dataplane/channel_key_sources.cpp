@@ -101,6 +101,7 @@ KmsTotals ChannelKeySources::kms_totals() const {
     t.late_switches += k->late_switches;
     t.evictions += k->evictions;
     t.short_notices += k->short_notices;
+    t.keys_late += k->keys_late;
   }
   return t;
 }

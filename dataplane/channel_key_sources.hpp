@@ -33,7 +33,8 @@ struct ChannelKeySourcesOptions {
 // Sums over the channels' key-server sources (final figures).
 struct KmsTotals {
   uint64_t requests = 0, ok = 0, errors = 0, unanswered = 0, event_fetches = 0, refused = 0,
-           usage_reports = 0, usage_acked = 0, late_switches = 0, evictions = 0, short_notices = 0;
+           usage_reports = 0, usage_acked = 0, late_switches = 0, evictions = 0, short_notices = 0,
+           keys_late = 0;
 };
 
 class ChannelKeySources {

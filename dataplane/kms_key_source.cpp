@@ -198,7 +198,7 @@ void KmsKeySource::finish_start(KeyControl& ctl, MonoClock::time_point deadline)
   kp::Result& res = *got;
   start_answered_ = res.received_at;
   if (!res.ok()) {
-    ++fetch_errors;
+    count_error(res);
     if (!o_.sender) {
       if (refuse_if_denied(res)) return;
       // A receiver can start without keys: it fetches on the first packet.
@@ -233,10 +233,12 @@ void KmsKeySource::submit_next(KeyControl& ctl, MonoClock::time_point now) {
   next_asked_ = now;
   next_retry_ = now + milliseconds(std::max<int64_t>(o_.fetch_min_interval_ms, 50));
   ++fetches;
+  // Named after the key held as current: a key server that has switched
+  // already answers with its current key, the one this host lacks.
   if (!o_.sender) {
-    client_->fetch(o_.channel, kp::Which::Next, enqueue(kNext));
+    client_->fetch_next(o_.channel, ctl.current_spi(), enqueue(kNext));
   } else if (!o_.sender_origin) {
-    client_->generate(o_.channel, kp::Which::Next, enqueue(kNext));
+    client_->generate_next(o_.channel, ctl.current_spi(), enqueue(kNext));
   } else {
     kp::WireKey w;
     w.channel = o_.channel;
@@ -247,7 +249,6 @@ void KmsKeySource::submit_next(KeyControl& ctl, MonoClock::time_point now) {
     w.slot = kp::Slot::Next;
     client_->upload(w, enqueue(kNext));
   }
-  (void)ctl;
 }
 
 void KmsKeySource::switch_to_next(KeyControl& ctl, MonoClock::time_point now) {
@@ -294,9 +295,10 @@ void KmsKeySource::handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now
   if (rep.tag == kNext) {
     next_in_flight_ = false;
     next_answered_ = r.received_at;
+    next_error_ = r.error;
   }
   if (!r.ok()) {
-    ++fetch_errors;
+    count_error(r);
     if (!o_.sender && refuse_if_denied(r)) return;
     // "no next key yet" is routine just before the KMS makes it; retry soon.
     if (r.error != kp::ErrorCode::NoNextKey && r.error != kp::ErrorCode::NotFound)
@@ -336,8 +338,15 @@ void KmsKeySource::usage_answered(const Reply& rep) {
 void KmsKeySource::count_only(const Reply& rep) {
   if (rep.tag == kUsage)
     usage_answered(rep);
+  else if (rep.r.ok())
+    ++fetch_ok;
   else
-    ++(rep.r.ok() ? fetch_ok : fetch_errors);
+    count_error(rep.r);
+}
+
+void KmsKeySource::count_error(const kp::Result& r) {
+  ++fetch_errors;
+  ++errors_by_code[r.error];
 }
 
 void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
@@ -381,6 +390,16 @@ void KmsKeySource::poll(KeyControl& ctl, MonoClock::time_point now) {
       warned_late_ = true;
       KC_LOG(WARNING, kms, "keycast-send: WARNING: current key SPI %u expired and no next key "
                    "yet (KMS unreachable?): still using it\n", ctl.current_spi());
+    } else if (!o_.sender && !warned_late_) {
+      // The sender may have switched already: its packets name the new SPI and
+      // on_event() fetches it, but those that arrive before the answer are lost.
+      ++keys_late;
+      warned_late_ = true;
+      KC_LOG(WARNING, kms, "keycast-recv: channel %u: current key SPI %u ended with no next key held "
+                           "(last asked %lld ms before the switch, answered %lld ms before: %s)\n",
+             o_.channel, ctl.current_spi(), static_cast<long long>(ms_until(cur_end_, next_asked_)),
+             static_cast<long long>(ms_until(cur_end_, next_answered_)),
+             std::string(kp::error_name(next_error_)).c_str());
     }
   }
   for (auto it = retiring_.begin(); it != retiring_.end();) {
@@ -416,6 +435,11 @@ void KmsKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
     return;  // rate limit: one fetch per SPI per interval, however many packets name it
   last = now;
   if (last_event_fetch_.size() > 4096) last_event_fetch_.clear();  // forged SPIs cannot grow it
+  if (e.type == EventType::UnknownSpi)
+    KC_LOG(NOTICE, kms, "keycast-recv: channel %u: packets under SPI %u, not held (current %u, %lld ms "
+                        "left; next %u): asking for it\n",
+           o_.channel, e.spi, ctl.current_spi(), static_cast<long long>(ms_until(cur_end_, now)),
+           ctl.next_spi());
   ++event_fetches;
   ++fetches;
   client_->fetch_spi(o_.channel, e.spi, enqueue(kBySpi));

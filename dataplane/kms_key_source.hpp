@@ -152,6 +152,10 @@ class KmsKeySource : public KeySource {
   // Sender: switches announced less than nine tenths of --notice-lead-ms ahead (or not at
   // all) because the next key came late: receivers that rely on notices may meet its SPI unheld.
   uint64_t short_notices = 0;
+  // Receiver: switches its current key reached with no next key held (it keeps the
+  // current one and fetches what the packets name). Both: failed requests by error.
+  uint64_t keys_late = 0;
+  std::map<kp::ErrorCode, uint64_t> errors_by_code;
 
  private:
   struct Reply {
@@ -176,6 +180,7 @@ class KmsKeySource : public KeySource {
   void handle(KeyControl& ctl, Reply& rep, MonoClock::time_point now);
   void count_only(const Reply& rep);  // at exit: the counters, no keys installed
   bool refuse_if_denied(const kp::Result& r);
+  void count_error(const kp::Result& r);
   std::deque<Reply> take_replies();
   void switch_to_next(KeyControl& ctl, MonoClock::time_point now);
   void short_notice(uint32_t next_spi, int64_t lead_ms);
@@ -215,6 +220,7 @@ class KmsKeySource : public KeySource {
   // The last next-key request: when it was asked, when its answer reached the client (a late
   // notice's warning says which of them was late).
   MonoClock::time_point next_asked_{}, next_answered_{};
+  kp::ErrorCode next_error_ = kp::ErrorCode::Ok;  // how the last next-key request was answered
   MonoClock::time_point next_retry_{};
   bool notice_set_ = false;
   bool notice_possible_ = false;  // the current key was held while its notice could still go out in time

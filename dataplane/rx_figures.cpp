@@ -73,6 +73,9 @@ Figures channel_figures(const RxShared& sh, std::size_t ci, const ChannelTotals&
     f.push_back(Figure::integer("kms_requests", kms->fetches));
     f.push_back(Figure::integer("kms_ok", kms->fetch_ok));
     f.push_back(Figure::integer("refused", kms->refused()));
+    f.push_back(Figure::integer("keys_late", kms->keys_late));
+    for (const auto& [code, n] : kms->errors_by_code)
+      f.push_back(Figure::integer("kms_errors." + std::string(kp::error_name(code)), n));
   }
   return f;
 }
@@ -155,6 +158,7 @@ Figures receiver_figures(const RxShared& sh, const ChannelKeySources& keys, cons
     f.push_back(Figure::integer("kms_unanswered", k.unanswered));
     f.push_back(Figure::integer("kms_event_fetches", k.event_fetches));
     f.push_back(Figure::integer("channels_refused", k.refused));
+    f.push_back(Figure::integer("kms_keys_late", k.keys_late));
     const auto ms = keys.start_answer_ms();
     auto pct = [&](double q) { return ms.empty() ? 0.0 : ms[std::min(ms.size() - 1, std::size_t(q * ms.size()))]; };
     f.push_back(Figure::real("start_keys_ms.p50", pct(0.5)));

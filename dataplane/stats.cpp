@@ -17,12 +17,42 @@ namespace {
 
 void put_value(std::ostringstream& o, const Figure& f);
 
+// The members of one object, in order, with "a.b" names grouped under "a"
+// (at the place of the group's first member); sep goes between members.
+void put_members(std::ostringstream& o, const Figures& figs, const char* sep) {
+  std::vector<std::string> done_groups;
+  bool first = true;
+  for (std::size_t k = 0; k < figs.size(); ++k) {
+    const auto& f = figs[k];
+    auto dot = f.name.find('.');
+    if (dot == std::string::npos) {
+      o << (first ? "" : sep) << '"' << f.name << "\": ";
+      put_value(o, f);
+      first = false;
+      continue;
+    }
+    std::string group = f.name.substr(0, dot);
+    bool seen = false;
+    for (auto& g : done_groups) seen |= g == group;
+    if (seen) continue;
+    done_groups.push_back(group);
+    o << (first ? "" : sep) << '"' << group << "\": {";
+    first = false;
+    bool ifirst = true;
+    for (std::size_t j = k; j < figs.size(); ++j) {
+      const auto& g = figs[j];
+      if (g.name.compare(0, dot + 1, group + ".") != 0) continue;
+      o << (ifirst ? "" : ", ") << "\"" << g.name.substr(dot + 1) << "\": ";
+      put_value(o, g);
+      ifirst = false;
+    }
+    o << "}";
+  }
+}
+
 void put_object(std::ostringstream& o, const Figures& figs) {
   o << '{';
-  for (std::size_t k = 0; k < figs.size(); ++k) {
-    o << (k ? ", " : "") << '"' << figs[k].name << "\": ";
-    put_value(o, figs[k]);
-  }
+  put_members(o, figs, ", ");
   o << '}';
 }
 
@@ -108,37 +138,9 @@ void tel_dict(struct rte_tel_data* d, Figures& figs) {
 }  // namespace
 
 std::string figures_json(const Figures& figs) {
-  // Preserve order; group "a.b" names under "a".
   std::ostringstream o;
-  o << "{\n";
-  std::vector<std::string> done_groups;
-  bool first = true;
-  for (std::size_t k = 0; k < figs.size(); ++k) {
-    const auto& f = figs[k];
-    auto dot = f.name.find('.');
-    if (dot == std::string::npos) {
-      o << (first ? "" : ",\n") << "  \"" << f.name << "\": ";
-      put_value(o, f);
-      first = false;
-      continue;
-    }
-    std::string group = f.name.substr(0, dot);
-    bool seen = false;
-    for (auto& g : done_groups) seen |= g == group;
-    if (seen) continue;
-    done_groups.push_back(group);
-    o << (first ? "" : ",\n") << "  \"" << group << "\": {";
-    first = false;
-    bool ifirst = true;
-    for (std::size_t j = k; j < figs.size(); ++j) {
-      const auto& g = figs[j];
-      if (g.name.compare(0, dot + 1, group + ".") != 0) continue;
-      o << (ifirst ? "" : ", ") << "\"" << g.name.substr(dot + 1) << "\": ";
-      put_value(o, g);
-      ifirst = false;
-    }
-    o << "}";
-  }
+  o << "{\n  ";
+  put_members(o, figs, ",\n  ");
   o << "\n}\n";
   return o.str();
 }

@@ -281,6 +281,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void insert_mem(Chan& c, MemKey k);
   void erase_index(Chan& c, const MemKey& k);
   View view(const Chan& c, MonoClock::time_point now) const;
+  // Whether spi names a key of c that has ended by now.
+  bool ended(const Chan& c, std::optional<uint32_t> spi, MonoClock::time_point now) const;
   WireKey wire(const Chan& c, const MemKey& k, Slot slot, MonoClock::time_point now) const;
   std::optional<int64_t> cur_remaining(const Chan& c, MonoClock::time_point now) const;
 

@@ -36,6 +36,12 @@ View Server::Impl::view(const Chan& c, MonoClock::time_point now) const {
   return v;
 }
 
+bool Server::Impl::ended(const Chan& c, std::optional<uint32_t> spi, MonoClock::time_point now) const {
+  if (!spi) return false;
+  auto it = c.keys.find(*spi);
+  return it != c.keys.end() && it->second.expires <= now;
+}
+
 WireKey Server::Impl::wire(const Chan& c, const MemKey& k, Slot slot, MonoClock::time_point now) const {
   WireKey w;
   w.channel = c.pol.id;

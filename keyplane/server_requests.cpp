@@ -145,7 +145,11 @@ void Server::Impl::on_key_request(const std::shared_ptr<Conn>& c, const Message&
   auto now = MonoClock::now();
   prune(*ch, now);
   View v = view(*ch, now);
-  if (master() && ch->pol.origin == KeyOrigin::Kms &&
+  // "next" after a key that has ended here: the client read the switch late
+  // (a slow process or host), and what it lacks is this server's current
+  // key. The key after that one would make it skip the key senders now use.
+  const bool behind = *m.which == Which::Next && v.cur && ended(*ch, m.spi, now);
+  if (master() && ch->pol.origin == KeyOrigin::Kms && !behind &&
       (!v.cur || (!v.next && v.cur->expires - milliseconds(ch->pol.p1_ms) <= now))) {
     schedule(*ch);  // the P1 timer has not run yet (busy loop): make the key now
     // What is being made is what this request lacks (a current key; the
@@ -167,6 +171,10 @@ void Server::Impl::on_key_request(const std::shared_ptr<Conn>& c, const Message&
       r.keys.push_back(wire(*ch, *v.cur, Slot::Current, now));
       break;
     case Which::Next:
+      if (behind) {
+        r.keys.push_back(wire(*ch, *v.cur, Slot::Current, now));
+        break;
+      }
       if (!v.next) return reply_error(c, m, ErrorCode::NoNextKey, "next key not made yet", rem);
       r.keys.push_back(wire(*ch, *v.next, Slot::Next, now));
       break;
@@ -212,7 +220,10 @@ void Server::Impl::on_generate(const std::shared_ptr<Conn>& c, const Message& m)
     mint(*ch, now + milliseconds(ch->pol.lifetime_ms));
     return wait_for_mint(*ch, c, m);
   }
-  if ((*m.which == Which::Next || *m.which == Which::Both) && !v.next) {
+  // As for a key request: a sender whose current key has ended here gets
+  // this server's current key as its next, not a key made after it.
+  const bool behind = *m.which == Which::Next && ended(*ch, m.spi, now);
+  if ((*m.which == Which::Next || *m.which == Which::Both) && !v.next && !behind) {
     mint(*ch, v.cur->expires + milliseconds(ch->pol.lifetime_ms));
     return wait_for_mint(*ch, c, m);
   }
@@ -222,7 +233,10 @@ void Server::Impl::on_generate(const std::shared_ptr<Conn>& c, const Message& m)
   r.channel = ch->pol.id;
   r.remaining_ms = ms_between(now, v.cur->expires);
   if (*m.which != Which::Next) r.keys.push_back(wire(*ch, *v.cur, Slot::Current, now));
-  if (*m.which != Which::Current) r.keys.push_back(wire(*ch, *v.next, Slot::Next, now));
+  if (behind)
+    r.keys.push_back(wire(*ch, *v.cur, Slot::Current, now));
+  else if (*m.which != Which::Current)
+    r.keys.push_back(wire(*ch, *v.next, Slot::Next, now));
   schedule(*ch);
   c->send(r);
 }

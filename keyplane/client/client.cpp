@@ -210,6 +210,25 @@ void Client::generate(uint32_t channel, Which which, Callback cb) {
   request(std::move(m), std::move(cb));
 }
 
+namespace {
+Message next_after(MsgType t, uint32_t channel, uint32_t held_spi) {
+  Message m;
+  m.type = t;
+  m.channel = channel;
+  m.which = Which::Next;
+  if (held_spi) m.spi = held_spi;
+  return m;
+}
+}  // namespace
+
+void Client::fetch_next(uint32_t channel, uint32_t held_spi, Callback cb) {
+  request(next_after(MsgType::KeyRequest, channel, held_spi), std::move(cb));
+}
+
+void Client::generate_next(uint32_t channel, uint32_t held_spi, Callback cb) {
+  request(next_after(MsgType::GenerateRequest, channel, held_spi), std::move(cb));
+}
+
 void Client::upload(const WireKey& key, Callback cb) {
   Message m;
   m.type = MsgType::KeyUpload;

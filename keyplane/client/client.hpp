@@ -97,6 +97,12 @@ class Client {
   void fetch_spi(uint32_t channel, uint32_t spi, Callback cb = {});
   // kms-origin sender: the KMS makes (or returns the existing) current/next key.
   void generate(uint32_t channel, Which which, Callback cb = {});
+  // The key after held_spi, the one this host holds as current (0: none): the
+  // server's next key, or its current one if held_spi has ended there (this
+  // host read the switch late). fetch_next asks as a client, generate_next
+  // as a kms-origin sender.
+  void fetch_next(uint32_t channel, uint32_t held_spi, Callback cb = {});
+  void generate_next(uint32_t channel, uint32_t held_spi, Callback cb = {});
   // sender-origin: upload the decipherment key data; key.spi == 0 asks the KMS
   // to assign an SPI (returned in Result::keys[0].spi).
   void upload(const WireKey& key, Callback cb = {});

@@ -66,6 +66,14 @@ need(len(sch) == n, f"s: {len(sch)} channels")
 for c in sch.values():
     need(c["packets_sent"] == per, f"s: channel {c['channel']} sent {c['packets_sent']}")
     need(c["key_switches"] >= 5, f"s: channel {c['channel']}: only {c['key_switches']} switches")
+def errors(r):
+    # Failed key requests by error, over the channels: what a receiver that
+    # met an SPI it did not hold was told.
+    by = {}
+    for c in r["channels"]:
+        for k, v in c.get("kms_errors", {}).items():
+            by[k] = by.get(k, 0) + v
+    return by
 subs = {"r1": set(range(1, 41)), "r2": set(range(25, 65)), "r3": set(range(1, 17))}
 for tag, chans in subs.items():
     r = json.load(open(f"{work}/{tag}.json"))
@@ -73,7 +81,8 @@ for tag, chans in subs.items():
     print(f"{tag}: packets_ok={r['packets_ok']} lost={r['lost']} duplicated={r['duplicated']} "
           f"corrupted={r['corrupted']} auth_fail={r['auth_fail']} unknown_spi={r['unknown_spi']} "
           f"wrong_group={r['drops']['wrong_group']} key_switches={r['key_switches']} "
-          f"kms_requests={r['kms_requests']} kms_ok={r['kms_ok']} refused={r['channels_refused']}")
+          f"kms_requests={r['kms_requests']} kms_ok={r['kms_ok']} refused={r['channels_refused']} "
+          f"keys_late={r['kms_keys_late']} errors={errors(r)}")
     need(set(rch) == chans, f"{tag}: channels {sorted(rch)}")
     entitled = chans if tag != "r3" else set(range(1, 9))
     need(r["packets_ok"] == per * len(entitled), f"{tag}: packets_ok {r['packets_ok']}")

@@ -230,6 +230,58 @@ TEST_P(KeyServer, LifecycleP1P2Zero) {
   EXPECT_EQ(prev->spi + 1, slot(after, Slot::Current)->spi);
 }
 
+// A host that read a switch late (a slow process or host) asks for the key
+// after the one it holds as current, which has ended at the server: it gets
+// the server's current key. Plain "next" would answer with the key after
+// that one (or "not made yet"), and the host would skip the key the senders
+// now use. A sender asking the same way gets that key too, not a new one.
+TEST_P(KeyServer, NextAfterAKeyThatEndedIsTheCurrentKey) {
+  const int64_t L = 1500, P1 = 300, P2 = 100, G = 60000;
+  start_master({policy(2, KeyOrigin::Kms, L, P1, P2, G)});
+  auto cl = client("client");
+  auto sender = client("sender");
+  auto ask = [](auto call) {
+    std::promise<Result> p;
+    call([&p](Result r) { p.set_value(std::move(r)); });
+    return p.get_future().get();
+  };
+  Result first = fetch(*cl, 2, Which::Current);
+  ASSERT_TRUE(first.ok()) << first.message;
+  const uint32_t x = first.keys[0].spi;
+  std::this_thread::sleep_for(std::chrono::milliseconds(first.keys[0].remaining_ms + 50));
+
+  Result after = ask([&](Callback cb) { cl->fetch_next(2, x, std::move(cb)); });
+  ASSERT_TRUE(after.ok()) << error_name(after.error) << ": " << after.message;
+  ASSERT_EQ(after.keys.size(), 1u);
+  EXPECT_EQ(after.keys[0].spi, x + 1) << "not the key that followed " << x;
+  EXPECT_EQ(after.keys[0].slot, Slot::Current);
+  EXPECT_GT(after.keys[0].remaining_ms, 0);
+  Result plain = fetch(*cl, 2, Which::Next);
+  if (plain.ok())
+    EXPECT_GT(plain.keys[0].spi, x + 1);  // the current key passed P1 meanwhile
+  else
+    EXPECT_EQ(plain.error, ErrorCode::NoNextKey);
+
+  Result gen = ask([&](Callback cb) { sender->generate_next(2, x, std::move(cb)); });
+  ASSERT_TRUE(gen.ok()) << gen.message;
+  ASSERT_EQ(gen.keys.size(), 1u);
+  EXPECT_EQ(gen.keys[0].spi, x + 1);
+  EXPECT_TRUE(gen.keys[0].material == after.keys[0].material);
+
+  // Naming the current key (or none) is plain "next".
+  Result cur = fetch(*cl, 2, Which::Current);
+  ASSERT_TRUE(cur.ok());
+  ASSERT_EQ(cur.keys[0].spi, x + 1);
+  Result same = ask([&](Callback cb) { cl->fetch_next(2, x + 1, std::move(cb)); });
+  Result none = ask([&](Callback cb) { cl->fetch_next(2, 0, std::move(cb)); });
+  for (const Result* r : {&same, &none}) {
+    if (r->ok())
+      EXPECT_EQ(r->keys[0].slot, Slot::Next);
+    else
+      EXPECT_EQ(r->error, ErrorCode::NoNextKey);
+  }
+}
+
 TEST_P(KeyServer, UnknownKeyFetch) {
   start_master({policy(1, KeyOrigin::Kms)});
   auto cl = client("client");
