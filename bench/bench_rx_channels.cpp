@@ -1,4 +1,4 @@
-// The receiver's per-packet cost with 1, 64 and 1,024 channels, packets interleaved one
+// The receiver's per-packet cost with 1, 2, 64 and 1,024 channels, packets interleaved one
 // channel after another (every packet needs another channel's key: the worst case for
 // locality), next to the floor that no receiver can beat: Intel IPsec-MB's GCM open with
 // the same number of keys interleaved the same way. With many keys the floor itself pays
@@ -213,7 +213,7 @@ void BM_FloorOpenKeys(benchmark::State& st) {
 
 void args(benchmark::internal::Benchmark* b) {
   for (int64_t s : {64, 1400})
-    for (int64_t n : {1, 64, 1024}) b->Args({n, s});
+    for (int64_t n : {1, 2, 64, 1024}) b->Args({n, s});
 }
 
 }  // namespace

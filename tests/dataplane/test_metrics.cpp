@@ -224,3 +224,15 @@ TEST(MetricsHttp, BadAddressesNameTheOption) {
     EXPECT_NE(std::string(e.what()).find("--metrics " + taken), std::string::npos) << e.what();
   }
 }
+
+// The final JSON: "a.b" names become an object "a" at the place of its first
+// member, at the top level and inside each record of a list alike.
+TEST(FiguresJson, GroupsDottedNamesAtTopAndInRecords) {
+  Figures rec = {Figure::integer("channel", 7), Figure::integer("kms_errors.no_next_key", 2),
+                 Figure::integer("lost", 0), Figure::integer("kms_errors.timeout", 1)};
+  Figures f = {Figure::integer("ok", 5), Figure::integer("drops.replay", 3), Figure::integer("drops.auth_fail", 0),
+               Figure::objects("channels", {rec})};
+  EXPECT_EQ(figures_json(f),
+            "{\n  \"ok\": 5,\n  \"drops\": {\"replay\": 3, \"auth_fail\": 0},\n  \"channels\": [\n"
+            "    {\"channel\": 7, \"kms_errors\": {\"no_next_key\": 2, \"timeout\": 1}, \"lost\": 0}\n  ]\n}\n");
+}
