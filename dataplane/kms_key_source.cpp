@@ -74,6 +74,10 @@ int64_t p2_spread_offset(int64_t p2, int64_t spread_ms, uint64_t draw) {
   return spread == 0 ? 0 : int64_t(draw % uint64_t(spread + 1));
 }
 
+int64_t retry_gap_ms(int64_t left_ms, int64_t interval_ms) {
+  return left_ms > 0 ? std::clamp<int64_t>(left_ms / 4, std::min<int64_t>(10, interval_ms), interval_ms) : interval_ms;
+}
+
 void KmsKeySource::draw_p2_offset() { p2_offset_ = o_.sender ? 0 : p2_spread_offset(p2(), o_.p2_spread_ms, rng_()); }
 
 void KmsKeySource::Inbox::post(Reply r) {
@@ -231,7 +235,8 @@ void KmsKeySource::submit_next(KeyControl& ctl, MonoClock::time_point now) {
   if (next_in_flight_ || now < next_retry_) return;
   next_in_flight_ = true;
   next_asked_ = now;
-  next_retry_ = now + milliseconds(std::max<int64_t>(o_.fetch_min_interval_ms, 50));
+  next_retry_ = now + milliseconds(retry_gap_ms(ctl.current_spi() ? ms_until(cur_end_, now) : 0,
+                                                std::max<int64_t>(o_.fetch_min_interval_ms, 50)));
   ++fetches;
   // Named after the key held as current: a key server that has switched
   // already answers with its current key, the one this host lacks.
@@ -430,11 +435,15 @@ void KmsKeySource::short_notice(uint32_t next_spi, int64_t lead_ms) {
 void KmsKeySource::on_event(KeyControl& ctl, const ControlEvent& e) {
   if (o_.sender || refused_ || e.spi == 0 || ctl.holds(e.spi)) return;
   const auto now = MonoClock::now();
-  auto& last = last_event_fetch_[e.spi];
-  if (last != MonoClock::time_point{} && now - last < milliseconds(o_.fetch_min_interval_ms))
-    return;  // rate limit: one fetch per SPI per interval, however many packets name it
+  // Rate limit: one fetch per SPI per interval, however many packets or notices name it; for
+  // a notice, sooner as its switch nears.
+  const bool notice = e.type == EventType::Notice;
+  auto& fetched = notice ? last_notice_fetch_ : last_packet_fetch_;
+  auto& last = fetched[e.spi];
+  const int64_t gap = notice ? retry_gap_ms(e.ms_to_switch, o_.fetch_min_interval_ms) : o_.fetch_min_interval_ms;
+  if (last != MonoClock::time_point{} && now - last < milliseconds(gap)) return;
   last = now;
-  if (last_event_fetch_.size() > 4096) last_event_fetch_.clear();  // forged SPIs cannot grow it
+  if (fetched.size() > 4096) fetched.clear();  // forged SPIs cannot grow it
   if (e.type == EventType::UnknownSpi)
     KC_LOG(NOTICE, kms, "keycast-recv: channel %u: packets under SPI %u, not held (current %u, %lld ms "
                         "left; next %u): asking for it\n",

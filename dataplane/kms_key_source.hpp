@@ -65,7 +65,7 @@ struct KmsOptions {
   int64_t p2_spread_ms = -1;    // receiver: ... up to this much later, uniformly (-1: P2/4, 0: exactly at P2)
   int64_t grace_ms = 2000;      // receiver: keep the previous key this long after the switch
   int64_t notice_lead_ms = 200; // sender: previous notice this long before the switch (0: none)
-  int64_t fetch_min_interval_ms = 100;  // receiver: at most one event-driven fetch per SPI this often
+  int64_t fetch_min_interval_ms = 100;  // receiver: at most one event-driven fetch per SPI this often (see retry_gap_ms)
   std::chrono::milliseconds start_timeout{10000};
 };
 
@@ -89,6 +89,14 @@ std::shared_ptr<kp::Client> make_kms_client(const KmsOptions& o);
 // epoch, from a random draw: uniform over [0, spread] where spread is
 // spread_ms (-1: P2/4), never P2 or more (the fetch stays ahead of the switch).
 int64_t p2_spread_offset(int64_t p2_ms, int64_t spread_ms, uint64_t draw);
+
+// How long after an unanswered or refused request for a key to ask again, left_ms before the
+// switch that needs it: interval_ms while the switch is far off or past, a quarter of what is
+// left (at least 10 ms) as it nears. A key that reached the key servers late (a master that
+// restarted at P1, a slave whose replication had to reconnect) is then still fetched before it
+// is used; past the switch the current key is kept, and a key server that cannot answer is
+// not asked a hundred times a second.
+int64_t retry_gap_ms(int64_t left_ms, int64_t interval_ms);
 
 class KmsKeySource : public KeySource {
  public:
@@ -225,7 +233,10 @@ class KmsKeySource : public KeySource {
   bool notice_set_ = false;
   bool notice_possible_ = false;  // the current key was held while its notice could still go out in time
   bool warned_late_ = false;
-  std::unordered_map<uint32_t, MonoClock::time_point> last_event_fetch_;
+  // The last fetch by SPI, per SPI, for a notice and for packets apart: a notice's fetch
+  // refused because the key had not reached this server yet does not hold back the one the
+  // first packets under that SPI make.
+  std::unordered_map<uint32_t, MonoClock::time_point> last_notice_fetch_, last_packet_fetch_;
   std::map<uint32_t, MonoClock::time_point> ends_;  // end of use of each held key
   struct Retiring {
     uint32_t spi;
