@@ -1,5 +1,6 @@
 #include "dataplane/metrics_render.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <span>
 
@@ -63,7 +64,19 @@ constexpr Spec kRecvChannel[] = {
     {"key_switches", "keycast_recv_key_switches_total", "counter", "Switches to a new key (new SPI) seen in the stream, by channel."},
     {"spis_seen", "keycast_recv_spis_seen_total", "counter", "Distinct SPIs received, by channel."},
     {"spi_current", "keycast_recv_current_spi", "gauge", "SPI (key identifier) of the channel's current key, 0 while it has none."},
+    // With --kms only (absent figures leave their family out).
+    {"kms_requests", "keycast_recv_kms_requests_total", "counter", "Key requests sent to the key servers, by channel."},
+    {"kms_ok", "keycast_recv_kms_ok_total", "counter",
+     "Key requests answered with keys, by channel: what the key server bills the receiver for."},
+    {"keys_late", "keycast_recv_keys_late_total", "counter",
+     "Key switches whose time came with no next key held, by channel: packets under the new key wait for a fetch."},
+    {"refused", "keycast_recv_channel_refused", "gauge",
+     "1 once the key server refused the channel (the certificate is not entitled to it): never asked again."},
 };
+// Key requests answered with an error, by channel and error ("kms_errors.<error>" figures).
+constexpr Spec kRecvKmsErrors = {"kms_errors.", "keycast_recv_kms_errors_total", "counter",
+                                 "Key requests answered with an error, by channel and error (e.g. no_next_key: asked "
+                                 "before the server had the key)."};
 
 class Prom {
  public:
@@ -110,12 +123,32 @@ void totals_family(Prom& p, const Spec& s, const Figures& totals) {
   p.sample(s.family, "", *f);
 }
 
+// A family no channel has the figure of (e.g. the key-server counters without --kms) is left out.
 void channel_family(Prom& p, const Spec& s, const std::vector<Figures>& channels) {
+  if (std::none_of(channels.begin(), channels.end(), [&](const Figures& c) { return is_number(find_figure(c, s.figure)); }))
+    return;
   p.family(s.family, s.type, s.help);
   for (const Figures& c : channels) {
     const Figure* id = find_figure(c, "channel");
     const Figure* f = find_figure(c, s.figure);
     if (is_number(id) && is_number(f)) p.sample(s.family, label("channel", std::to_string(id->i)), *f);
+  }
+}
+
+// s.figure is a prefix: every "<prefix><name>" figure of a channel is a sample labelled
+// name=<name>. The family is there, empty, whenever the channels have kms_requests (a counter
+// by error that has never counted reads as 0, which rate() and increase() take as no errors).
+void channel_family_by(Prom& p, const Spec& s, const char* name, const std::vector<Figures>& channels) {
+  if (std::none_of(channels.begin(), channels.end(), [](const Figures& c) { return is_number(find_figure(c, "kms_requests")); }))
+    return;
+  p.family(s.family, s.type, s.help);
+  const std::string_view prefix = s.figure;
+  for (const Figures& c : channels) {
+    const Figure* id = find_figure(c, "channel");
+    if (!is_number(id)) continue;
+    for (const Figure& f : c)
+      if (f.name.rfind(prefix, 0) == 0 && is_number(&f))
+        p.sample(s.family, label("channel", std::to_string(id->i)) + "," + label(name, f.name.substr(prefix.size())), f);
   }
 }
 
@@ -182,6 +215,7 @@ std::string render_metrics(MetricsRole role, const Figures& totals, const std::v
 
   const std::span<const Spec> per = send ? std::span<const Spec>(kSendChannel) : std::span<const Spec>(kRecvChannel);
   for (const Spec& s : per) channel_family(p, s, channels);
+  if (!send) channel_family_by(p, kRecvKmsErrors, "error", channels);
   nic_families(p, nics);
   return p.take();
 }

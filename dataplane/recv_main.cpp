@@ -315,7 +315,10 @@ int run(int argc, char** argv) {
     const Figures f = receiver_figures(sh, chan_keys, events, igmp.get(), 0, false);
     std::vector<Figures> chans;
     for (std::size_t ci = 0; ci < nch; ++ci) {
-      chans.push_back(channel_figures(sh, ci, channel_totals(sh, ci, false), false, nullptr));
+      // On the control thread, which owns the key sources: their counters are read here, never
+      // from the telemetry thread.
+      chans.push_back(channel_figures(sh, ci, channel_totals(sh, ci, false), false,
+                                      chan_keys.uses_kms() ? &chan_keys.kms(ci) : nullptr));
       chans.back().push_back(Figure::integer("spi_current", pub.at(ci).current_spi()));
     }
     std::vector<NicSnapshot> nics;

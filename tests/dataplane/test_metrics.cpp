@@ -127,6 +127,40 @@ TEST(MetricsRender, ReceiverDropsByReasonAndAbsentFigures) {
   EXPECT_TRUE(f["keycast_nic_rx_missed_total"].empty());
 }
 
+// With --kms, each channel's key requests: sent, answered with keys, late switches, refusal, and
+// the error answers by error; without --kms none of these families is there.
+TEST(MetricsRender, ReceiverKeyServerFamiliesByChannelAndError) {
+  Figures totals = {Figure::integer("packets_ok", 0)};
+  Figures c1 = {Figure::integer("channel", 1), Figure::integer("packets_ok", 5), Figure::integer("kms_requests", 12),
+                Figure::integer("kms_ok", 9), Figure::integer("refused", 0), Figure::integer("keys_late", 1),
+                Figure::integer("kms_errors.no_next_key", 2), Figure::integer("kms_errors.timeout", 1)};
+  Figures c9 = {Figure::integer("channel", 9), Figure::integer("packets_ok", 0), Figure::integer("kms_requests", 1),
+                Figure::integer("kms_ok", 0), Figure::integer("refused", 1), Figure::integer("keys_late", 0),
+                Figure::integer("kms_errors.channel_denied", 1)};
+  auto f = families(render_metrics(MetricsRole::Recv, totals, {c1, c9}, {}, "1"));
+  EXPECT_EQ(f["keycast_recv_kms_requests_total"],
+            (std::vector<std::string>{"keycast_recv_kms_requests_total{channel=\"1\"} 12",
+                                      "keycast_recv_kms_requests_total{channel=\"9\"} 1"}));
+  EXPECT_EQ(f["keycast_recv_kms_ok_total"], (std::vector<std::string>{"keycast_recv_kms_ok_total{channel=\"1\"} 9",
+                                                                     "keycast_recv_kms_ok_total{channel=\"9\"} 0"}));
+  EXPECT_EQ(f["keycast_recv_keys_late_total"],
+            (std::vector<std::string>{"keycast_recv_keys_late_total{channel=\"1\"} 1",
+                                      "keycast_recv_keys_late_total{channel=\"9\"} 0"}));
+  EXPECT_EQ(f["keycast_recv_channel_refused"], (std::vector<std::string>{"keycast_recv_channel_refused{channel=\"1\"} 0",
+                                                                        "keycast_recv_channel_refused{channel=\"9\"} 1"}));
+  EXPECT_EQ(f["keycast_recv_kms_errors_total"],
+            (std::vector<std::string>{"keycast_recv_kms_errors_total{channel=\"1\",error=\"no_next_key\"} 2",
+                                      "keycast_recv_kms_errors_total{channel=\"1\",error=\"timeout\"} 1",
+                                      "keycast_recv_kms_errors_total{channel=\"9\",error=\"channel_denied\"} 1"}));
+
+  // A key file, no key server: no key-server family, not even empty.
+  Figures c = {Figure::integer("channel", 1), Figure::integer("packets_ok", 5)};
+  const std::string t = render_metrics(MetricsRole::Recv, totals, {c}, {}, "1");
+  EXPECT_EQ(t.find("kms"), std::string::npos);
+  EXPECT_EQ(t.find("keys_late"), std::string::npos);
+  EXPECT_EQ(t.find("refused"), std::string::npos);
+}
+
 TEST(MetricsRender, HealthReasons) {
   EXPECT_EQ(unhealthy_reason({}), "");
   HealthInput h;

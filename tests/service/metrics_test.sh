@@ -160,7 +160,11 @@ need recv 'keycast_recv_drops_total{reason="unknown_spi"}' 'v >= 0'
 need recv 'keycast_recv_drops_total{reason="auth_fail"}' 'v == 0'
 need recv 'keycast_nic_rx_packets_total{port="0"}' 'v > 0'
 need recv 'keycast_nic_link_up{port="0"}' 'v == 1'
-echo "ok: key families: build info, key remaining time, certificate expiry = openssl's notAfter, replication, traffic, SPIs, NIC stats and xstats"
+need recv 'keycast_recv_kms_requests_total{channel="1"}' 'v >= 1'
+need recv 'keycast_recv_kms_ok_total{channel="1"}' 'v >= 1'
+need recv 'keycast_recv_channel_refused{channel="1"}' 'v == 0'
+need recv 'keycast_recv_keys_late_total{channel="1"}' 'v >= 0'
+echo "ok: key families: build info, key remaining time, certificate expiry = openssl's notAfter, replication, traffic, SPIs, receivers' key requests, NIC stats and xstats"
 
 # 5. What the dashboard and the rules name, the binaries export.
 cat "$WORK"/{master,slave,send,recv}.prom | awk '/^# TYPE / { print $3 }' | sort -u > "$WORK/families"
