@@ -136,8 +136,9 @@ void channel_family(Prom& p, const Spec& s, const std::vector<Figures>& channels
 }
 
 // s.figure is a prefix: every "<prefix><name>" figure of a channel is a sample labelled
-// name=<name>. The family is there, empty, whenever the channels have kms_requests (a counter
-// by error that has never counted reads as 0, which rate() and increase() take as no errors).
+// name=<name>. With --kms (the channels have kms_requests) the family is there even before its
+// first sample, so that a dashboard or rule naming it finds it declared; an error that has not
+// happened has no series.
 void channel_family_by(Prom& p, const Spec& s, const char* name, const std::vector<Figures>& channels) {
   if (std::none_of(channels.begin(), channels.end(), [](const Figures& c) { return is_number(find_figure(c, "kms_requests")); }))
     return;
